@@ -1,0 +1,51 @@
+"""Domain discriminators: the official output-space one and a feature-level one."""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+class FCDiscriminator(nn.Sequential):
+    """Fully-convolutional discriminator of AdaptSegNet and ADVENT (identical in both).
+
+    Five 4x4 stride-2 convolutions ``C -> ndf -> 2ndf -> 4ndf -> 8ndf -> 1`` with LeakyReLU(0.2)
+    between them; no normalisation, no sigmoid (it returns logits), output at 1/32 of the input.
+    Built as an ``nn.Sequential`` so its keys are ADVENT's (``0.weight``, ``2.weight``, ...,
+    ``8.bias``); AdaptSegNet's ``conv1..conv4/classifier`` names are mapped by
+    :func:`segda.models.checkpoints.load_checkpoint`.
+
+    Shape: ``(N, C, H, W) -> (N, 1, H/32, W/32)``.
+    """
+
+    def __init__(self, in_channels: int, ndf: int = 64) -> None:
+        widths = [in_channels, ndf, ndf * 2, ndf * 4, ndf * 8]
+        layers: list[nn.Module] = []
+        for cin, cout in zip(widths[:-1], widths[1:], strict=True):
+            layers += [nn.Conv2d(cin, cout, 4, stride=2, padding=1), nn.LeakyReLU(0.2, inplace=True)]
+        layers.append(nn.Conv2d(widths[-1], 1, 4, stride=2, padding=1))
+        super().__init__(*layers)
+
+
+class FeatureDiscriminator(nn.Sequential):
+    """Discriminator on backbone feature maps ("FCNs in the wild"-style feature alignment).
+
+    Neither official repository ships one; AdaptSegNet's authors describe the baseline as a
+    discriminator on the features before the classifier (AdaptSegNet#41, #67). Backbone
+    features are already at 1/8 (or 1/4) resolution with many channels, so this design first
+    reduces channels with a 1x1 conv, then applies two 3x3 stride-2 convs and a 1x1 classifier:
+    a patch-level domain classifier whose output keeps a spatial layout like the FC one.
+
+    Shape: ``(N, C, h, w) -> (N, 1, ceil(h/4), ceil(w/4))``.
+    """
+
+    def __init__(self, in_channels: int, ndf: int = 64) -> None:
+        super().__init__(
+            nn.Conv2d(in_channels, ndf * 4, 1),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(ndf * 4, ndf * 4, 3, stride=2, padding=1),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(ndf * 4, ndf * 8, 3, stride=2, padding=1),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(ndf * 8, 1, 1),
+        )
+
