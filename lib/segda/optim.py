@@ -57,15 +57,15 @@ def build_segmenter_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim
         {"params": backbone, "lr": cfg.lr, "lr_mult": 1.0},
         {"params": head_params(model), "lr": cfg.lr * cfg.head_lr_mult, "lr_mult": cfg.head_lr_mult},
     ]
-    if cfg.optimizer == "sgd":
-        with warnings.catch_warnings():
-            # The duplicates are the point of the "official" mode; torch warns about them.
-            warnings.filterwarnings("ignore", message=".*duplicate parameters.*")
+    with warnings.catch_warnings():
+        # The duplicates are the point of the "official" mode; torch warns about them.
+        warnings.filterwarnings("ignore", message=".*duplicate parameters.*")
+        if cfg.optimizer == "sgd":
             return torch.optim.SGD(
                 groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                 foreach=False,
             )
-    return torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.adam_betas, weight_decay=0.0)
+        return torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.adam_betas, weight_decay=0.0)
 
 
 def build_discriminator_optimizer(disc: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:

@@ -71,7 +71,7 @@ def environment() -> dict[str, str]:
     """What produced a result: versions, device, CPU threads, git revision."""
     env = {
         "python": platform.python_version(),
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
         "platform": platform.platform(),
         "cpu_threads": str(torch.get_num_threads()),
         "git": git_sha(),

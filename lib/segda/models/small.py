@@ -85,6 +85,7 @@ class SmallDilatedSegmenter(BNModeMixin, nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d) and m not in self._head_convs():
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        self.train()  # applies bn_mode from construction on
 
     def _head_convs(self) -> set[nn.Module]:
         return {m for head in self.head_roots() for m in head.modules()}

@@ -1,0 +1,5 @@
+import sys
+
+from segda.cli import main
+
+sys.exit(main())

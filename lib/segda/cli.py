@@ -1,0 +1,203 @@
+"""Command line: ``python -m segda <command>``.
+
+Commands:
+  train       train one preset into a run folder (resumes when the folder has a checkpoint)
+  eval        evaluate one checkpoint or an ensemble; writes a per-class table beside it
+  suite       the embedded-benchmark experiment over seeds; prints the results table
+  collect     gather every run's metrics under a folder into one table
+  sweep       execute a notebook with papermill over methods/presets and seeds
+  demo        run the notebook sequence (or the library pipeline) at demo scale
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+
+def _parse_sets(items: list[str]) -> dict:
+    """``["optim.lr=1e-3", "method.levels=multi"]`` -> typed overrides (YAML scalars)."""
+    from segda.config import ConfigError, parse_yaml
+
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        out[key] = parse_yaml(value)
+    return out
+
+
+def cmd_train(args) -> int:
+    from segda import config, runs
+
+    cfg = config.load(args.preset, _parse_sets(args.set))
+    print(cfg.to_yaml())
+    result = runs.ensure_run(args.run_dir, cfg, retrain=args.retrain)
+    final = result.final_eval or {}
+    print(f"done: iteration {result.state.iteration}, target mIoU "
+          f"{100 * final.get('target_miou', float('nan')):.2f}")
+    return 0
+
+
+def _model_from_checkpoint(path: Path, args):
+    import torch
+
+    from segda import config, models
+
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(blob, dict) and blob.get("format") == "segda-run-v1":
+        cfg = config.from_dict(blob["config"])
+        seg = models.build_segmenter(
+            cfg.model.name, cfg.model.num_classes, cfg.model.multi_level,
+            cfg.model.aspp_branches, cfg.model.bn_mode,
+        )
+        seg.load_state_dict(blob["segmenter"])
+        return seg, cfg
+    from segda.models import checkpoints
+
+    branches = args.aspp_branches or checkpoints.aspp_branches_for(path.name)
+    cfg = config.load(None, {"model.name": args.model, "model.aspp_branches": branches,
+                             "model.multi_level": args.model != "deeplab_vgg16"})
+    seg = models.build_segmenter(args.model, 19, cfg.model.multi_level, branches)
+    models.load_checkpoint(seg, path, kind="adapted")
+    return seg, cfg
+
+
+def cmd_eval(args) -> int:
+    from segda import evaluate, metrics
+    from segda.data import registry
+
+    paths = [Path(p) for p in args.checkpoint]
+    loaded = [_model_from_checkpoint(p, args) for p in paths]
+    seg_models = [m for m, _ in loaded]
+    base = loaded[0][1]
+    overrides = {"data.dataset": args.dataset or base.data.dataset}
+    if args.root:
+        overrides["data.root"] = args.root
+    data_cfg = base.replace(overrides)
+    data = registry.build_datasets(data_cfg.data, data_cfg.model)
+    weights = args.weights or [1.0 / len(seg_models)] * len(seg_models)
+    res = evaluate.evaluate(
+        seg_models, data.val_target, weights=weights, combine=args.combine, device=args.device,
+        num_classes=data_cfg.model.num_classes, max_images=args.max_images,
+    )
+    name = "+".join(p.stem for p in paths)
+    classes = None
+    if args.num_eval_classes != 19:
+        from segda.labels import CLASS_SUBSETS
+
+        classes = CLASS_SUBSETS[args.num_eval_classes]
+    df = metrics.iou_table({name: res.iou}, classes=classes)
+    out_dir = Path(args.out) if args.out else paths[0].parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"eval_{name}_{args.num_eval_classes}cls"
+    df.to_csv(out_dir / f"{stem}.csv")
+    text = metrics.format_iou_table(df)
+    (out_dir / f"{stem}.md").write_text(text + "\n")
+    print(text)
+    print(f"wrote {out_dir / stem}.md and .csv")
+    return 0
+
+
+def cmd_suite(args) -> int:
+    from segda import experiments, runs
+
+    t0 = time.perf_counter()
+    pre = _parse_sets(args.pretrain_set)
+    ada = _parse_sets(args.adapt_set)
+    for seed in args.seeds:
+        experiments.run_seed(args.run_root, seed, pretrain_overrides=pre, adapt_overrides=ada)
+    table = experiments.summarize(runs.collect(args.run_root))
+    text = experiments.format_table(table)
+    Path(args.run_root, "results.md").write_text(text + "\n")
+    table.to_csv(Path(args.run_root, "results.csv"))
+    print(text)
+    print(f"wall time {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+def cmd_collect(args) -> int:
+    from segda import experiments, runs
+
+    df = runs.collect(args.run_root)
+    if df.empty:
+        print(f"no finished runs under {args.run_root}", file=sys.stderr)
+        return 1
+    table = experiments.summarize(df)
+    print(experiments.format_table(table))
+    df.to_csv(Path(args.run_root, "runs.csv"), index=False)
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from segda import notebooks_runner
+
+    notebooks_runner.sweep(
+        notebook=args.notebook, out_root=args.out, presets=args.presets, seeds=args.seeds,
+        parameters=_parse_sets(args.param),
+    )
+    return cmd_collect(argparse.Namespace(run_root=args.out))
+
+
+def cmd_demo(args) -> int:
+    from segda import notebooks_runner
+
+    return notebooks_runner.demo(Path(args.out), quick=args.quick)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m segda", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a preset into a run folder")
+    p.add_argument("preset")
+    p.add_argument("--run-dir", required=True)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--retrain", action="store_true")
+    p.set_defaults(fn=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate checkpoints (several = ensemble)")
+    p.add_argument("--checkpoint", nargs="+", required=True)
+    p.add_argument("--weights", nargs="+", type=float)
+    p.add_argument("--combine", choices=["logits", "probs"], default="logits")
+    p.add_argument("--dataset")
+    p.add_argument("--root")
+    p.add_argument("--model", default="deeplabv2_resnet101",
+                   help="architecture of official checkpoints (segda checkpoints carry theirs)")
+    p.add_argument("--aspp-branches", type=int, choices=[2, 4])
+    p.add_argument("--num-eval-classes", type=int, choices=[19, 16, 13], default=19)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--max-images", type=int)
+    p.add_argument("--out")
+    p.set_defaults(fn=cmd_eval)
+
+    p = sub.add_parser("suite", help="embedded benchmark: every method over seeds")
+    p.add_argument("--run-root", default="runs/embedded")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--pretrain-set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--adapt-set", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(fn=cmd_suite)
+
+    p = sub.add_parser("collect", help="table of every finished run under a folder")
+    p.add_argument("run_root")
+    p.set_defaults(fn=cmd_collect)
+
+    p = sub.add_parser("sweep", help="papermill a notebook over presets and seeds")
+    p.add_argument("--notebook", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--presets", nargs="+", required=True)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE")
+    p.set_defaults(fn=cmd_sweep)
+
+    p = sub.add_parser("demo", help="the notebook sequence at demo scale")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--quick", action="store_true", help="fewer iterations (smoke test)")
+    p.set_defaults(fn=cmd_demo)
+
+    args = parser.parse_args(argv)
+    return args.fn(args)

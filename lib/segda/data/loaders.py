@@ -1,0 +1,110 @@
+"""Infinite, resumable data streams.
+
+The official scripts repeat the image list ``max_iters`` times and shuffle it with an unseeded
+DataLoader, so no two runs see the same order and a restarted run starts over (AdaptSegNet#19).
+Here the index stream is a pure function of ``(seed, position)``: position ``p`` falls in epoch
+``p // n``, whose order is a permutation seeded by ``(seed, epoch)``. A run that stopped after
+iteration ``k`` resumes exactly by building its loader with ``start_iter=k``.
+
+Datasets that set ``keyed_flip = True`` (the real datasets) receive ``(index, position)`` keys so
+that their random mirror is keyed by the draw too; others receive plain indices.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+
+def epoch_permutation(size: int, seed: int, epoch: int) -> torch.Tensor:
+    """The order of epoch ``epoch``: a permutation of ``range(size)`` fixed by (seed, epoch)."""
+    state = np.random.SeedSequence([0xDA7A, seed, epoch]).generate_state(2, dtype=np.uint32)
+    gen = torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+    return torch.randperm(size, generator=gen)
+
+
+class InfiniteSampler(Sampler):
+    """Endless indices (or ``(index, position)`` pairs) starting at stream position ``start``.
+
+    Stateless: the element at position ``p`` depends only on ``(size, seed, shuffle, p)``.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        seed: int = 0,
+        start: int = 0,
+        shuffle: bool = True,
+        with_position: bool = False,
+    ) -> None:
+        if size <= 0:
+            raise ValueError("cannot sample from an empty dataset")
+        if start < 0:
+            raise ValueError(f"start must be >= 0, got {start}")
+        self.size, self.seed, self.start = size, seed, start
+        self.shuffle, self.with_position = shuffle, with_position
+
+    def index_at(self, position: int) -> int:
+        epoch, offset = divmod(position, self.size)
+        if not self.shuffle:
+            return offset
+        return int(epoch_permutation(self.size, self.seed, epoch)[offset])
+
+    def __iter__(self) -> Iterator:
+        position = self.start
+        epoch, offset = divmod(position, self.size)
+        while True:
+            order = epoch_permutation(self.size, self.seed, epoch).tolist() if self.shuffle else (
+                range(self.size)
+            )
+            for i in range(offset, self.size):
+                yield (order[i], position) if self.with_position else order[i]
+                position += 1
+            epoch, offset = epoch + 1, 0
+
+
+def worker_init_fn(worker_id: int) -> None:
+    """Seed python, numpy and torch in a worker from the seed the DataLoader gave it.
+
+    The DataLoader derives each worker's torch seed from its own generator (seeded by
+    :func:`build_loader`) plus the worker id, so worker randomness is reproducible too.
+    """
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_loader(
+    dataset: Dataset,
+    batch_size: int,
+    seed: int = 0,
+    start_iter: int = 0,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+    shuffle: bool = True,
+) -> Iterator[dict]:
+    """An endless iterator of collated batches; batch ``k`` is the same for any ``start_iter <= k``.
+
+    Every batch is full (the stream never ends, so there is no last partial batch).
+    """
+    sampler = InfiniteSampler(
+        len(dataset), seed=seed, start=start_iter * batch_size, shuffle=shuffle,
+        with_position=bool(getattr(dataset, "keyed_flip", False)),
+    )
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        drop_last=True,
+        worker_init_fn=worker_init_fn if num_workers > 0 else None,
+        generator=torch.Generator().manual_seed(seed),
+        persistent_workers=num_workers > 0,
+    )
+    return iter(loader)

@@ -1,0 +1,135 @@
+"""The embedded-benchmark experiment: every method over seeds, warm-started like ADVENT.
+
+Protocol (from the prototype recorded in ``embedded_benchmark_findings.md``, section 3):
+
+1. ``embedded/source_pretrain``: the small segmenter trained on source from scratch;
+2. ``embedded/oracle``: the same recipe on labelled target images (the upper reference);
+3. each adaptation preset fine-tunes from (1) for the same number of iterations, including
+   the plain ``source_only`` continuation and the batch-norm control, so every row has had the
+   same amount of training;
+4. the AdvEnt+MinEnt ensemble (0.5 / 0.5 sum of main logits, ADVENT's) is evaluated from the
+   two trained models.
+
+Gains are reported against plain source-only *and* against the batch-norm control.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from segda import config, runs
+
+ADAPTATION_PRESETS: tuple[str, ...] = (
+    "source_only", "source_only_tgt_bn", "feature_adv", "output_adv_single",
+    "output_adv_multi", "minent", "minent_cp", "advent",
+)
+ENSEMBLE = ("advent", "minent")
+ROW_NAMES = {
+    "source_only": "source-only", "source_only_tgt_bn": "source-only + target BN (control)",
+    "feature_adv": "feature-level adversarial", "output_adv_single": "AdaptSegNet single-level",
+    "output_adv_multi": "AdaptSegNet multi-level", "minent": "MinEnt", "minent_cp": "MinEnt + CP",
+    "advent": "AdvEnt", "advent+minent": "AdvEnt + MinEnt (ensemble)",
+    "oracle": "oracle (target-trained)", "source_pretrain": "source-only (pretrained checkpoint)",
+}
+
+
+def preset_config(preset: str, seed: int, overrides: dict | None = None, init: Path | None = None):
+    over = {"run.seed": seed, **(overrides or {})}
+    if init is not None:
+        over["model.init_checkpoint"] = str(init)
+    return config.load(f"embedded/{preset}", over)
+
+
+def run_seed(
+    run_root: str | Path,
+    seed: int,
+    presets: Sequence[str] = ADAPTATION_PRESETS,
+    pretrain_overrides: dict | None = None,
+    adapt_overrides: dict | None = None,
+    oracle: bool = True,
+    ensemble: bool = True,
+) -> Path:
+    """Train (or reuse) every run of one seed under ``run_root/seed{seed}``."""
+    from segda import evaluate
+    from segda.data import registry
+
+    root = Path(run_root) / f"seed{seed}"
+    pre_cfg = preset_config("source_pretrain", seed, pretrain_overrides)
+    data = registry.build_datasets(pre_cfg.data, pre_cfg.model)
+    runs.ensure_run(root / "source_pretrain", pre_cfg, data=data)
+    if oracle:
+        ora_cfg = preset_config("oracle", seed, pretrain_overrides)
+        runs.ensure_run(root / "oracle", ora_cfg, data=registry.build_datasets(ora_cfg.data))
+    init = root / "source_pretrain" / "last.pth"
+    results = {}
+    for preset in presets:
+        cfg = preset_config(preset, seed, adapt_overrides, init)
+        results[preset] = runs.ensure_run(root / preset, cfg, data=data)
+    if ensemble and all(name in results for name in ENSEMBLE):
+        models = [results[name].seg for name in ENSEMBLE]
+        res = evaluate.evaluate(models, data.val_target, weights=[0.5, 0.5], device="cpu")
+        res_src = evaluate.evaluate(models, data.val_source, weights=[0.5, 0.5], device="cpu")
+        out = root / "advent+minent"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps({
+            "method": "advent+minent", "levels": "multi", "seed": seed, "train_on": "source",
+            "iteration": results["advent"].state.iteration,
+            "evals": [{
+                "iteration": results["advent"].state.iteration,
+                "target_miou": res.miou, "target_iou": [float(x) for x in res.iou],
+                "source_miou": res_src.miou, "source_iou": [float(x) for x in res_src.iou],
+            }],
+            "ensemble": {"members": list(ENSEMBLE), "weights": [0.5, 0.5], "combine": "logits"},
+        }, indent=1))
+    return root
+
+
+def summarize(df):
+    """Mean +/- std over seeds per method, with gains against source-only and the BN control."""
+    import pandas as pd
+
+    df = df.copy()
+    df["key"] = df["run"].str.split("/").str[-1]
+    grouped = df.groupby("key")
+    table = pd.DataFrame({
+        "target mIoU": grouped["target_miou"].mean(),
+        "std": grouped["target_miou"].std(ddof=1),
+        "source mIoU": grouped["source_miou"].mean(),
+        "seeds": grouped["seed"].nunique(),
+    })
+    for ref, col in (("source_only", "gain vs source-only"),
+                     ("source_only_tgt_bn", "gain vs BN control")):
+        if ref in table.index:
+            # Paired per seed: the same pretrained checkpoint underlies both rows.
+            base = df[df["key"] == ref].set_index("seed")["target_miou"]
+            gains = df.assign(g=df["target_miou"] - df["seed"].map(base)).groupby("key")["g"]
+            table[col] = gains.mean()
+    order = ["source_pretrain", *ADAPTATION_PRESETS, "advent+minent", "oracle"]
+    table = table.reindex([k for k in order if k in table.index])
+    table.index = [ROW_NAMES.get(k, k) for k in table.index]
+    return table
+
+
+def format_table(table, digits: int = 1) -> str:
+    """Markdown with mean +/- std."""
+    cols = ["method", "target mIoU (mean +/- std)", "source mIoU", "gain vs source-only",
+            "gain vs BN control", "seeds"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for name, row in table.iterrows():
+        std = "" if np.isnan(row["std"]) else f" +/- {row['std']:.{digits}f}"
+
+        def fmt(v, signed=False):
+            if v is None or (isinstance(v, float) and np.isnan(v)):
+                return "-"
+            return f"{v:+.{digits}f}" if signed else f"{v:.{digits}f}"
+
+        lines.append("| " + " | ".join([
+            name, f"{row['target mIoU']:.{digits}f}{std}", fmt(row["source mIoU"]),
+            fmt(row.get("gain vs source-only"), True), fmt(row.get("gain vs BN control"), True),
+            str(int(row["seeds"])),
+        ]) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,117 @@
+"""The training loop: exact resume, atomic checkpoints, non-finite losses, run folders."""
+
+import json
+
+import pytest
+import torch
+
+from segda import checkpointing, config, losses, runs, train
+from segda.data import registry
+
+
+def _cfg(method="advent", iters=4, **extra):
+    overrides = {
+        "method.name": method, "method.levels": "multi",
+        "data.source_size": [64, 32], "data.target_size": [64, 32], "data.batch_size": 2,
+        "optim.max_iters": 10, "optim.early_stop": iters, "method.disc_ndf": 8,
+        "run.device": "cpu", "run.progress": False, "run.log_every": 1,
+        "run.eval_max_images": 4,
+    }
+    overrides.update(extra)
+    return config.load("embedded/advent", overrides)
+
+
+@pytest.fixture(scope="module")
+def small_data():
+    cfg = _cfg()
+    return registry.build_datasets(cfg.data, cfg.model)
+
+
+@pytest.mark.parametrize("param_groups", ["unique", "official"])
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_resume_is_exact(tmp_path, small_data, optimizer, param_groups):
+    n = 2
+    cfg = _cfg(iters=2 * n, **{"optim.optimizer": optimizer, "optim.param_groups": param_groups,
+                               "run.checkpoint_every": n})
+    straight = train.fit(cfg, tmp_path / "straight", data=small_data)
+    train.fit(cfg, tmp_path / "split", data=small_data, stop_at=n)
+    interrupted = checkpointing.load_run_checkpoint(tmp_path / "split" / "last.pth")
+    assert interrupted["iteration"] == n
+    resumed = train.fit(cfg, tmp_path / "split", data=small_data)
+    a, b = straight.seg.state_dict(), resumed.seg.state_dict()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    for lvl in straight.state.discs:
+        da, db = straight.state.discs[lvl].state_dict(), resumed.state.discs[lvl].state_dict()
+        assert all(torch.equal(da[k], db[k]) for k in da)
+    assert [h["iteration"] for h in resumed.state.history] == list(range(2 * n))
+    assert straight.state.history == resumed.state.history
+
+
+def test_checkpoint_contents_and_weights_only_load(tmp_path, small_data):
+    cfg = _cfg(iters=2, **{"run.checkpoint_every": 1})
+    train.fit(cfg, tmp_path / "run", data=small_data)
+    ckpt = torch.load(tmp_path / "run" / "last.pth", weights_only=True)
+    assert {"segmenter", "discriminators", "opt_seg", "opt_discs", "iteration", "rng",
+            "config", "history", "evals"} <= set(ckpt)
+    assert config.from_dict(ckpt["config"]) == cfg
+    assert not list((tmp_path / "run").glob("*.tmp"))
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["method"] == "advent" and 0 <= metrics["evals"][-1]["target_miou"] <= 1
+
+
+def test_save_atomic_keeps_previous_file_on_failure(tmp_path):
+    path = tmp_path / "ck.pth"
+    checkpointing.save_atomic({"a": torch.zeros(2)}, path)
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        checkpointing.save_atomic({"a": Unpicklable()}, path)
+    assert torch.equal(torch.load(path, weights_only=True)["a"], torch.zeros(2))
+    assert [p.name for p in tmp_path.iterdir()] == ["ck.pth"]
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, small_data, monkeypatch):
+    cfg = _cfg(method="minent", iters=6, **{"run.checkpoint_every": 2})
+    calls = {"n": 0}
+    real_entropy = losses.entropy_loss
+
+    def poisoned(prob):
+        calls["n"] += 1
+        value = real_entropy(prob)
+        return value * float("nan") if calls["n"] > 6 else value  # 2 levels per iteration
+
+    monkeypatch.setattr(losses, "entropy_loss", poisoned)
+    with pytest.raises(train.NonFiniteLossError, match="iteration 3.*last.pth"):
+        train.fit(cfg, tmp_path / "run", data=small_data)
+    ckpt = checkpointing.load_run_checkpoint(tmp_path / "run" / "last.pth")
+    assert ckpt["iteration"] == 2
+    assert all(torch.isfinite(v).all() for v in ckpt["segmenter"].values() if v.is_floating_point())
+
+
+def test_ensure_run_reuses_finished_runs_and_refuses_other_configs(tmp_path, small_data):
+    cfg = _cfg(method="source_only", iters=2)
+    first = runs.ensure_run(tmp_path / "r", cfg, data=small_data)
+    again = runs.ensure_run(tmp_path / "r", cfg, data=small_data)
+    a, b = first.seg.state_dict(), again.seg.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="optim.lr"):
+        runs.ensure_run(tmp_path / "r", cfg.replace({"optim.lr": 0.1}), data=small_data)
+    table = runs.collect(tmp_path)
+    assert list(table["method"]) == ["source_only"]
+
+
+def test_warm_start_from_run_checkpoint_and_missing_init(tmp_path, small_data):
+    cfg = _cfg(method="source_only", iters=1)
+    first = train.fit(cfg, tmp_path / "a", data=small_data)
+    warm = cfg.replace({"model.init_checkpoint": str(tmp_path / "a" / "last.pth"),
+                        "optim.early_stop": 0})
+    second = train.fit(warm, None, data=small_data)
+    a, b = first.seg.state_dict(), second.seg.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    missing = cfg.replace({"model.init_checkpoint": str(tmp_path / "nope.pth")})
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        train.fit(missing, None, data=small_data)
