@@ -109,3 +109,29 @@ def evaluate(
             m.train(mode)
     iou = conf.iou()
     return EvalResult(conf.matrix.cpu(), iou, mean_iou(iou), n)
+
+
+@torch.no_grad()
+def predicted_class_shares(
+    model: nn.Module, dataset, *, device: str | torch.device = "auto", num_classes: int = 19,
+    max_images: int | None = None, batch_size: int = 8,
+) -> np.ndarray:
+    """Share of pixels predicted as each class (argmax of the main head), ``(num_classes,)``.
+
+    Shows entropy minimisation's drift toward frequent classes, and what the class-ratio
+    prior changes.
+    """
+    device = resolve_device(device) if isinstance(device, str) else device
+    was_training = model.training
+    model.eval()
+    counts = torch.zeros(num_classes, dtype=torch.long)
+    n = len(dataset) if max_images is None else min(max_images, len(dataset))
+    try:
+        for start in range(0, n, batch_size):
+            images = torch.stack([dataset[i]["image"] for i in range(start, min(start + batch_size, n))])
+            images = images.to(device)
+            pred = predict_logits(model, images, tuple(images.shape[-2:])).argmax(1)
+            counts += torch.bincount(pred.reshape(-1).cpu(), minlength=num_classes)[:num_classes]
+    finally:
+        model.train(was_training)
+    return (counts / counts.sum().clamp(min=1)).numpy()

@@ -1,6 +1,6 @@
 """The embedded-benchmark experiment: every method over seeds, warm-started like ADVENT.
 
-Protocol (from the prototype recorded in ``embedded_benchmark_findings.md``, section 3):
+Protocol (a warm start as ADVENT starts from pretrained weights; values from a prototype study):
 
 1. ``embedded/source_pretrain``: the small segmenter trained on source from scratch;
 2. ``embedded/oracle``: the same recipe on labelled target images (the upper reference);
@@ -133,3 +133,88 @@ def format_table(table, digits: int = 1) -> str:
             str(int(row["seeds"])),
         ]) + " |")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ notebooks' entry points
+
+WARM_START_EXEMPT = ("source_pretrain", "oracle")
+
+
+def notebook_config(
+    preset: str,
+    *,
+    dataset: str | None = None,
+    data_root: str | None = None,
+    model: str | None = None,
+    max_iters: int | None = None,
+    batch_size: int | None = None,
+    image_size: Sequence[int] | None = None,
+    device: str = "auto",
+    seed: int = 0,
+    amp: bool = False,
+    progress: bool = False,
+    extra: dict | None = None,
+) -> config.TrainConfig:
+    """A config from the notebooks' papermill parameters (literals) on top of a preset.
+
+    ``max_iters`` is the number of iterations to run. Presets whose poly schedule ends where
+    the run ends (the embedded ones) get both ``optim.max_iters`` and ``optim.early_stop``;
+    the paper presets keep their 250k-iteration schedule horizon and only stop earlier,
+    as the official code does. ``image_size`` is ``[W, H]`` for both domains; ``None`` keeps
+    the preset's sizes (1280x720 / 1024x512 for the paper rows).
+    """
+    base = config.load(preset)
+    over: dict = {"run.seed": seed, "run.device": device, "run.amp": amp,
+                  "run.progress": progress}
+    if dataset is not None:
+        over["data.dataset"] = dataset
+    if data_root is not None:
+        over["data.root"] = data_root
+    if model is not None:
+        over["model.name"] = model
+    if max_iters is not None:
+        over["optim.early_stop"] = max_iters
+        if base.optim.max_iters == base.optim.early_stop:
+            over["optim.max_iters"] = max_iters
+    if batch_size is not None:
+        over["data.batch_size"] = batch_size
+    if image_size is not None:
+        over["data.source_size"] = list(image_size)
+        over["data.target_size"] = list(image_size)
+    over.update(extra or {})
+    return config.load(preset, over)
+
+
+def run_folder(run_dir: str | Path, preset: str, seed: int) -> Path:
+    return Path(run_dir) / f"seed{seed}" / preset.split("/")[-1]
+
+
+def train_preset(
+    preset: str,
+    run_dir: str | Path,
+    *,
+    pretrain_iters: int | None = None,
+    data=None,
+    **params,
+):
+    """Train (or reuse from ``run_dir``) one preset as a notebook asks for it.
+
+    Embedded adaptation presets warm-start from the source-only checkpoint of the same seed
+    (``embedded/source_pretrain`` with ``max_iters = pretrain_iters``), which is trained
+    first when missing; notebooks therefore share one source-only model per seed.
+    """
+    from segda import runs
+
+    seed = params.get("seed", 0)
+    name = preset.split("/")[-1]
+    extra = dict(params.pop("extra", None) or {})
+    if preset.startswith("embedded/") and name not in WARM_START_EXEMPT:
+        pre = train_preset(
+            "embedded/source_pretrain", run_dir, data=data, extra=None,
+            **{**params, "max_iters": pretrain_iters},
+        )
+        extra["model.init_checkpoint"] = str(pre.run_dir / "last.pth")
+    elif preset.startswith("embedded/"):
+        params = {**params, "max_iters": pretrain_iters or params.get("max_iters")}
+    cfg = notebook_config(preset, extra=extra, **params)
+    return runs.ensure_run(run_folder(run_dir, preset, seed), cfg, data=data)

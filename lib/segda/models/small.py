@@ -2,7 +2,7 @@
 
 It keeps the structure the adaptation methods rely on (a dilated backbone, an auxiliary head on
 the second-to-last stage, a main head on the last stage, heads that sum dilated convolutions)
-at about 0.6 M parameters, so every method trains in minutes on a laptop CPU at 64x128.
+at about 0.8 M parameters, so every method trains in minutes on a laptop CPU at 64x128.
 Output stride 4. Module names mirror the official model (``layer5`` = aux head on layer3,
 ``layer6`` = main head on layer4). Unlike the DeepLab models it trains from scratch, so its
 batch-norm affine parameters are trainable.
@@ -69,12 +69,10 @@ class SmallDilatedSegmenter(BNModeMixin, nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.layer1 = _conv_bn_relu(w, w)
         self.layer2 = nn.Sequential(ResidualBlock(w, 2 * w, stride=2), ResidualBlock(2 * w, 2 * w))
-        self.layer3 = nn.Sequential(
-            ResidualBlock(2 * w, 4 * w, dilation=2), ResidualBlock(4 * w, 4 * w, dilation=2)
-        )
-        self.layer4 = nn.Sequential(
-            ResidualBlock(4 * w, 4 * w, dilation=4), ResidualBlock(4 * w, 4 * w, dilation=4)
-        )
+        # One residual block per dilated stage keeps a training iteration (batch 8, 64x128)
+        # well under a second on one CPU core.
+        self.layer3 = nn.Sequential(ResidualBlock(2 * w, 4 * w, dilation=2))
+        self.layer4 = nn.Sequential(ResidualBlock(4 * w, 4 * w, dilation=4))
         # Dilations scaled down from DeepLab's 6/12/18/24 to the small output maps (16x32).
         branches = aspp_branches
         if multi_level:

@@ -1,0 +1,541 @@
+"""An image explorer for notebooks: image, ground truth, prediction, entropy, discriminator map.
+
+All computing lives in plain functions (:func:`predict`, :func:`compute_layer`,
+:func:`layers_for`) that tests call without a browser; :func:`build_explorer` only wires them
+to ipywidgets. The explorer knows no method: what a discriminator sees is computed by a
+function the caller passes (``disc_input_fn``), by default the softmax of the main logits
+upsampled with ``align_corners=True`` (AdaptSegNet's output-space input);
+:func:`disc_input_for_method` adapts any row of :data:`segda.methods.METHODS`.
+
+>>> box = build_explorer({"source_only": seg_a, "advent": seg_b}, target_val,
+...                      discriminators={"advent": {"main": disc}},
+...                      disc_input_fn={"advent": disc_input_for_method("advent")})
+>>> box                                   # in a notebook: slider + dropdowns + figure
+>>> fig = build_explorer(models, target_val, interactive=False)   # static grid (nbval)
+"""
+
+from __future__ import annotations
+
+import functools
+import traceback
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from segda import viz
+from segda.labels import CLASS_NAMES, IGNORE_INDEX
+from segda.models.outputs import SegOutput
+
+LAYERS: tuple[str, ...] = ("image", "ground truth", "prediction", "entropy", "discriminator")
+NO_HIGHLIGHT = "none"
+# Colour map of the scalar layers (entropy, discriminator output), both in [0, 1].
+MAP_CMAP = "viridis"
+
+DiscInputFn = Callable[[SegOutput, tuple[int, int]], torch.Tensor]
+
+
+def softmax_disc_input(out: SegOutput, size: tuple[int, int]) -> torch.Tensor:
+    """Default discriminator input: softmax of the main logits upsampled to ``size``.
+
+    Upsampled with ``align_corners=True`` as both official loops do before the discriminator.
+    Shape: -> ``(N, C, H, W)``.
+    """
+    up = F.interpolate(out.main.float(), size=size, mode="bilinear", align_corners=True)
+    return F.softmax(up, dim=1)
+
+
+def disc_input_for_method(method, level: str = "main") -> DiscInputFn:
+    """A ``disc_input_fn`` computing exactly what ``method``'s discriminator sees in training.
+
+    Args:
+        method: a :class:`segda.methods.Method` or its name in ``METHODS``.
+        level: the discriminator's level, ``"main"`` or ``"aux"``.
+    """
+    from segda import methods
+
+    m = methods.METHODS[method] if isinstance(method, str) else method
+
+    def fn(out: SegOutput, size: tuple[int, int]) -> torch.Tensor:
+        up = {level: methods.upsample(out.logits(level).float(), size, align_corners=True)}
+        return methods.discriminator_input(m, out, up, level)
+
+    return fn
+
+
+@dataclass
+class Prediction:
+    """One model's outputs on one image, kept on the CPU for display.
+
+    Attributes:
+        logits: main-head logits upsampled to the image size, ``(C, H, W)`` float32.
+        disc: sigmoid of the main-level discriminator's output upsampled to the image size,
+            ``(H, W)`` float32 in [0, 1] (near 1 = "looks like target"); ``None`` when the
+            method has no discriminator.
+    """
+
+    logits: torch.Tensor
+    disc: torch.Tensor | None = None
+
+    @property
+    def label(self) -> np.ndarray:
+        """Arg-max class per pixel, ``(H, W)`` int64."""
+        return self.logits.argmax(0).numpy()
+
+
+class PredictionCache:
+    """A small least-recently-used store of :class:`Prediction` keyed by ``(model, index)``.
+
+    Bounded because full-resolution logits are large (19 x 512 x 1024 float32 = 40 MB).
+    """
+
+    def __init__(self, maxsize: int = 32) -> None:
+        self.maxsize = maxsize
+        self._items: OrderedDict[Hashable, Prediction] = OrderedDict()
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, key: Hashable) -> Prediction:
+        value = self._items[key]
+        self._items.move_to_end(key)
+        return value
+
+    def __setitem__(self, key: Hashable, value: Prediction) -> None:
+        self._items[key] = value
+        self._items.move_to_end(key)
+        while len(self._items) > self.maxsize:
+            self._items.popitem(last=False)
+
+    def keys(self) -> list[Hashable]:
+        return list(self._items)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    param = next(module.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+@contextmanager
+def eval_mode(*modules: nn.Module | None):
+    """Put modules in eval mode (running batch-norm statistics) and restore their modes."""
+    present = [m for m in modules if m is not None]
+    modes = [m.training for m in present]
+    try:
+        for m in present:
+            m.eval()
+        yield
+    finally:
+        for m, mode in zip(present, modes, strict=True):
+            m.train(mode)
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    image: torch.Tensor,
+    discriminator: nn.Module | None = None,
+    disc_input_fn: DiscInputFn | None = None,
+) -> Prediction:
+    """Run ``model`` (and the main-level ``discriminator``) on one network input, in eval mode.
+
+    Shape: image ``(3, H, W)`` (normalised as the model expects) -> logits ``(C, H, W)``,
+    disc ``(H, W)``.
+    """
+    with eval_mode(model, discriminator):
+        x = image.unsqueeze(0).to(_device_of(model))
+        size = (x.shape[-2], x.shape[-1])
+        out = model(x)
+        logits = F.interpolate(out.main.float(), size=size, mode="bilinear", align_corners=True)
+        disc = None
+        if discriminator is not None:
+            d_in = (disc_input_fn or softmax_disc_input)(out, size)
+            d_out = discriminator(d_in.to(_device_of(discriminator))).float()
+            # The D output is at 1/32 of the input; upsample its logits, then squash.
+            d_up = F.interpolate(d_out, size=size, mode="bilinear", align_corners=True)
+            disc = torch.sigmoid(d_up)[0, 0].cpu()
+    return Prediction(logits=logits[0].cpu(), disc=disc)
+
+
+def class_id(highlight: int | str | None) -> int | None:
+    """``None``/``"none"`` -> ``None``; a class name or train id -> the train id."""
+    if highlight is None or highlight == NO_HIGHLIGHT:
+        return None
+    if isinstance(highlight, str):
+        return CLASS_NAMES.index(highlight)
+    return int(highlight)
+
+
+def _resize_label(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of a label map to the image size (full-resolution labels)."""
+    if label.shape == size:
+        return label
+    t = torch.as_tensor(label)[None, None].float()
+    return F.interpolate(t, size=size, mode="nearest")[0, 0].long().numpy()
+
+
+def _map_to_rgb(values: np.ndarray, cmap: str = MAP_CMAP) -> np.ndarray:
+    from matplotlib import colormaps
+
+    return colormaps[cmap](np.clip(values, 0.0, 1.0))[..., :3].astype(np.float32)
+
+
+def compute_layer(
+    layer: str,
+    image01: np.ndarray,
+    label: np.ndarray | torch.Tensor | None = None,
+    prediction: Prediction | None = None,
+    highlight: int | str | None = None,
+) -> np.ndarray:
+    """The array one explorer layer shows (pure: no model, no widgets).
+
+    Args:
+        layer: one of :data:`LAYERS`.
+        image01: the displayed image, ``(H, W, 3)`` float in [0, 1].
+        label: ground truth ``(h, w)`` train ids (resized to the image size by nearest
+            neighbour) or ``None`` for unlabelled data.
+        prediction: the model's :class:`Prediction`; needed for the model layers.
+        highlight: a class (name or train id) to keep bright; other pixels are dimmed. The
+            class mask comes from the ground truth for "image" and "ground truth" (from the
+            prediction when there is no label) and from the prediction for the model layers.
+
+    Returns:
+        ``(H, W, 3)`` float32 RGB in [0, 1] for "image", "ground truth", "prediction" and for
+        any highlighted layer; ``(H, W)`` float32 in [0, 1] for "entropy" and "discriminator".
+    """
+    if layer not in LAYERS:
+        raise ValueError(f"unknown layer {layer!r}; choose one of {LAYERS}")
+    size = image01.shape[:2]
+    gt = None if label is None else _resize_label(np.asarray(viz.as_numpy(label)), size)
+    if layer not in ("image", "ground truth") and prediction is None:
+        raise ValueError(f"layer {layer!r} needs a prediction")
+
+    if layer == "image":
+        out = np.asarray(image01, dtype=np.float32)
+    elif layer == "ground truth":
+        if gt is None:
+            raise ValueError("this dataset has no labels")
+        out = viz.colorize(gt).astype(np.float32) / 255.0
+    elif layer == "prediction":
+        out = viz.colorize(prediction.label).astype(np.float32) / 255.0
+    elif layer == "entropy":
+        out = viz.entropy_map(prediction.logits, kind="logits")
+    else:
+        if prediction.disc is None:
+            raise ValueError("this method has no discriminator")
+        out = prediction.disc.numpy().astype(np.float32)
+
+    cid = class_id(highlight)
+    if cid is None:
+        return out
+    use_gt = layer in ("image", "ground truth") and gt is not None
+    source = gt if use_gt else (prediction.label if prediction is not None else None)
+    if source is None:
+        raise ValueError("highlighting needs a label or a prediction")
+    rgb = _map_to_rgb(out) if out.ndim == 2 else out
+    return viz.dim_outside(rgb, viz.highlight_class(source, cid))
+
+
+def _as_model_dict(models) -> dict[str, nn.Module]:
+    return {"model": models} if isinstance(models, nn.Module) else dict(models)
+
+
+def _disc_fn(disc_input_fn, name: str) -> DiscInputFn | None:
+    if isinstance(disc_input_fn, Mapping):
+        return disc_input_fn.get(name)
+    return disc_input_fn
+
+
+def _normalization(dataset, normalization: str | None) -> str:
+    # Registry datasets record their normalisation; the embedded benchmark does not.
+    return normalization or getattr(dataset, "normalization", None) or "embedded"
+
+
+def get_prediction(
+    models: Mapping[str, nn.Module],
+    dataset,
+    index: int,
+    method_name: str,
+    discriminators: Mapping[str, Mapping[str, nn.Module]] | None = None,
+    disc_input_fn: DiscInputFn | Mapping[str, DiscInputFn] | None = None,
+    cache: PredictionCache | dict | None = None,
+    item: dict | None = None,
+) -> Prediction:
+    """:func:`predict` for ``models[method_name]`` on ``dataset[index]``, through ``cache``."""
+    key = (method_name, index)
+    if cache is not None and key in cache:
+        return cache[key]
+    item = dataset[index] if item is None else item
+    disc = (discriminators or {}).get(method_name, {}).get("main")
+    pred = predict(models[method_name], item["image"], disc, _disc_fn(disc_input_fn, method_name))
+    if cache is not None:
+        cache[key] = pred
+    return pred
+
+
+def layers_for(
+    models,
+    dataset,
+    index: int,
+    method_name: str,
+    layer: str,
+    highlight: int | str | None = None,
+    discriminators: Mapping[str, Mapping[str, nn.Module]] | None = None,
+    disc_input_fn: DiscInputFn | Mapping[str, DiscInputFn] | None = None,
+    normalization: str | None = None,
+    cache: PredictionCache | dict | None = None,
+) -> np.ndarray:
+    """The array the explorer shows for one (image, method, layer, highlight) choice.
+
+    Args:
+        models: name -> segmenter (a single module is named ``"model"``).
+        dataset: items ``{"image": (3, H, W), "label": (h, w) (optional), ...}``.
+        index: the image.
+        method_name: key of ``models`` (a method or a checkpoint).
+        layer: one of :data:`LAYERS`.
+        highlight: a class name or train id to keep bright, or ``None``/``"none"``.
+        discriminators: name -> {level -> discriminator}; the ``"main"`` one is shown.
+        disc_input_fn: ``(SegOutput, (H, W)) -> D input``, or name -> such a function;
+            default :func:`softmax_disc_input`.
+        normalization: how the dataset normalised images (see :func:`segda.viz.to_display`);
+            default the dataset's ``normalization`` attribute, else ``"embedded"``.
+        cache: where predictions are kept per ``(method_name, index)``.
+
+    Returns: see :func:`compute_layer`.
+    """
+    models = _as_model_dict(models)
+    if method_name not in models:
+        raise KeyError(f"unknown model {method_name!r}; choose one of {sorted(models)}")
+    item = dataset[index]
+    # Display the item's own tensor: a dataset may flip it, so a separately loaded raw image
+    # would not line up with the prediction.
+    image01 = viz.to_display(item["image"], _normalization(dataset, normalization))
+    label = item.get("label")
+    needs_pred = layer in ("prediction", "entropy", "discriminator") or (
+        class_id(highlight) is not None and label is None
+    )
+    pred = None
+    if needs_pred:
+        pred = get_prediction(
+            models, dataset, index, method_name, discriminators, disc_input_fn, cache, item
+        )
+    return compute_layer(layer, image01, label, pred, highlight)
+
+
+def available_layers(
+    method_name: str,
+    discriminators: Mapping[str, Mapping[str, nn.Module]] | None,
+    has_labels: bool = True,
+) -> tuple[str, ...]:
+    """The layers that make sense for a method: no "discriminator" without a main-level D,
+    no "ground truth" on unlabelled data."""
+    has_disc = "main" in (discriminators or {}).get(method_name, {})
+    return tuple(
+        layer for layer in LAYERS
+        if (layer != "discriminator" or has_disc) and (layer != "ground truth" or has_labels)
+    )
+
+
+def layer_figure(array: np.ndarray, title: str = "", legend_ids: Sequence[int] | None = None):
+    """One layer as a figure: a colour bar for scalar maps, a class legend for label maps."""
+    fig, axes = viz.new_figure(1, 1, (7.5, 7.5 * array.shape[0] / array.shape[1] + 0.6))
+    ax = axes[0, 0]
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if array.ndim == 2:
+        im = ax.imshow(array, cmap=MAP_CMAP, vmin=0.0, vmax=1.0, interpolation="nearest")
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+    else:
+        ax.imshow(array, interpolation="nearest")
+    if legend_ids is not None and len(legend_ids):
+        ax.legend(handles=viz.legend_patches(legend_ids), loc="center left",
+                  bbox_to_anchor=(1.01, 0.5), fontsize=7, frameon=False)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def explorer_grid(
+    models,
+    dataset,
+    discriminators: Mapping[str, Mapping[str, nn.Module]] | None = None,
+    indices: Sequence[int] | None = None,
+    num_images: int = 3,
+    num_models: int = 1,
+    disc_input_fn: DiscInputFn | Mapping[str, DiscInputFn] | None = None,
+    normalization: str | None = None,
+    cache: PredictionCache | dict | None = None,
+):
+    """Static explorer: rows are images, columns image, ground truth and, for each of the
+    first ``num_models`` models, prediction, entropy and (with a D) discriminator map."""
+    models = _as_model_dict(models)
+    names = list(models)[:num_models]
+    indices = list(indices) if indices is not None else list(range(min(num_images, len(dataset))))
+    has_labels = "label" in dataset[indices[0]] if indices else True
+    columns: list[tuple[str | None, str]] = [(None, "image")]
+    if has_labels:
+        columns.append((None, "ground truth"))
+    for name in names:
+        columns += [(name, layer) for layer in available_layers(name, discriminators, has_labels)
+                    if layer in ("prediction", "entropy", "discriminator")]
+    rows = []
+    for i in indices:
+        rows.append([
+            layers_for(models, dataset, i, name or names[0], layer, None, discriminators,
+                       disc_input_fn, normalization, cache)
+            for name, layer in columns
+        ])
+    titles = [layer if name is None else f"{name}: {layer}" for name, layer in columns]
+    return viz.show_grid(rows, titles=titles, row_labels=[f"#{i}" for i in indices],
+                         cmap=MAP_CMAP)
+
+
+def _import_widgets():
+    try:
+        import ipywidgets
+    except ImportError as exc:  # optional dependency (the "notebooks" extra)
+        raise ImportError("the interactive explorer needs ipywidgets: pip install ipywidgets") from exc
+    return ipywidgets
+
+
+@functools.cache  # one class per process, built on first use
+def _explorer_box_class():
+    widgets = _import_widgets()
+
+    class ExplorerBox(widgets.VBox):
+        """The explorer's widget: controls on top, the figure below; holds the cache."""
+
+        def setup(self, models, dataset, discriminators, disc_input_fn, normalization, cache):
+            self.models, self.dataset = models, dataset
+            self.discriminators, self.disc_input_fn = discriminators, disc_input_fn
+            self.normalization, self.cache = normalization, cache
+            self.has_labels = "label" in dataset[0]
+            self.last: np.ndarray | None = None
+            self.error: str | None = None
+            self._updating = False
+            names = list(models)
+            self.index_slider = widgets.IntSlider(
+                value=0, min=0, max=len(dataset) - 1, description="image",
+                continuous_update=False,
+            )
+            self.method_dropdown = widgets.Dropdown(options=names, value=names[0],
+                                                    description="model")
+            layers = available_layers(names[0], discriminators, self.has_labels)
+            self.layer_dropdown = widgets.Dropdown(options=layers, value="prediction",
+                                                   description="layer")
+            self.highlight_dropdown = widgets.Dropdown(
+                options=(NO_HIGHLIGHT, *CLASS_NAMES), value=NO_HIGHLIGHT, description="highlight"
+            )
+            self.output = widgets.Output()
+            controls = widgets.HBox([self.index_slider, self.method_dropdown])
+            controls2 = widgets.HBox([self.layer_dropdown, self.highlight_dropdown])
+            self.children = [controls, controls2, self.output]
+            for w in (self.index_slider, self.layer_dropdown, self.highlight_dropdown):
+                w.observe(self._on_change, names="value")
+            self.method_dropdown.observe(self._on_method, names="value")
+            self.refresh()
+
+        def _on_method(self, change) -> None:
+            # The layer list depends on whether this method has a discriminator.
+            layers = available_layers(change["new"], self.discriminators, self.has_labels)
+            current = self.layer_dropdown.value
+            self._updating = True
+            try:
+                self.layer_dropdown.options = layers
+                self.layer_dropdown.value = current if current in layers else "prediction"
+            finally:
+                self._updating = False
+            self.refresh()
+
+        def _on_change(self, change) -> None:
+            if not self._updating:
+                self.refresh()
+
+        def compute(self) -> np.ndarray:
+            return layers_for(
+                self.models, self.dataset, self.index_slider.value, self.method_dropdown.value,
+                self.layer_dropdown.value, self.highlight_dropdown.value, self.discriminators,
+                self.disc_input_fn, self.normalization, self.cache,
+            )
+
+        def refresh(self) -> None:
+            """Recompute the shown layer and redraw; errors are shown, not raised, since
+            widget callbacks have nowhere visible to raise to."""
+            from IPython.display import display
+
+            index, name = self.index_slider.value, self.method_dropdown.value
+            layer = self.layer_dropdown.value
+            with self.output:
+                self.output.clear_output(wait=True)
+                try:
+                    self.last = self.compute()
+                    self.error = None
+                except Exception:  # reported in the output widget
+                    self.error = traceback.format_exc()
+                    print(self.error)
+                    return
+                legend = None
+                if self.last.ndim == 3 and layer in ("ground truth", "prediction"):
+                    source = (self.cache[(name, index)].label if layer == "prediction"
+                              else np.asarray(self.dataset[index]["label"]))
+                    legend = [int(c) for c in np.unique(source) if c != IGNORE_INDEX]
+                display(layer_figure(self.last, f"{name} | {layer} | #{index}", legend))
+
+    return ExplorerBox
+
+
+def build_explorer(
+    models,
+    dataset,
+    discriminators: Mapping[str, Mapping[str, nn.Module]] | None = None,
+    interactive: bool = True,
+    *,
+    disc_input_fn: DiscInputFn | Mapping[str, DiscInputFn] | None = None,
+    normalization: str | None = None,
+    num_images: int = 3,
+    num_models: int = 1,
+    cache_size: int = 32,
+):
+    """The notebook explorer, or a static figure for papermill/nbval runs.
+
+    Args:
+        models: name -> segmenter (methods or checkpoints); a single module is ``"model"``.
+        dataset: items ``{"image", "label" (optional), ...}``.
+        discriminators: name -> {level -> discriminator} for methods that have them.
+        interactive: ``True``: an ``ipywidgets.VBox`` with an image slider, model / layer /
+            highlight dropdowns and an ``Output`` holding the figure (attributes
+            ``index_slider``, ``method_dropdown``, ``layer_dropdown``, ``highlight_dropdown``,
+            ``output``, ``cache``, ``last`` (the shown array) and ``error``). ``False``: a
+            matplotlib Figure, ``num_images`` images x layers of the first ``num_models``
+            models.
+        disc_input_fn, normalization: see :func:`layers_for`.
+        cache_size: predictions kept (per model and image).
+    """
+    models = _as_model_dict(models)
+    if not models:
+        raise ValueError("build_explorer needs at least one model")
+    cache = PredictionCache(cache_size)
+    if not interactive:
+        return explorer_grid(models, dataset, discriminators, None, num_images, num_models,
+                             disc_input_fn, normalization, cache)
+    box = _explorer_box_class()()
+    box.setup(models, dataset, discriminators, disc_input_fn, normalization, cache)
+    return box
+
+
+__all__ = [
+    "LAYERS", "NO_HIGHLIGHT", "Prediction", "PredictionCache", "available_layers",
+    "build_explorer", "compute_layer", "disc_input_for_method", "eval_mode", "explorer_grid",
+    "get_prediction", "layer_figure", "layers_for", "predict", "softmax_disc_input",
+]

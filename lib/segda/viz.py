@@ -1,0 +1,391 @@
+"""Pictures of labels, predictions, uncertainty and results, for notebooks and reports.
+
+Every function returns a numpy array or a matplotlib ``Figure`` and never calls ``plt.show``,
+so the module works under the Agg backend (tests, papermill, nbval) as well as inline in
+Jupyter. Figures are created through pyplot and closed straight away: pyplot registers the
+notebook's figure formatter, so a returned figure still renders when it is a cell's value, but
+it is not drawn a second time at the end of the cell and pyplot keeps no reference to it.
+
+Arrays may be numpy arrays or torch tensors (on any device); they come back as numpy arrays.
+Colours are the Cityscapes palette of :mod:`segda.labels`; the ignore label (255) is black.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from segda.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, PALETTE, palette_array
+from segda.losses import weighted_self_information
+
+# Input normalisations ``to_display`` undoes (``DataConfig.normalization``). Their constants
+# live with the datasets that apply them (segda.data.synthetic, segda.data.real).
+NORMALIZATIONS = ("embedded", "imagenet", "caffe")
+
+# How much of a pixel's brightness is kept outside a highlighted class.
+DIM_FACTOR = 0.25
+
+
+def as_numpy(x) -> np.ndarray:
+    """A CPU numpy array of a tensor (detached) or array-like."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def new_figure(nrows: int, ncols: int, figsize: tuple[float, float], **kwargs):
+    """``plt.subplots`` (axes always 2-D) with the figure closed at once (see the module docstring)."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(nrows, ncols, figsize=figsize, squeeze=False, **kwargs)
+    plt.close(fig)
+    return fig, axes
+
+
+def colorize(label) -> np.ndarray:
+    """Label map to an RGB image in the Cityscapes palette; ignore (255) and unknown ids black.
+
+    Shape: ``(H, W)`` integer train ids -> ``(H, W, 3)`` uint8.
+    """
+    lab = as_numpy(label).astype(np.int64)
+    # Ids outside the 256-entry table (negative, or >= 256) are drawn as ignore.
+    lab = np.where((lab < 0) | (lab > 255), IGNORE_INDEX, lab)
+    return palette_array()[lab]
+
+
+def overlay(image01, label, alpha: float = 0.5) -> np.ndarray:
+    """Blend the colourised ``label`` over an image: ``(1 - alpha) * image + alpha * colours``.
+
+    Ignore pixels (255) keep the image unblended, so unlabelled regions stay readable.
+
+    Shape: image ``(H, W, 3)`` float in [0, 1] (uint8 is rescaled), label ``(H, W)``
+    -> ``(H, W, 3)`` float32 in [0, 1].
+    """
+    img = as_numpy(image01)
+    img = img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else img.astype(np.float32)
+    lab = as_numpy(label)
+    colours = colorize(lab).astype(np.float32) / 255.0
+    blended = (1.0 - alpha) * img + alpha * colours
+    ignore = (lab == IGNORE_INDEX)[..., None]
+    return np.clip(np.where(ignore, img, blended), 0.0, 1.0).astype(np.float32)
+
+
+def _looks_like_prob(x: torch.Tensor) -> bool:
+    if x.min() < 0 or x.max() > 1:
+        return False
+    return bool(torch.allclose(x.sum(1), torch.ones_like(x[:, 0]), atol=1e-3))
+
+
+def entropy_map(logits_or_prob, kind: str = "auto") -> np.ndarray:
+    """Per-pixel entropy normalised by ``log2(C)``: 1 for a uniform, 0 for a one-hot prediction.
+
+    The channel sum of ADVENT's weighted self-information map
+    (:func:`segda.losses.weighted_self_information`).
+
+    Args:
+        logits_or_prob: class scores, ``(C, H, W)`` or ``(N, C, H, W)``.
+        kind: ``"logits"`` (softmax applied), ``"prob"`` (used as given) or ``"auto"``
+            (probabilities when values lie in [0, 1] and sum to 1 over channels).
+
+    Shape: ``(C, H, W)`` or ``(1, C, H, W)`` -> ``(H, W)``; ``(N, C, H, W)`` -> ``(N, H, W)``;
+    float32 in [0, 1].
+    """
+    x = torch.as_tensor(logits_or_prob).detach().float()
+    single = x.dim() == 3
+    if single:
+        x = x.unsqueeze(0)
+    if x.dim() != 4:
+        raise ValueError(f"expected (C, H, W) or (N, C, H, W), got shape {tuple(x.shape)}")
+    if kind not in ("auto", "logits", "prob"):
+        raise ValueError(f"kind must be 'auto', 'logits' or 'prob', got {kind!r}")
+    is_prob = kind == "prob" or (kind == "auto" and _looks_like_prob(x))
+    prob = x if is_prob else torch.softmax(x, dim=1)
+    ent = weighted_self_information(prob).sum(1).clamp_(0.0, 1.0)
+    out = ent.cpu().numpy()
+    return out[0] if single or out.shape[0] == 1 else out
+
+
+def highlight_class(label_or_pred, class_id: int) -> np.ndarray:
+    """Boolean mask of the pixels labelled (or predicted) ``class_id``. Shape: ``(H, W)``."""
+    return as_numpy(label_or_pred) == class_id
+
+
+def dim_outside(rgb, mask, factor: float = DIM_FACTOR) -> np.ndarray:
+    """Darken the pixels of an RGB image outside ``mask`` (multiplied by ``factor``).
+
+    Shape: rgb ``(H, W, 3)`` float in [0, 1] or uint8, mask ``(H, W)`` bool -> ``(H, W, 3)``
+    float32 in [0, 1].
+    """
+    img = as_numpy(rgb)
+    img = img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else img.astype(np.float32)
+    return np.where(as_numpy(mask)[..., None], img, factor * img).astype(np.float32)
+
+
+def denormalize_embedded(image_tensor) -> np.ndarray:
+    """Network input of the embedded benchmark back to a displayable image (adds the mean).
+
+    Shape: ``(3, H, W)`` or ``(1, 3, H, W)`` -> ``(H, W, 3)`` float32 in [0, 1].
+    """
+    return to_display(image_tensor, "embedded")
+
+
+def to_display(image_tensor, normalization: str = "embedded") -> np.ndarray:
+    """Undo a dataset's input normalisation for display.
+
+    Args:
+        image_tensor: one network input, ``(3, H, W)`` or ``(1, 3, H, W)``.
+        normalization: ``"embedded"`` (RGB in [0, 1] minus 0.5), ``"imagenet"`` (RGB in
+            [0, 1], ImageNet mean/std) or ``"caffe"`` (BGR on 0..255 minus the caffe mean, as
+            the official DeepLab-v2 loaders feed the network).
+
+    Shape: -> ``(H, W, 3)`` float32 RGB in [0, 1].
+    """
+    x = as_numpy(image_tensor).astype(np.float32)
+    if x.ndim == 4 and x.shape[0] == 1:
+        x = x[0]
+    if x.ndim != 3 or x.shape[0] != 3:
+        raise ValueError(f"expected a (3, H, W) image, got shape {x.shape}")
+    x = x.transpose(1, 2, 0)
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+    # Imported here: the dataset modules pull in PIL/torchvision, which plotting rarely needs.
+    if normalization == "embedded":
+        from segda.data.synthetic import IMAGE_MEAN
+
+        rgb = x + IMAGE_MEAN
+    elif normalization == "imagenet":
+        from segda.data.real import IMAGENET_MEAN, IMAGENET_STD
+
+        rgb = x * np.asarray(IMAGENET_STD, np.float32) + np.asarray(IMAGENET_MEAN, np.float32)
+    else:
+        from segda.data.real import CAFFE_MEAN_BGR
+
+        bgr = x + np.asarray(CAFFE_MEAN_BGR, np.float32)  # mean is in B, G, R order
+        rgb = bgr[..., ::-1] / 255.0
+    return np.clip(rgb, 0.0, 1.0).astype(np.float32)
+
+
+def legend_patches(class_ids, class_names: Sequence[str] = CLASS_NAMES) -> list:
+    """``matplotlib.patches.Patch`` handles (palette colour + name) for ``ax.legend(handles=...)``.
+
+    The ignore id (255) becomes a black "ignore" patch; other unknown ids are skipped.
+    """
+    from matplotlib.patches import Patch
+
+    handles = []
+    for c in class_ids:
+        c = int(c)
+        if 0 <= c < min(len(class_names), NUM_CLASSES):
+            handles.append(Patch(color=np.asarray(PALETTE[c]) / 255.0, label=class_names[c]))
+        elif c == IGNORE_INDEX:
+            handles.append(Patch(color="black", label="ignore"))
+    return handles
+
+
+def _show_cell(ax, cell, cmap: str) -> None:
+    """Draw one grid cell: RGB as is, integer maps colourised, float maps with ``cmap``."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if cell is None:
+        ax.set_frame_on(False)
+        return
+    arr = as_numpy(cell)
+    if arr.ndim == 2 and np.issubdtype(arr.dtype, np.integer):
+        arr = colorize(arr)
+    if arr.ndim == 2:
+        ax.imshow(arr, cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest")
+    else:
+        ax.imshow(arr, interpolation="nearest")
+
+
+def show_grid(
+    rows: Sequence[Sequence],
+    titles: Sequence[str] | None = None,
+    row_labels: Sequence[str] | None = None,
+    cell_width: float = 3.0,
+    cmap: str = "viridis",
+):
+    """A qualitative grid: one row per image, one column per view.
+
+    Cells are ``(H, W, 3)`` RGB images (float in [0, 1] or uint8), ``(H, W)`` integer label
+    maps (colourised), ``(H, W)`` float maps in [0, 1] (drawn with ``cmap``, e.g. entropy) or
+    ``None`` (left blank). Rows may be ragged; the grid is as wide as the longest row.
+
+    Args:
+        rows: the cells, row by row.
+        titles: column titles (shown above the first row).
+        row_labels: one label per row (shown left of the first column).
+        cell_width: inches per column; the height follows the first cell's aspect ratio.
+    """
+    nrows = len(rows)
+    ncols = max((len(r) for r in rows), default=0)
+    if nrows == 0 or ncols == 0:
+        raise ValueError("show_grid needs at least one cell")
+    first = next((as_numpy(c) for r in rows for c in r if c is not None), np.zeros((1, 1)))
+    aspect = first.shape[0] / first.shape[1]
+    figsize = (cell_width * ncols, cell_width * aspect * nrows + 0.4)
+    fig, axes = new_figure(nrows, ncols, figsize)
+    for i in range(nrows):
+        for j in range(ncols):
+            _show_cell(axes[i, j], rows[i][j] if j < len(rows[i]) else None, cmap)
+    for j, title in enumerate((titles or [])[:ncols]):
+        axes[0, j].set_title(title, fontsize=9)
+    for i, label in enumerate((row_labels or [])[:nrows]):
+        axes[i, 0].set_ylabel(label, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def _history_frame(history):
+    import pandas as pd
+
+    return history.copy() if isinstance(history, pd.DataFrame) else pd.DataFrame(list(history))
+
+
+def plot_loss_curves(
+    history,
+    keys: Sequence[str] | None = None,
+    smooth: int | None = None,
+    x: str = "iteration",
+    ncols: int = 3,
+):
+    """One panel per loss term of a training history (:meth:`RunResult.history_frame`).
+
+    Terms live on different scales (segmentation CE ~1, weighted adversarial terms ~1e-3), so
+    each gets its own axes.
+
+    Args:
+        history: a DataFrame or a list of dicts (``RunResult.state.history``).
+        keys: the columns to plot; default every numeric column except ``x``.
+        smooth: rolling-mean window; the raw curve is then drawn faintly behind the smooth one.
+        x: the x-axis column (the row number when absent).
+    """
+    df = _history_frame(history)
+    xs = df[x] if x in df.columns else df.index.to_series()
+    if keys is None:
+        keys = [c for c in df.select_dtypes("number").columns if c != x]
+    keys = list(keys)
+    if not keys:
+        raise ValueError("no loss columns to plot")
+    ncols = max(1, min(ncols, len(keys)))
+    nrows = -(-len(keys) // ncols)
+    fig, axes = new_figure(nrows, ncols, (4.0 * ncols, 2.8 * nrows))
+    for ax, key in zip(axes.flat, keys, strict=False):
+        values = df[key].astype(float)
+        valid = values.notna().to_numpy()  # terms logged only at some iterations
+        if smooth and smooth > 1:
+            ax.plot(xs[valid], values[valid], alpha=0.3, linewidth=0.8)
+            ax.plot(xs[valid], values[valid].rolling(smooth, min_periods=1).mean(), linewidth=1.5)
+        else:
+            ax.plot(xs[valid], values[valid], linewidth=1.2)
+        ax.set_title(key, fontsize=10)
+        ax.set_xlabel(x)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.remove()
+    fig.tight_layout()
+    return fig
+
+
+def _grouped_bars(ax, series: Mapping[str, np.ndarray], class_names: Sequence[str]) -> None:
+    """Bars per class, one bar per series; a single series is drawn in the palette colours."""
+    n = len(series)
+    width = 0.8 / max(n, 1)
+    pos = np.arange(len(class_names))
+    for k, (name, values) in enumerate(series.items()):
+        values = np.asarray(values, dtype=float)
+        offset = (k - (n - 1) / 2) * width
+        colour = None
+        if n == 1 and len(values) <= NUM_CLASSES:
+            colour = [np.asarray(PALETTE[c]) / 255.0 for c in range(len(values))]
+        ax.bar(pos + offset, values, width, label=name, color=colour,
+               edgecolor="black", linewidth=0.3)
+    ax.set_xticks(pos)
+    ax.set_xticklabels(class_names, rotation=60, ha="right", fontsize=8)
+    ax.set_xlim(-0.6, len(class_names) - 0.4)
+    ax.grid(axis="y", alpha=0.3)
+
+
+def plot_per_class_bars(ious: Mapping[str, np.ndarray], class_names: Sequence[str] = CLASS_NAMES):
+    """Grouped bars of per-class IoU (in %) for several results; the legend gives each mIoU.
+
+    Args:
+        ious: result name -> ``(num_classes,)`` IoU fractions in [0, 1] (``EvalResult.iou``);
+            NaN (class absent) draws no bar.
+    """
+    series = {}
+    for name, iou in ious.items():
+        iou = 100.0 * np.asarray(iou, dtype=float)
+        miou = np.nanmean(iou) if not np.all(np.isnan(iou)) else float("nan")
+        series[f"{name} (mIoU {miou:.1f})"] = iou
+    fig, axes = new_figure(1, 1, (max(8.0, 0.45 * len(class_names) * max(1, len(ious))), 3.8))
+    ax = axes[0, 0]
+    _grouped_bars(ax, series, class_names)
+    ax.set_ylabel("IoU (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_iou_heatmap(df, cmap: str = "viridis", digits: int = 1):
+    """Heat map of an :func:`segda.metrics.iou_table` (rows: results, columns: classes, mIoU).
+
+    Values are in %, annotated in each cell; NaN cells are blank.
+    """
+    values = df.to_numpy(dtype=float)
+    nrows, ncols = values.shape
+    fig, axes = new_figure(1, 1, (max(6.0, 0.55 * ncols + 2.0), max(2.0, 0.45 * nrows + 1.5)))
+    ax = axes[0, 0]
+    im = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=0, vmax=100, aspect="auto")
+    ax.set_xticks(range(ncols))
+    ax.set_xticklabels([str(c) for c in df.columns], rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(nrows))
+    ax.set_yticklabels([str(r) for r in df.index], fontsize=8)
+    for i in range(nrows):
+        for j in range(ncols):
+            if np.isfinite(values[i, j]):
+                # Dark text on the bright end of the colour map, white elsewhere.
+                colour = "black" if values[i, j] > 60 else "white"
+                ax.text(j, i, f"{values[i, j]:.{digits}f}", ha="center", va="center",
+                        fontsize=7, color=colour)
+    fig.colorbar(im, ax=ax, label="IoU (%)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_class_frequencies(
+    freqs: Mapping[str, np.ndarray],
+    class_names: Sequence[str] = CLASS_NAMES,
+    log: bool = False,
+):
+    """Grouped bars of each class's pixel share per dataset/domain (counts are normalised).
+
+    Args:
+        freqs: name -> ``(num_classes,)`` pixel counts or shares.
+        log: logarithmic y axis (rare classes are otherwise invisible next to road).
+    """
+    series = {}
+    for name, f in freqs.items():
+        f = np.asarray(f, dtype=float)
+        total = f.sum()
+        series[name] = 100.0 * f / total if total > 0 else f
+    fig, axes = new_figure(1, 1, (max(8.0, 0.45 * len(class_names) * max(1, len(freqs))), 3.8))
+    ax = axes[0, 0]
+    _grouped_bars(ax, series, class_names)
+    ax.set_ylabel("pixel share (%)")
+    if log:
+        ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+__all__ = [
+    "NORMALIZATIONS", "as_numpy", "colorize",
+    "denormalize_embedded", "dim_outside", "entropy_map", "highlight_class", "legend_patches",
+    "new_figure", "overlay", "plot_class_frequencies", "plot_iou_heatmap", "plot_loss_curves",
+    "plot_per_class_bars", "show_grid", "to_display",
+]

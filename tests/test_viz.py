@@ -1,0 +1,258 @@
+"""segda.viz and segda.explorer: arrays, figures and the explorer's logic, without a browser."""
+
+import matplotlib
+
+matplotlib.use("Agg")  # before anything imports pyplot: no display in tests
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from segda import explorer, viz  # noqa: E402
+from segda.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, PALETTE  # noqa: E402
+from segda.metrics import iou_table  # noqa: E402
+from segda.models import build_discriminator, build_segmenter  # noqa: E402
+
+H, W = 32, 64
+
+
+class TinyDataset:
+    """Two items in the embedded benchmark's format: raw [0, 1] image minus 0.5, train ids."""
+
+    def __init__(self, with_labels: bool = True) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.images = [torch.rand(3, H, W, generator=g) - 0.5 for _ in range(2)]
+        self.labels = [torch.randint(0, NUM_CLASSES, (H, W), generator=g) for _ in range(2)]
+        self.labels[0][:4] = IGNORE_INDEX
+        self.with_labels = with_labels
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, i: int) -> dict:
+        item = {"image": self.images[i], "index": i}
+        if self.with_labels:
+            item["label"] = self.labels[i]
+        return item
+
+
+@pytest.fixture(scope="module")
+def models():
+    torch.manual_seed(0)
+    return {"source_only": build_segmenter("small"), "output_adv": build_segmenter("small")}
+
+
+@pytest.fixture(scope="module")
+def discs():
+    torch.manual_seed(1)
+    return {"output_adv": {"main": build_discriminator("output", NUM_CLASSES, ndf=8)}}
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return TinyDataset()
+
+
+def test_colorize_maps_ids_to_palette_and_ignore_to_black():
+    label = np.array([[0, 13, IGNORE_INDEX], [18, 2, 300]])
+    rgb = viz.colorize(torch.as_tensor(label))
+    assert rgb.shape == (2, 3, 3) and rgb.dtype == np.uint8
+    assert tuple(rgb[0, 0]) == PALETTE[0]
+    assert tuple(rgb[0, 1]) == PALETTE[13]
+    assert tuple(rgb[1, 0]) == PALETTE[18]
+    assert tuple(rgb[0, 2]) == (0, 0, 0)
+    assert tuple(rgb[1, 2]) == (0, 0, 0)  # out-of-table ids are drawn as ignore
+
+
+def test_overlay_blends_and_keeps_image_at_alpha_zero_and_on_ignore():
+    image = np.random.default_rng(0).random((4, 5, 3)).astype(np.float32)
+    label = np.full((4, 5), 13)
+    label[0, 0] = IGNORE_INDEX
+    np.testing.assert_allclose(viz.overlay(image, label, alpha=0.0), image, atol=1e-6)
+    full = viz.overlay(image, label, alpha=1.0)
+    np.testing.assert_allclose(full[1, 1], np.array(PALETTE[13]) / 255.0, atol=1e-6)
+    np.testing.assert_allclose(full[0, 0], image[0, 0], atol=1e-6)
+
+
+def test_entropy_map_uniform_is_one_and_confident_is_zero():
+    np.testing.assert_allclose(viz.entropy_map(torch.zeros(NUM_CLASSES, 3, 4)), 1.0, atol=1e-5)
+    confident = torch.zeros(1, NUM_CLASSES, 3, 4)
+    confident[:, 5] = 100.0
+    ent = viz.entropy_map(confident)
+    assert ent.shape == (3, 4) and ent.max() < 1e-4
+    # Probabilities are recognised as such (softmax is not applied twice).
+    prob = torch.softmax(torch.randn(2, NUM_CLASSES, 3, 4), dim=1)
+    ent = viz.entropy_map(prob)
+    assert ent.shape == (2, 3, 4)
+    np.testing.assert_allclose(ent, viz.entropy_map(prob, kind="prob"), atol=1e-6)
+
+
+def test_highlight_class_and_dim_outside():
+    label = np.array([[1, 2], [2, 2]])
+    mask = viz.highlight_class(label, 2)
+    np.testing.assert_array_equal(mask, [[False, True], [True, True]])
+    rgb = np.ones((2, 2, 3), dtype=np.float32)
+    dimmed = viz.dim_outside(rgb, mask)
+    assert dimmed[0, 0, 0] == pytest.approx(viz.DIM_FACTOR) and dimmed[1, 1, 0] == 1.0
+
+
+def test_to_display_inverts_each_normalization():
+    rgb = np.random.default_rng(1).random((H, W, 3)).astype(np.float32)
+    chw = torch.from_numpy(rgb.transpose(2, 0, 1).copy())
+    np.testing.assert_allclose(viz.denormalize_embedded(chw - 0.5), rgb, atol=1e-6)
+    # The constants are written out here so that the test checks them too.
+    mean = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
+    std = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+    np.testing.assert_allclose(viz.to_display((chw - mean) / std, "imagenet"), rgb, atol=1e-5)
+    caffe_mean_bgr = torch.tensor([104.00698793, 116.66876762, 122.67891434])[:, None, None]
+    bgr255 = chw.flip(0) * 255.0 - caffe_mean_bgr
+    np.testing.assert_allclose(viz.to_display(bgr255[None], "caffe"), rgb, atol=1e-5)
+    with pytest.raises(ValueError):
+        viz.to_display(chw, "nope")
+
+
+def test_show_grid_has_one_axes_per_cell():
+    img = np.zeros((H, W, 3))
+    fig = viz.show_grid(
+        [[img, np.zeros((H, W), dtype=np.int64), np.full((H, W), 0.5)], [img, None]],
+        titles=["image", "label", "entropy"], row_labels=["a", "b"],
+    )
+    assert isinstance(fig, Figure) and len(fig.axes) == 6
+    assert fig.axes[0].get_title() == "image"
+
+
+def test_plot_loss_curves_one_panel_per_key():
+    history = [{"iteration": i, "seg_main": 1.0 / (i + 1), "adv_main": 0.01 * i} for i in range(20)]
+    assert len(viz.plot_loss_curves(history).axes) == 2
+    df = pd.DataFrame(history)
+    df["d_main"] = np.nan  # logged at some iterations only
+    df.loc[::5, "d_main"] = 0.7
+    fig = viz.plot_loss_curves(df, keys=["seg_main", "d_main"], smooth=5)
+    assert isinstance(fig, Figure) and len(fig.axes) == 2
+    assert len(fig.axes[0].lines) == 2  # raw + smoothed
+    assert len(viz.plot_loss_curves(df, ncols=2).axes) == 3  # unused fourth cell removed
+
+
+def test_bar_plots_have_one_bar_per_class_and_result():
+    rng = np.random.default_rng(0)
+    ious = {"source_only": rng.random(NUM_CLASSES), "advent": rng.random(NUM_CLASSES)}
+    ious["advent"][3] = np.nan
+    fig = viz.plot_per_class_bars(ious)
+    assert len(fig.axes) == 1 and len(fig.axes[0].patches) == 2 * NUM_CLASSES
+    freqs = {"source": rng.integers(0, 100, NUM_CLASSES), "target": rng.random(NUM_CLASSES)}
+    fig = viz.plot_class_frequencies(freqs, log=True)
+    assert len(fig.axes) == 1 and len(fig.axes[0].patches) == 2 * NUM_CLASSES
+    heights = [p.get_height() for p in fig.axes[0].patches[:NUM_CLASSES]]
+    assert sum(heights) == pytest.approx(100.0)
+
+
+def test_iou_heatmap_and_legend():
+    df = iou_table({"a": np.linspace(0, 1, NUM_CLASSES), "b": np.full(NUM_CLASSES, np.nan)})
+    fig = viz.plot_iou_heatmap(df)
+    assert len(fig.axes) == 2  # heat map + colour bar
+    assert len(fig.axes[0].texts) == NUM_CLASSES + 1  # NaN row left blank
+    patches = viz.legend_patches([0, 13, IGNORE_INDEX])
+    assert [p.get_label() for p in patches] == ["road", "car", "ignore"]
+
+
+@pytest.mark.parametrize("layer", explorer.LAYERS)
+def test_compute_layer_shapes_and_ranges(layer, models, discs, dataset):
+    cache = explorer.PredictionCache()
+    out = explorer.layers_for(models, dataset, 0, "output_adv", layer, discriminators=discs,
+                              cache=cache)
+    expected = (H, W) if layer in ("entropy", "discriminator") else (H, W, 3)
+    assert out.shape == expected and out.dtype == np.float32
+    assert np.isfinite(out).all() and out.min() >= 0.0 and out.max() <= 1.0
+    highlighted = explorer.layers_for(models, dataset, 0, "output_adv", layer, highlight="car",
+                                      discriminators=discs, cache=cache)
+    assert highlighted.shape == (H, W, 3) and highlighted.max() <= 1.0
+    # One forward serves both calls; image and ground truth need none.
+    assert len(cache) == (0 if layer in ("image", "ground truth") else 1)
+
+
+def test_compute_layer_pure_values(dataset):
+    image01 = viz.denormalize_embedded(dataset[0]["image"])
+    label = dataset[0]["label"]
+    np.testing.assert_allclose(explorer.compute_layer("image", image01), image01)
+    np.testing.assert_array_equal(
+        explorer.compute_layer("ground truth", image01, label),
+        viz.colorize(label).astype(np.float32) / 255.0,
+    )
+    logits = torch.zeros(NUM_CLASSES, H, W)
+    logits[13] = 50.0  # confidently "car" everywhere
+    pred = explorer.Prediction(logits)
+    assert explorer.compute_layer("entropy", image01, label, pred).max() < 1e-4
+    np.testing.assert_allclose(
+        explorer.compute_layer("prediction", image01, label, pred)[0, 0],
+        np.array(PALETTE[13]) / 255.0,
+    )
+    dimmed = explorer.compute_layer("image", image01, label, pred, highlight=label[10, 10].item())
+    outside = label.numpy() != label[10, 10].item()
+    np.testing.assert_allclose(dimmed[outside], viz.DIM_FACTOR * image01[outside], atol=1e-6)
+    with pytest.raises(ValueError, match="discriminator"):
+        explorer.compute_layer("discriminator", image01, label, pred)
+    with pytest.raises(ValueError, match="labels"):
+        explorer.compute_layer("ground truth", image01, None, pred)
+
+
+def test_predict_uses_eval_mode_and_restores(models, discs, dataset):
+    model, disc = models["output_adv"], discs["output_adv"]["main"]
+    model.train()
+    stats = model.bn1.running_mean.clone()
+    fn = explorer.disc_input_for_method("advent")  # self-information input, same shape
+    pred = explorer.predict(model, dataset[1]["image"], disc, fn)
+    assert model.training and disc.training
+    torch.testing.assert_close(model.bn1.running_mean, stats)  # no train-mode BN update
+    assert pred.logits.shape == (NUM_CLASSES, H, W)
+    assert pred.disc.shape == (H, W) and 0.0 <= pred.disc.min() <= pred.disc.max() <= 1.0
+
+
+def test_prediction_cache_is_lru():
+    cache = explorer.PredictionCache(maxsize=2)
+    p = explorer.Prediction(torch.zeros(2, 1, 1))
+    cache["a"], cache["b"] = p, p
+    _ = cache["a"]
+    cache["c"] = p
+    assert cache.keys() == ["a", "c"]
+
+
+def test_available_layers(discs):
+    assert "discriminator" not in explorer.available_layers("source_only", discs)
+    assert "discriminator" in explorer.available_layers("output_adv", discs)
+    assert "ground truth" not in explorer.available_layers("output_adv", discs, has_labels=False)
+
+
+def test_build_explorer_interactive(models, discs, dataset):
+    import ipywidgets
+
+    box = explorer.build_explorer(models, dataset, discs)
+    assert isinstance(box, ipywidgets.VBox)
+    assert box.index_slider.min == 0 and box.index_slider.max == len(dataset) - 1
+    assert list(box.method_dropdown.options) == ["source_only", "output_adv"]
+    assert list(box.layer_dropdown.options) == [
+        "image", "ground truth", "prediction", "entropy",
+    ]
+    assert list(box.highlight_dropdown.options) == ["none", *CLASS_NAMES]
+    assert box.error is None and ("source_only", 0) in box.cache
+
+    box.index_slider.value = 1
+    assert box.error is None and ("source_only", 1) in box.cache
+    box.method_dropdown.value = "output_adv"
+    assert "discriminator" in box.layer_dropdown.options
+    box.layer_dropdown.value = "discriminator"
+    assert box.error is None and box.last.shape == (H, W)
+    box.highlight_dropdown.value = "road"
+    assert box.error is None and box.last.shape == (H, W, 3)
+    box.method_dropdown.value = "source_only"  # no D: layer falls back to prediction
+    assert box.layer_dropdown.value == "prediction" and box.error is None
+
+
+def test_build_explorer_static_figure(models, discs):
+    fig = explorer.build_explorer(models, TinyDataset(), discs, interactive=False, num_models=2)
+    assert isinstance(fig, Figure)
+    # 2 images x (image, ground truth, 3 source_only layers... no D) + output_adv with D.
+    assert len(fig.axes) == 2 * (2 + 2 + 3)
+    fig = explorer.build_explorer(models, TinyDataset(with_labels=False), interactive=False)
+    assert len(fig.axes) == 2 * (1 + 2)
