@@ -1,0 +1,260 @@
+"""Cityscapes (Cordts et al., CVPR 2016): the target domain and the evaluation set.
+
+Download (an account at https://www.cityscapes-dataset.com is required; the tool asks for it
+and checks each package's MD5 itself)::
+
+    csDownload -d <root> leftImg8bit_trainvaltest.zip gtFine_trainvaltest.zip
+    cd <root> && unzip -q leftImg8bit_trainvaltest.zip && unzip -q gtFine_trainvaltest.zip
+
+Layout: ``<root>/leftImg8bit/{train,val}/<city>/<city>_<seq>_<frame>_leftImg8bit.png`` and
+``<root>/gtFine/{train,val}/<city>/..._gtFine_labelIds.png``. (AdaptSegNet's default root has one
+more level, ``./data/Cityscapes/data``; give the folder that holds ``leftImg8bit``.)
+
+:func:`prepare` writes ``..._gtFine_labelTrainIds.png`` beside each ``labelIds`` file, mapping label
+ids to train ids with cityscapesscripts' own table (``cityscapesscripts.helpers.labels``;
+train id 255 or -1 -> 255). This is what cityscapesscripts' ``createTrainIdLabelImgs`` writes
+from the polygon JSON files (``from_polygons=True`` calls that code instead).
+
+Splits: the official lists of AdaptSegNet/ADVENT (``cityscapes_list/train.txt``, 2975 lines;
+``val.txt``, 500 lines: frankfurt 267, lindau 59, munster 174), shipped in ``segda/splits``.
+Evaluation uses val at full resolution (2048x1024 labels, ``label_size=None``) with the image
+resized to 1024x512, as both papers do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from segda.data.real import (
+    CountMismatchError,
+    DatasetError,
+    MissingFilesError,
+    SegmentationFiles,
+    class_pixel_counts,
+    list_files,
+    prepare_hint,
+    read_report,
+    require_root,
+    summarize,
+    write_label_png,
+    write_report,
+)
+from segda.labels import IGNORE_INDEX, LABEL_ID_TO_TRAIN_ID
+
+SPLIT_COUNTS = {"train": 2975, "val": 500}
+IMAGE_SUFFIX = "_leftImg8bit.png"
+LABEL_IDS_SUFFIX = "_gtFine_labelIds.png"
+TRAIN_IDS_SUFFIX = "_gtFine_labelTrainIds.png"
+POLYGONS_SUFFIX = "_gtFine_polygons.json"
+DOWNLOAD_HELP = (
+    "csDownload -d {root} leftImg8bit_trainvaltest.zip gtFine_trainvaltest.zip "
+    "(pip install cityscapesscripts; needs a cityscapes-dataset.com account), then unzip both "
+    "in {root}"
+)
+
+
+def official_list(split: str) -> list[str]:
+    """Lines of the official AdaptSegNet/ADVENT list for ``split`` (``city/..._leftImg8bit.png``)."""
+    if split not in SPLIT_COUNTS:
+        raise ValueError(f"split must be one of {sorted(SPLIT_COUNTS)}, got {split!r}")
+    text = resources.files("segda").joinpath(f"splits/cityscapes_{split}.txt").read_text()
+    return text.split()
+
+
+def stem(name: str) -> str:
+    """``city/city_000000_000019_leftImg8bit.png`` -> ``city/city_000000_000019``."""
+    return name[: -len(IMAGE_SUFFIX)] if name.endswith(IMAGE_SUFFIX) else name
+
+
+def label_id_to_train_id_lut() -> np.ndarray:
+    """256-entry uint8 LUT built from cityscapesscripts' label table (-1/255 -> 255)."""
+    from cityscapesscripts.helpers.labels import labels as cs_labels
+
+    lut = np.full(256, IGNORE_INDEX, dtype=np.uint8)
+    for lab in cs_labels:
+        if 0 <= lab.id < 256 and 0 <= lab.trainId < IGNORE_INDEX:
+            lut[lab.id] = lab.trainId
+    return lut
+
+
+def check_lut_agrees(lut: np.ndarray) -> None:
+    """cityscapesscripts' table must give the official mapping (segda.labels); stop if not."""
+    ours = np.full(256, IGNORE_INDEX, dtype=np.uint8)
+    for label_id, train_id in LABEL_ID_TO_TRAIN_ID.items():
+        ours[label_id] = train_id
+    if not np.array_equal(lut, ours):
+        diff = np.flatnonzero(lut != ours).tolist()
+        raise DatasetError(
+            f"cityscapesscripts' label table disagrees with the official mapping at ids {diff}; "
+            "was cityscapesscripts/helpers/labels.py edited?"
+        )
+
+
+def _layout_hint(root: Path) -> str:
+    if (root / "data" / "leftImg8bit").is_dir():
+        return f" (found {root / 'data' / 'leftImg8bit'}: AdaptSegNet's layout; use root={root / 'data'})"
+    return ""
+
+
+class Cityscapes(SegmentationFiles):
+    """Cityscapes ``train`` (target, usually without labels) or ``val`` (evaluation).
+
+    ``names=None`` uses the full official list for the split and requires every image to be
+    present; pass list lines for a subset. ``with_labels`` defaults to ``split == "val"``.
+    ``label_size="auto"`` keeps val labels at full resolution (``None``) and resizes train
+    labels to the image size. Labels are the converted ``*_gtFine_labelTrainIds.png``.
+    """
+
+    dataset_name = "cityscapes"
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        size: tuple[int, int] | None = (1024, 512),
+        label_size: tuple[int, int] | str | None = "auto",
+        with_labels: bool | None = None,
+        normalization: str = "caffe",
+        flip: bool = False,
+        flip_seed: int = 0,
+        names: Sequence[str] | None = None,
+        check_labels: bool = True,
+    ) -> None:
+        root = require_root(root, "cityscapes")
+        full = names is None
+        names = official_list(split) if full else [str(n) for n in names]
+        with_labels = split == "val" if with_labels is None else with_labels
+        if label_size == "auto":
+            label_size = None if split == "val" else "image"
+        image_dir = root / "leftImg8bit" / split
+        if not image_dir.is_dir():
+            raise MissingFilesError(
+                f"no folder {image_dir}{_layout_hint(root)}. Download: "
+                f"{DOWNLOAD_HELP.format(root=root)}"
+            )
+        present = present_names(image_dir, names)
+        missing = [n for n in names if n not in present]
+        if full and missing:
+            raise CountMismatchError(
+                f"{image_dir} holds {SPLIT_COUNTS[split] - len(missing)} of the "
+                f"{SPLIT_COUNTS[split]} {split} images of the official list; missing: "
+                f"{summarize(missing)}. Re-extract leftImg8bit_trainvaltest.zip."
+            )
+        if missing:
+            raise MissingFilesError(f"Cityscapes images missing in {image_dir}: {summarize(missing)}")
+        labels = None
+        if with_labels:
+            label_dir = root / "gtFine" / split
+            label_names = [stem(n) + TRAIN_IDS_SUFFIX for n in names]
+            present_labels = present_names(label_dir, label_names)
+            absent = [n for n in label_names if n not in present_labels]
+            if absent:
+                raise MissingFilesError(
+                    f"{len(absent)} train-id labels missing in {label_dir} (e.g. "
+                    f"{summarize(absent, 3)}). Run: {prepare_hint('cityscapes', root)}"
+                )
+            labels = [label_dir / n for n in label_names]
+        self.split = split
+        super().__init__(
+            root,
+            images=[image_dir / n for n in names],
+            labels=labels,
+            names=names,
+            size=size,
+            label_size=label_size,
+            normalization=normalization,
+            flip=flip,
+            flip_seed=flip_seed,
+            check_labels=check_labels,
+        )
+
+
+def present_names(folder: Path, names: Sequence[str]) -> set[str]:
+    """The ``city/file`` names that exist under ``folder`` (one directory read per city)."""
+    found: set[str] = set()
+    for city in sorted({n.split("/", 1)[0] for n in names if "/" in n}):
+        found |= {f"{city}/{f}" for f in list_files(folder / city)}
+    return found
+
+
+# ------------------------------------------------------------------------------- preparation
+
+
+def prepare(
+    root: str | Path,
+    splits: Sequence[str] = ("train", "val"),
+    from_polygons: bool = False,
+    overwrite: bool = False,
+    allow_partial: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Check images and gtFine against the official lists, write train-id labels, write the report.
+
+    ``allow_partial`` converts the listed files that are present instead of requiring all.
+    """
+    root = require_root(root, "cityscapes")
+    lut = label_id_to_train_id_lut()
+    check_lut_agrees(lut)
+    report = read_report(root) or {}
+    report.update({"dataset": "cityscapes", "official_counts": dict(SPLIT_COUNTS)})
+    report.setdefault("class_pixels", {})
+    for split in splits:
+        names = official_list(split)
+        image_dir, label_dir = root / "leftImg8bit" / split, root / "gtFine" / split
+        images = present_names(image_dir, names)
+        want = [stem(n) + (POLYGONS_SUFFIX if from_polygons else LABEL_IDS_SUFFIX) for n in names]
+        sources = present_names(label_dir, want)
+        miss_img = [n for n in names if n not in images]
+        miss_src = [w for w in want if w not in sources]
+        log(f"{split}: {len(images)}/{len(names)} images in {image_dir}, "
+            f"{len(sources)}/{len(names)} gtFine files in {label_dir}")
+        if (miss_img or miss_src) and not allow_partial:
+            hint = _layout_hint(root) or f"; download: {DOWNLOAD_HELP.format(root=root)}"
+            raise CountMismatchError(
+                f"Cityscapes {split}: {len(miss_img)} images and {len(miss_src)} gtFine files "
+                f"of the official list are missing (e.g. {summarize(miss_img + miss_src, 3)})"
+                f"{hint}"
+            )
+        converted = 0
+        for n, src in zip(names, want, strict=True):
+            if src not in sources:
+                continue
+            out = label_dir / (stem(n) + TRAIN_IDS_SUFFIX)
+            if out.exists() and not overwrite and n in report["class_pixels"]:
+                continue
+            train = _convert(label_dir / src, out, lut, from_polygons)
+            report["class_pixels"][n] = class_pixel_counts(train)
+            converted += 1
+        log(f"{split}: wrote {converted} *{TRAIN_IDS_SUFFIX} files")
+        report.setdefault("splits", {})[split] = {
+            "images": len(images), "gtFine": len(sources),
+            "missing_images": miss_img, "missing_gtFine": miss_src,
+        }
+    path = write_report(root, report)
+    log(f"wrote {path}")
+    return report
+
+
+def _convert(src: Path, out: Path, lut: np.ndarray, from_polygons: bool) -> np.ndarray:
+    from PIL import Image
+
+    if from_polygons:
+        from cityscapesscripts.preparation.json2labelImg import json2labelImg
+
+        json2labelImg(str(src), str(out), "trainIds")  # cityscapesscripts' own rendering
+        with Image.open(out) as im:
+            return np.asarray(im)
+    try:
+        with Image.open(src) as im:
+            ids = np.asarray(im)
+    except OSError as err:
+        raise DatasetError(f"cannot read {src}: {err}") from err
+    if ids.ndim != 2:
+        raise DatasetError(f"{src}: expected a single-channel labelIds PNG, got shape {ids.shape}")
+    train = lut[ids]
+    write_label_png(out, train)
+    return train

@@ -1,0 +1,309 @@
+"""GTA5 ("Playing for Data", Richter et al., ECCV 2016): the source domain.
+
+Layout (as downloaded from https://download.visinf.tu-darmstadt.de/data/from_games/ and
+extracted): ``<root>/images/NNNNN.png`` and ``<root>/labels/NNNNN.png``, 24,966 pairs numbered
+00001..24966. The label PNGs are palette images whose *indices* are Cityscapes label ids
+(0..33); the colours are only for display.
+
+:func:`prepare` converts every label once, offline, to a grey train-id PNG beside the original
+(``labels/NNNNN_labelTrainIds.png``; ids 7, 8, 11, ... 33 -> 0..18, everything else -> 255, the
+official mapping), so training reads ready labels and does no per-sample remapping. A few GTA5
+labels are not the size of their image; the documented rule here is to resize such a label
+with nearest neighbour to its image's size (or, with ``exclude_mismatched=True``, to drop the
+pair). Either way the files are listed in the JSON report ``<root>/segda_prepare_report.json``,
+which the :class:`GTA5` dataset reads to skip excluded pairs.
+
+No checksums are published for the GTA5 archives; :func:`hash_archives` records SHA-256 sums of
+the zips you downloaded, so a later copy can be compared with yours.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from importlib import resources
+from multiprocessing import Pool
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from segda.data.real import (
+    CountMismatchError,
+    DatasetError,
+    LabelValueError,
+    MissingFilesError,
+    SegmentationFiles,
+    class_pixel_counts,
+    list_files,
+    png_size,
+    prepare_hint,
+    read_report,
+    require_root,
+    summarize,
+    write_label_png,
+    write_report,
+)
+from segda.labels import label_id_lut
+from segda.weights import sha256_file
+
+GTA5_COUNT = 24966
+DOWNLOAD_PAGE = "https://download.visinf.tu-darmstadt.de/data/from_games/"
+# SHA-256 of the distributed archives: none are published by the authors, so none are known.
+ARCHIVE_SHA256: dict[str, str] = {}
+LABEL_SUFFIX = "_labelTrainIds.png"
+MAX_LABEL_ID = 33  # Cityscapes label ids run 0..33 (license plate, -1, never appears in a PNG)
+_NAME = re.compile(r"^\d{5}\.png$")
+
+
+def official_ids() -> list[str]:
+    """``00001.png`` ... ``24966.png``: the official list (AdaptSegNet ``gta5_list/train.txt``,
+    ADVENT ``gta5_list/all.txt``), shipped as ``segda/splits/gta5_all.txt``."""
+    text = resources.files("segda").joinpath("splits/gta5_all.txt").read_text()
+    return text.split()
+
+
+def train_id_name(name: str) -> str:
+    return name[: -len(".png")] + LABEL_SUFFIX
+
+
+class GTA5(SegmentationFiles):
+    """GTA5 images with converted train-id labels.
+
+    ``ids=None`` uses the full official list and then insists on all 24,966 images being
+    present (:class:`CountMismatchError` otherwise); pass a list of names (``"00001.png"``) for
+    a subset. Pairs excluded by the prepare step (report) are skipped unless ``exclude`` is
+    given explicitly. Defaults are the official ones: 1280x720, caffe normalisation, no flip.
+    """
+
+    dataset_name = "gta5"
+
+    def __init__(
+        self,
+        root: str | Path,
+        size: tuple[int, int] | None = (1280, 720),
+        label_size: tuple[int, int] | str | None = "image",
+        normalization: str = "caffe",
+        flip: bool = False,
+        flip_seed: int = 0,
+        ids: Sequence[str] | None = None,
+        exclude: Sequence[str] | None = None,
+        check_labels: bool = True,
+    ) -> None:
+        root = require_root(root, "gta5")
+        full = ids is None
+        ids = official_ids() if full else [str(i) for i in ids]
+        present_images = list_files(root / "images")
+        present_labels = list_files(root / "labels")
+        if not present_images:
+            raise MissingFilesError(
+                f"no images in {root / 'images'}: GTA5 expects <root>/images/NNNNN.png and "
+                f"<root>/labels/NNNNN.png. Download from {DOWNLOAD_PAGE}, then run: "
+                f"{prepare_hint('gta5', root)}"
+            )
+        missing = [i for i in ids if i not in present_images]
+        if full and missing:
+            raise CountMismatchError(
+                f"{root / 'images'} holds {GTA5_COUNT - len(missing)} of the {GTA5_COUNT} GTA5 "
+                f"images; missing: {summarize(missing)}. Extract all 10 image archives, or pass "
+                "ids=[...] to use a subset."
+            )
+        if missing:
+            raise MissingFilesError(f"GTA5 images missing in {root / 'images'}: {summarize(missing)}")
+        report = read_report(root) or {}
+        skip = set(report.get("excluded", []) if exclude is None else exclude)
+        ids = [i for i in ids if i not in skip]
+        unconverted = [i for i in ids if train_id_name(i) not in present_labels]
+        if unconverted:
+            raise MissingFilesError(
+                f"{len(unconverted)} converted labels missing in {root / 'labels'} "
+                f"(e.g. {summarize([train_id_name(i) for i in unconverted], 3)}). "
+                f"Run: {prepare_hint('gta5', root)}"
+            )
+        super().__init__(
+            root,
+            images=[root / "images" / i for i in ids],
+            labels=[root / "labels" / train_id_name(i) for i in ids],
+            names=ids,
+            size=size,
+            label_size=label_size,
+            normalization=normalization,
+            flip=flip,
+            flip_seed=flip_seed,
+            check_labels=check_labels,
+        )
+
+
+# ------------------------------------------------------------------------------- preparation
+
+
+def _convert_one(args: tuple[str, str, str, bool, bool]) -> dict:
+    """Convert one palette label to train ids; returns what the report records about it."""
+    image_path, label_path, out_path, exclude_mismatched, strict = args
+    name = Path(image_path).name
+    try:
+        with Image.open(label_path) as pil:
+            if pil.mode not in ("P", "L"):
+                raise LabelValueError(
+                    f"{label_path}: mode {pil.mode}, expected a palette PNG whose indices are "
+                    "Cityscapes label ids (was a colour-converted copy extracted?)"
+                )
+            ids = np.asarray(pil)
+    except OSError as err:  # PIL's error for a truncated or unreadable file
+        raise DatasetError(f"cannot read {label_path}: {err}") from err
+    entry: dict = {"name": name}
+    unknown = np.unique(ids[ids > MAX_LABEL_ID]).tolist()
+    if unknown:
+        if strict:
+            raise LabelValueError(f"{label_path}: label ids {unknown} are not Cityscapes ids 0..33")
+        entry["unknown_ids"] = unknown  # mapped to ignore like every other non-train id
+    image_wh = png_size(image_path)
+    label_wh = (ids.shape[1], ids.shape[0])
+    if label_wh != image_wh:
+        entry["size_mismatch"] = {"image": list(image_wh), "label": list(label_wh)}
+        if exclude_mismatched:
+            entry["excluded"] = True
+            return entry
+        ids = np.asarray(Image.fromarray(ids).resize(image_wh, Image.NEAREST))
+    train = label_id_lut()[ids]
+    write_label_png(out_path, train)
+    entry["class_pixels"] = class_pixel_counts(train)
+    return entry
+
+
+def scan(root: str | Path) -> dict:
+    """Counts of original images/labels and which of the official pairs are missing."""
+    root = Path(root)
+    images = {n for n in list_files(root / "images") if _NAME.match(n)}
+    labels = list_files(root / "labels")  # originals and converted files
+    converted = {n for n in labels if n.endswith(LABEL_SUFFIX)}
+    originals = {n for n in labels if _NAME.match(n)}
+    ids = official_ids()
+    return {
+        "images": len(images),
+        "labels": len(originals),
+        "converted": len(converted),
+        "missing_images": [i for i in ids if i not in images],
+        "missing_labels": [i for i in ids if i not in originals],
+        "unconverted": [i for i in ids if i in originals and train_id_name(i) not in converted],
+        "unexpected_images": sorted(images - set(ids)),
+    }
+
+
+def hash_archives(folder: str | Path) -> dict[str, dict]:
+    """SHA-256 of the GTA5 zips in ``folder``; checked against ``ARCHIVE_SHA256`` where known."""
+    out = {}
+    for path in sorted(Path(folder).glob("*.zip")):
+        digest = sha256_file(path)
+        known = ARCHIVE_SHA256.get(path.name)
+        status = "unknown (no published hash)" if known is None else (
+            "ok" if digest == known else "MISMATCH"
+        )
+        out[path.name] = {"sha256": digest, "status": status}
+        if status == "MISMATCH":
+            raise DatasetError(f"{path}: SHA-256 {digest} != published {known}; download it again")
+    return out
+
+
+def _entries_from_report(report: dict) -> dict[str, dict]:
+    """Per-file entries of an earlier report, so re-running prepare skips finished work."""
+    entries = {n: {"name": n, "class_pixels": c} for n, c in report.get("class_pixels", {}).items()}
+    for m in report.get("size_mismatches", []):
+        e = entries.setdefault(m["name"], {"name": m["name"]})
+        e["size_mismatch"] = {"image": m["image"], "label": m["label"]}
+        if m.get("excluded"):
+            e["excluded"] = True
+    for n, ids in report.get("unknown_label_ids", {}).items():
+        if n in entries:
+            entries[n]["unknown_ids"] = ids
+    return entries
+
+
+def _reusable(prev: dict | None, out: Path, exclude_mismatched: bool) -> bool:
+    if prev is None:
+        return False
+    if "size_mismatch" in prev:  # reuse only if the same rule was applied to it
+        if exclude_mismatched != bool(prev.get("excluded")):
+            return False
+        return bool(prev.get("excluded")) or out.exists()
+    return out.exists() and "class_pixels" in prev
+
+
+def prepare(
+    root: str | Path,
+    exclude_mismatched: bool = False,
+    overwrite: bool = False,
+    strict_ids: bool = False,
+    allow_partial: bool = False,
+    workers: int = 1,
+    archives: str | Path | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Verify counts, convert labels to train ids, write the JSON report; returns the report.
+
+    ``allow_partial`` converts whatever pairs are present instead of requiring all 24,966.
+    Already converted labels are kept (and their report entries reused) unless ``overwrite``.
+    """
+    root = require_root(root, "gta5")
+    counts = scan(root)
+    log(f"GTA5 at {root}: {counts['images']} images, {counts['labels']} labels "
+        f"(official count {GTA5_COUNT}), {counts['converted']} already converted")
+    pairs_missing = sorted(set(counts["missing_images"]) | set(counts["missing_labels"]))
+    if pairs_missing and not allow_partial:
+        raise CountMismatchError(
+            f"{len(pairs_missing)} of the {GTA5_COUNT} GTA5 pairs are incomplete "
+            f"(images missing: {len(counts['missing_images'])}, labels missing: "
+            f"{len(counts['missing_labels'])}; e.g. {summarize(pairs_missing)}). Extract all "
+            f"archives from {DOWNLOAD_PAGE}, or pass --allow-partial to convert what is there."
+        )
+    old = read_report(root) or {}
+    old_entries = _entries_from_report(old)
+    skip = set(pairs_missing)
+    ids = [i for i in official_ids() if i not in skip]
+    jobs, entries = [], []
+    for name in ids:
+        out = root / "labels" / train_id_name(name)
+        prev = old_entries.get(name)
+        if not overwrite and _reusable(prev, out, exclude_mismatched):
+            entries.append(prev)
+        else:
+            jobs.append((str(root / "images" / name), str(root / "labels" / name), str(out),
+                         exclude_mismatched, strict_ids))
+    log(f"converting {len(jobs)} labels ({len(entries)} reused)")
+    if workers > 1 and len(jobs) > 1:
+        with Pool(workers) as pool:
+            entries += pool.map(_convert_one, jobs, chunksize=64)
+    else:
+        entries += [_convert_one(j) for j in jobs]
+    entries.sort(key=lambda e: e["name"])
+    mismatched = [e for e in entries if "size_mismatch" in e]
+    for e in mismatched:
+        action = "excluded" if e.get("excluded") else "label resized (nearest) to image size"
+        log(f"  size mismatch {e['name']}: image {e['size_mismatch']['image']}, "
+            f"label {e['size_mismatch']['label']} -> {action}")
+    unknown = {e["name"]: e["unknown_ids"] for e in entries if "unknown_ids" in e}
+    if unknown:
+        log(f"  {len(unknown)} labels hold ids > {MAX_LABEL_ID} (mapped to ignore), "
+            f"e.g. {summarize(list(unknown), 3)}")
+    report = {
+        "dataset": "gta5",
+        "official_count": GTA5_COUNT,
+        "counts": {k: counts[k] for k in ("images", "labels")},
+        "missing_pairs": pairs_missing,
+        "size_mismatch_rule": "excluded" if exclude_mismatched else "label resized to image size "
+        "with nearest neighbour",
+        "size_mismatches": [{"name": e["name"], **e["size_mismatch"],
+                             "excluded": bool(e.get("excluded"))} for e in mismatched],
+        "excluded": [e["name"] for e in entries if e.get("excluded")],
+        "unknown_label_ids": unknown,
+        "class_pixels": {e["name"]: e["class_pixels"] for e in entries if "class_pixels" in e},
+        "archive_sha256": old.get("archive_sha256", {}),
+        "archive_sha256_note": "no SHA-256 is published for the GTA5 archives; these are the "
+        "sums of the files this copy was extracted from, for later comparison",
+    }
+    if archives is not None:
+        report["archive_sha256"] = hash_archives(archives)
+    path = write_report(root, report)
+    log(f"wrote {path}: {len(report['class_pixels'])} labels converted, "
+        f"{len(mismatched)} size mismatches, {len(report['excluded'])} excluded")
+    return report

@@ -1,0 +1,232 @@
+"""SYNTHIA-RAND-CITYSCAPES (Ros et al., CVPR 2016): the second source domain.
+
+Layout: ``<root>/RGB/NNNNNNN.png`` (1280x760 RGB) and ``<root>/GT/LABELS/NNNNNNN.png``, 9,400
+pairs. The label PNGs are **16-bit, multi-channel**: the first channel holds the SYNTHIA class
+id, the second an instance id. PIL reads such files as 8-bit RGB and silently drops the high
+byte, which is why users fall back to the colour labels (AdaptSegNet#31); this module decodes
+them with ``torchvision.io.decode_png(..., ImageReadMode.UNCHANGED)``, which keeps 16 bits.
+
+Neither official repository has SYNTHIA code. The SYNTHIA -> Cityscapes train-id mapping below
+is the one the community uses, as written in DAFormer's ``tools/convert_datasets/synthia.py``
+(lhoyer/DAFormer, "mapping based on README.txt from SYNTHIA_RAND_CITYSCAPES"): SYNTHIA's ids for
+terrain (16), truck (18) and train (20) are mapped too but do not occur in the data, which is why
+results are reported on 16 classes (ADVENT) or 13 (AdaptSegNet; ADVENT's mIoU*), see
+``segda.labels.CLASS_SUBSETS``. ``SYNTHIA(..., classes=16)`` additionally sets labels outside
+the chosen protocol to ignore; train ids stay in the 19-class numbering either way.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+from multiprocessing import Pool
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from segda.data.real import (
+    CountMismatchError,
+    LabelValueError,
+    MissingFilesError,
+    SegmentationFiles,
+    class_pixel_counts,
+    decode,
+    list_files,
+    prepare_hint,
+    read_report,
+    require_root,
+    summarize,
+    write_label_png,
+    write_report,
+)
+from segda.labels import CLASS_SUBSETS, IGNORE_INDEX
+
+SYNTHIA_COUNT = 9400
+NATIVE_SIZE = (1280, 760)
+LABEL_SUFFIX = "_labelTrainIds.png"
+LABEL_DIR = ("GT", "LABELS")
+MAX_SYNTHIA_ID = 22
+
+# SYNTHIA class ids (README.txt of SYNTHIA-RAND-CITYSCAPES), for messages and reports.
+SYNTHIA_CLASSES = {
+    0: "void", 1: "sky", 2: "building", 3: "road", 4: "sidewalk", 5: "fence", 6: "vegetation",
+    7: "pole", 8: "car", 9: "traffic sign", 10: "pedestrian", 11: "bicycle", 12: "motorcycle",
+    13: "parking-slot", 14: "road-work", 15: "traffic light", 16: "terrain", 17: "rider",
+    18: "truck", 19: "bus", 20: "train", 21: "wall", 22: "lanemarking",
+}
+# SYNTHIA id -> Cityscapes train id (DAFormer's table); every other id -> 255.
+SYNTHIA_TO_TRAIN_ID = {
+    3: 0, 4: 1, 2: 2, 21: 3, 5: 4, 7: 5, 15: 6, 9: 7, 6: 8, 16: 9, 1: 10, 10: 11, 17: 12,
+    8: 13, 18: 14, 19: 15, 20: 16, 12: 17, 11: 18,
+}
+NAME_PATTERN = re.compile(r"^\d+\.png$")
+
+
+@lru_cache(maxsize=1)
+def synthia_lut() -> np.ndarray:
+    lut = np.full(65536, IGNORE_INDEX, dtype=np.uint8)  # labels are 16-bit
+    for sid, tid in SYNTHIA_TO_TRAIN_ID.items():
+        lut[sid] = tid
+    return lut
+
+
+def read_synthia_ids(path: str | Path) -> np.ndarray:
+    """SYNTHIA class ids (first channel of the 16-bit label PNG) as an (H, W) int array."""
+    raw = decode(path)  # (C, H, W), uint16 for the real files
+    return raw[0].to(torch.int32).numpy()
+
+
+def train_id_name(name: str) -> str:
+    return name[: -len(".png")] + LABEL_SUFFIX
+
+
+class SYNTHIA(SegmentationFiles):
+    """SYNTHIA-RAND-CITYSCAPES images with converted train-id labels.
+
+    ``ids=None`` takes every ``RGB/*.png`` and requires all 9,400; pass names for a subset.
+    ``size=None`` (default) keeps the native 1280x760 (no resize). ``classes`` (19, 16 or 13) sets labels
+    outside that protocol's classes to ignore.
+    """
+
+    dataset_name = "synthia"
+
+    def __init__(
+        self,
+        root: str | Path,
+        size: tuple[int, int] | None = None,
+        label_size: tuple[int, int] | str | None = "image",
+        normalization: str = "caffe",
+        flip: bool = False,
+        flip_seed: int = 0,
+        ids: Sequence[str] | None = None,
+        classes: int = 19,
+        check_labels: bool = True,
+    ) -> None:
+        root = require_root(root, "synthia")
+        if classes not in CLASS_SUBSETS:
+            raise ValueError(f"classes must be one of {sorted(CLASS_SUBSETS)}, got {classes}")
+        present = {n for n in list_files(root / "RGB") if NAME_PATTERN.match(n)}
+        if not present:
+            raise MissingFilesError(
+                f"no images in {root / 'RGB'}: SYNTHIA-RAND-CITYSCAPES expects <root>/RGB/*.png "
+                f"and <root>/GT/LABELS/*.png. Run: {prepare_hint('synthia', root)}"
+            )
+        if ids is None:
+            if len(present) != SYNTHIA_COUNT:
+                raise CountMismatchError(
+                    f"{root / 'RGB'} holds {len(present)} images, SYNTHIA-RAND-CITYSCAPES has "
+                    f"{SYNTHIA_COUNT}; re-extract the archive, or pass ids=[...] for a subset."
+                )
+            ids = sorted(present)
+        else:
+            ids = [str(i) for i in ids]
+            missing = [i for i in ids if i not in present]
+            if missing:
+                raise MissingFilesError(f"SYNTHIA images missing in {root / 'RGB'}: "
+                                        f"{summarize(missing)}")
+        label_dir = root.joinpath(*LABEL_DIR)
+        converted = list_files(label_dir)
+        absent = [train_id_name(i) for i in ids if train_id_name(i) not in converted]
+        if absent:
+            raise MissingFilesError(
+                f"{len(absent)} converted labels missing in {label_dir} (e.g. "
+                f"{summarize(absent, 3)}). Run: {prepare_hint('synthia', root)}"
+            )
+        self.classes = classes
+        keep = torch.zeros(256, dtype=torch.bool)
+        keep[list(CLASS_SUBSETS[classes])] = True
+        self._keep = keep
+        super().__init__(
+            root,
+            images=[root / "RGB" / i for i in ids],
+            labels=[label_dir / train_id_name(i) for i in ids],
+            names=ids,
+            size=size,
+            label_size=label_size,
+            normalization=normalization,
+            flip=flip,
+            flip_seed=flip_seed,
+            check_labels=check_labels,
+        )
+
+    def __getitem__(self, key):
+        item = super().__getitem__(key)
+        if self.classes != 19 and "label" in item:
+            label = item["label"]
+            item["label"] = torch.where(self._keep[label], label, IGNORE_INDEX)
+        return item
+
+
+# ------------------------------------------------------------------------------- preparation
+
+
+def _convert_one(args: tuple[str, str, bool]) -> dict:
+    src, out, strict = args
+    ids = read_synthia_ids(src)
+    entry: dict = {"name": Path(src).name}
+    unknown = np.unique(ids[ids > MAX_SYNTHIA_ID]).tolist()
+    if unknown:
+        if strict:
+            raise LabelValueError(
+                f"{src}: class ids {unknown} are not SYNTHIA ids 0..{MAX_SYNTHIA_ID} "
+                "(is the class id really in the first channel?)"
+            )
+        entry["unknown_ids"] = unknown
+    train = synthia_lut()[np.clip(ids, 0, 65535)]
+    write_label_png(out, train)
+    entry["class_pixels"] = class_pixel_counts(train)
+    return entry
+
+
+def prepare(
+    root: str | Path,
+    overwrite: bool = False,
+    strict_ids: bool = False,
+    allow_partial: bool = False,
+    workers: int = 1,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Verify counts, convert the 16-bit labels to train-id PNGs, write the JSON report."""
+    root = require_root(root, "synthia")
+    label_dir = root.joinpath(*LABEL_DIR)
+    images = {n for n in list_files(root / "RGB") if NAME_PATTERN.match(n)}
+    labels = {n for n in list_files(label_dir) if NAME_PATTERN.match(n)}
+    log(f"SYNTHIA at {root}: {len(images)} images, {len(labels)} labels "
+        f"(official count {SYNTHIA_COUNT})")
+    unpaired = sorted(images ^ labels)
+    complete = len(images) == SYNTHIA_COUNT and not unpaired
+    if not complete and not allow_partial:
+        raise CountMismatchError(
+            f"SYNTHIA at {root}: {len(images)} images and {len(labels)} labels, expected "
+            f"{SYNTHIA_COUNT} pairs ({len(unpaired)} unpaired, e.g. {summarize(unpaired, 3)}). "
+            "Re-extract SYNTHIA_RAND_CITYSCAPES, or pass --allow-partial."
+        )
+    report = read_report(root) or {}
+    done = report.get("class_pixels", {})
+    names = sorted(images & labels)
+    jobs = [(str(label_dir / n), str(label_dir / train_id_name(n)), strict_ids) for n in names
+            if overwrite or n not in done or not (label_dir / train_id_name(n)).exists()]
+    log(f"converting {len(jobs)} labels ({len(names) - len(jobs)} already done)")
+    if workers > 1 and len(jobs) > 1:
+        with Pool(workers) as pool:
+            entries = pool.map(_convert_one, jobs, chunksize=32)
+    else:
+        entries = [_convert_one(j) for j in jobs]
+    done.update({e["name"]: e["class_pixels"] for e in entries})
+    unknown = dict(report.get("unknown_label_ids", {}))
+    unknown.update({e["name"]: e["unknown_ids"] for e in entries if "unknown_ids" in e})
+    report.update({
+        "dataset": "synthia",
+        "official_count": SYNTHIA_COUNT,
+        "counts": {"images": len(images), "labels": len(labels)},
+        "unpaired": unpaired,
+        "mapping": {str(k): v for k, v in SYNTHIA_TO_TRAIN_ID.items()},
+        "mapping_source": "lhoyer/DAFormer tools/convert_datasets/synthia.py",
+        "class_pixels": done,
+        "unknown_label_ids": unknown,
+    })
+    path = write_report(root, report)
+    log(f"wrote {path}")
+    return report

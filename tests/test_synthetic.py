@@ -1,0 +1,159 @@
+"""The embedded synthetic benchmark: determinism, shapes, layout prior, the two domain shifts,
+flips and the cache."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from segda.data import synthetic
+from segda.data.synthetic import (
+    CAR,
+    IMAGE_MEAN,
+    ROAD,
+    SKY,
+    VEGETATION,
+    SyntheticConfig,
+    SyntheticStreetScenes,
+    class_frequencies,
+    render_sample,
+    render_split,
+    source_class_prior,
+)
+
+SMALL = SyntheticConfig(n_source_train=48, n_source_val=48, n_target_train=48, n_target_val=48)
+DOMAINS = ("source", "target")
+
+
+@pytest.fixture(scope="module")
+def val_sets() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    return {d: render_split(SMALL, d, "val") for d in DOMAINS}
+
+
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_same_index_same_sample(domain):
+    a = render_sample(SMALL, domain, "train", 3)
+    b = render_sample(SMALL, domain, "train", 3)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    ds = SyntheticStreetScenes(domain, "train", SMALL, cache=False)
+    first, second = ds[3], ds[3]
+    assert torch.equal(first["image"], second["image"])
+    assert torch.equal(first["label"], second["label"])
+
+
+def test_different_seeds_differ():
+    other = SyntheticConfig(**{**SMALL.__dict__, "seed": 1})
+    assert not np.array_equal(render_sample(SMALL, "source", "train", 0)[1],
+                              render_sample(other, "source", "train", 0)[1])
+
+
+def test_appearance_knobs_keep_labels():
+    shifted = SyntheticConfig(**{**SMALL.__dict__, "palette_shift": 1.0, "light_shift": 0.0})
+    for i in range(3):
+        np.testing.assert_array_equal(render_sample(SMALL, "target", "val", i)[1],
+                                      render_sample(shifted, "target", "val", i)[1])
+
+
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_item_shapes_dtypes_and_normalisation(domain):
+    ds = SyntheticStreetScenes(domain, "val", SMALL)
+    item = ds[5]
+    assert set(item) == {"image", "label", "index"} and item["index"] == 5
+    assert item["image"].shape == (3, 64, 128) and item["image"].dtype == torch.float32
+    assert item["label"].shape == (64, 128) and item["label"].dtype == torch.int64
+    raw = ds.raw_image(5)
+    assert raw.shape == (64, 128, 3) and raw.dtype == np.float32
+    assert 0.0 <= raw.min() and raw.max() <= 1.0
+    torch.testing.assert_close(item["image"] + IMAGE_MEAN, torch.from_numpy(raw).permute(2, 0, 1))
+    assert len(ds) == 48
+
+
+def test_labels_within_declared_classes(val_sets):
+    for _, labels in val_sets.values():
+        assert set(np.unique(labels)) <= set(SMALL.classes)
+    with_lights = SyntheticConfig(**{**SMALL.__dict__, "traffic_lights": True})
+    _, labels = render_split(with_lights, "source", "val", image=False)
+    assert set(np.unique(labels)) <= set(with_lights.classes)
+    assert synthetic.LIGHT in np.unique(labels)
+
+
+def test_splits_and_domains_disjoint():
+    for i in range(4):
+        samples = [render_sample(SMALL, d, s, i)[0] for d in DOMAINS for s in ("train", "val")]
+        for a in range(len(samples)):
+            for b in range(a + 1, len(samples)):
+                assert not np.array_equal(samples[a], samples[b])
+
+
+def test_layout_prior(val_sets):
+    for _, labels in val_sets.values():
+        top = labels[:, :3]
+        assert (top == SKY).mean() > 0.5
+        bottom_centre = labels[:, -4:, 56:72]
+        assert (bottom_centre == ROAD).mean() > 0.5
+
+
+def test_class_balance_shift():
+    freq = {d: class_frequencies(SyntheticStreetScenes(d, "val", SMALL)) for d in DOMAINS}
+    for f in freq.values():
+        assert f.shape == (19,) and np.isclose(f.sum(), 1.0)
+    assert freq["target"][VEGETATION] > freq["source"][VEGETATION]
+    assert freq["target"][CAR] < freq["source"][CAR]
+
+
+def test_appearance_shift(val_sets):
+    def mean_colour(domain, cls):
+        images, labels = val_sets[domain]
+        return images[labels == cls].mean(axis=0) / 255.0
+
+    for cls in (ROAD, synthetic.BUILDING, VEGETATION, SKY, CAR):
+        gap = np.abs(mean_colour("source", cls) - mean_colour("target", cls)).max()
+        assert gap > 0.05, cls
+
+
+def test_flip_deterministic_and_consistent():
+    plain = SyntheticStreetScenes("source", "val", SMALL)
+    flipped = SyntheticStreetScenes("source", "val", SMALL, flip=True, flip_seed=3)
+    decisions = [flipped.is_flipped(i) for i in range(len(flipped))]
+    assert decisions == [flipped.is_flipped(i) for i in range(len(flipped))]
+    assert 0 < sum(decisions) < len(decisions)
+    i = decisions.index(True)
+    j = decisions.index(False)
+    assert torch.equal(flipped[i]["image"], plain[i]["image"].flip(-1))
+    assert torch.equal(flipped[i]["label"], plain[i]["label"].flip(-1))
+    assert torch.equal(flipped[j]["image"], plain[j]["image"])
+    flipped.set_flip_salt(1)
+    assert [flipped.is_flipped(i) for i in range(len(flipped))] != decisions
+    assert not any(plain.is_flipped(i) for i in range(len(plain)))
+
+
+def test_cache_round_trip(tmp_path):
+    cfg = SyntheticConfig(**{**SMALL.__dict__, "n_target_val": 6})
+    ds = SyntheticStreetScenes("target", "val", cfg)
+    path = ds.save_cache(tmp_path / "target_val.npz")
+    loaded = SyntheticStreetScenes.load(path)
+    uncached = SyntheticStreetScenes("target", "val", cfg, cache=False)
+    assert loaded.config == cfg and (loaded.domain, loaded.split) == ("target", "val")
+    for i in range(len(ds)):
+        for other in (loaded, uncached):
+            assert torch.equal(ds[i]["image"], other[i]["image"])
+            assert torch.equal(ds[i]["label"], other[i]["label"])
+
+
+def test_source_class_prior_matches_labels():
+    prior = source_class_prior(SMALL)
+    assert prior.shape == (19,) and np.isclose(prior.sum(), 1.0)
+    _, labels = render_split(SMALL, "source", "train", image=False)
+    expected = np.bincount(labels.ravel(), minlength=19)[:19] / labels.size
+    np.testing.assert_allclose(prior, expected)
+
+
+def test_bad_arguments_raise():
+    with pytest.raises(ValueError):
+        SyntheticStreetScenes("gta5", "train")
+    with pytest.raises(IndexError):
+        SyntheticStreetScenes("source", "val", SMALL)[48]
+    with pytest.raises(ValueError):
+        SyntheticConfig.from_json('{"height": 64, "colour": 1}')
