@@ -75,3 +75,11 @@ def test_yaml_round_trip_and_duplicate_keys(tmp_path):
 def test_unknown_preset_lists_available():
     with pytest.raises(config.ConfigError, match="paper/advent"):
         config.load("paper/does_not_exist")
+
+
+def test_missing_dataset_names_path_and_preparation_command(tmp_path):
+    from segda.data import registry
+
+    cfg = config.load("paper/advent", {"data.root": str(tmp_path / "nowhere")})
+    with pytest.raises(Exception, match=r"nowhere/GTA5.*data_scripts/prepare_gta5.py"):
+        registry.build_datasets(cfg.data, cfg.model)
