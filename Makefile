@@ -3,8 +3,11 @@ PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 # Threads per process for CPU runs (2-core machines: 2).
 export OMP_NUM_THREADS ?= 2
+export PYDEVD_DISABLE_FILE_VALIDATION = 1
 
-.PHONY: setup demo test lint format bench clean
+NBVAL = --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
+
+.PHONY: setup demo test test-unit test-notebooks lint bench suite clean
 
 setup:
 	$(PIP) install -q -e '.[dev,notebooks]'
@@ -12,15 +15,30 @@ setup:
 lint: setup
 	$(PYTHON) -m ruff check lib tests benchmarks data_scripts
 
+# Unit tests, then the committed notebooks under nbval. The notebooks share trained runs in
+# runs/notebooks; it is cleared first so that they are checked from scratch.
 test: setup
 	$(PYTHON) -m ruff check lib tests benchmarks data_scripts
-	$(PYTHON) -m pytest -q
+	rm -rf runs/notebooks
+	$(PYTHON) -m pytest -q -p no:cacheprovider tests notebooks $(NBVAL)
 
+test-unit: setup
+	$(PYTHON) -m pytest -q tests
+
+test-notebooks: setup
+	rm -rf runs/notebooks
+	$(PYTHON) -m pytest -q notebooks $(NBVAL)
+
+# The notebook sequence, executed with papermill at demo scale into runs/demo.
 demo: setup
 	$(PYTHON) -m segda demo --out runs/demo
 
 bench: setup
 	$(PYTHON) benchmarks/train_step.py --device cpu
 
+# The embedded results table: every method over three seeds (see README).
+suite: setup
+	$(PYTHON) -m segda suite --run-root runs/embedded --seeds 0 1 2
+
 clean:
-	rm -rf runs/demo .pytest_cache
+	rm -rf runs/demo runs/notebooks .pytest_cache

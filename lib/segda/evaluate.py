@@ -135,3 +135,31 @@ def predicted_class_shares(
     finally:
         model.train(was_training)
     return (counts / counts.sum().clamp(min=1)).numpy()
+
+
+@torch.no_grad()
+def mean_entropy(
+    model: nn.Module, dataset, *, device: str | torch.device = "auto",
+    max_images: int | None = None, batch_size: int = 8,
+) -> float:
+    """Mean normalised per-pixel entropy (in [0, 1]) of the main head's predictions.
+
+    ADVENT's starting observation: low on source images (except at object boundaries), high
+    on target images.
+    """
+    from segda.losses import entropy_loss
+
+    device = resolve_device(device) if isinstance(device, str) else device
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    n = len(dataset) if max_images is None else min(max_images, len(dataset))
+    try:
+        for start in range(0, n, batch_size):
+            images = torch.stack([dataset[i]["image"] for i in range(start, min(start + batch_size, n))])
+            logits = predict_logits(model, images.to(device), tuple(images.shape[-2:]))
+            total += float(entropy_loss(F.softmax(logits, dim=1))) * len(images)
+            count += len(images)
+    finally:
+        model.train(was_training)
+    return total / max(count, 1)

@@ -54,7 +54,6 @@ def run_seed(
     ensemble: bool = True,
 ) -> Path:
     """Train (or reuse) every run of one seed under ``run_root/seed{seed}``."""
-    from segda import evaluate
     from segda.data import registry
 
     root = Path(run_root) / f"seed{seed}"
@@ -70,22 +69,45 @@ def run_seed(
         cfg = preset_config(preset, seed, adapt_overrides, init)
         results[preset] = runs.ensure_run(root / preset, cfg, data=data)
     if ensemble and all(name in results for name in ENSEMBLE):
-        models = [results[name].seg for name in ENSEMBLE]
-        res = evaluate.evaluate(models, data.val_target, weights=[0.5, 0.5], device="cpu")
-        res_src = evaluate.evaluate(models, data.val_source, weights=[0.5, 0.5], device="cpu")
-        out = root / "advent+minent"
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.json").write_text(json.dumps({
-            "method": "advent+minent", "levels": "multi", "seed": seed, "train_on": "source",
-            "iteration": results["advent"].state.iteration,
-            "evals": [{
-                "iteration": results["advent"].state.iteration,
-                "target_miou": res.miou, "target_iou": [float(x) for x in res.iou],
-                "source_miou": res_src.miou, "source_iou": [float(x) for x in res_src.iou],
-            }],
-            "ensemble": {"members": list(ENSEMBLE), "weights": [0.5, 0.5], "combine": "logits"},
-        }, indent=1))
+        evaluate_ensemble(Path(run_root), seed, results, data)
     return root
+
+
+def evaluate_ensemble(
+    run_root: str | Path,
+    seed: int,
+    results: dict,
+    data,
+    members: Sequence[str] = ENSEMBLE,
+    weights: Sequence[float] = (0.5, 0.5),
+    combine: str = "logits",
+    max_images: int | None = None,
+    device: str = "auto",
+):
+    """ADVENT's AdvEnt+MinEnt ensemble: weighted sum of the members' main logits.
+
+    Writes ``run_root/seed{seed}/advent+minent/metrics.json`` in the run format, so the
+    ensemble appears in :func:`segda.runs.collect` tables. Returns the target
+    :class:`segda.evaluate.EvalResult`.
+    """
+    from segda import evaluate
+
+    models = [results[name].seg for name in members]
+    kw = dict(weights=list(weights), combine=combine, device=device, max_images=max_images)
+    res = evaluate.evaluate(models, data.val_target, **kw)
+    entry = {"iteration": results[members[0]].state.iteration,
+             "target_miou": res.miou, "target_iou": [float(x) for x in res.iou]}
+    if data.val_source is not None:
+        res_src = evaluate.evaluate(models, data.val_source, **kw)
+        entry.update(source_miou=res_src.miou, source_iou=[float(x) for x in res_src.iou])
+    out = Path(run_root) / f"seed{seed}" / "+".join(members)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps({
+        "method": "+".join(members), "levels": "multi", "seed": seed, "train_on": "source",
+        "iteration": entry["iteration"], "evals": [entry],
+        "ensemble": {"members": list(members), "weights": list(weights), "combine": combine},
+    }, indent=1))
+    return res
 
 
 def summarize(df):
@@ -153,6 +175,7 @@ def notebook_config(
     seed: int = 0,
     amp: bool = False,
     progress: bool = False,
+    eval_images: int | None = None,
     extra: dict | None = None,
 ) -> config.TrainConfig:
     """A config from the notebooks' papermill parameters (literals) on top of a preset.
@@ -178,6 +201,8 @@ def notebook_config(
             over["optim.max_iters"] = max_iters
     if batch_size is not None:
         over["data.batch_size"] = batch_size
+    if eval_images is not None:
+        over["run.eval_max_images"] = eval_images
     if image_size is not None:
         over["data.source_size"] = list(image_size)
         over["data.target_size"] = list(image_size)
@@ -210,11 +235,45 @@ def train_preset(
     extra = dict(params.pop("extra", None) or {})
     if preset.startswith("embedded/") and name not in WARM_START_EXEMPT:
         pre = train_preset(
-            "embedded/source_pretrain", run_dir, data=data, extra=None,
+            "embedded/source_pretrain", run_dir, data=data,
             **{**params, "max_iters": pretrain_iters},
         )
         extra["model.init_checkpoint"] = str(pre.run_dir / "last.pth")
     elif preset.startswith("embedded/"):
         params = {**params, "max_iters": pretrain_iters or params.get("max_iters")}
     cfg = notebook_config(preset, extra=extra, **params)
+    if data is not None and cfg.data.train_on != "source":
+        data = None  # an oracle trains on labelled target images: its own datasets
     return runs.ensure_run(run_folder(run_dir, preset, seed), cfg, data=data)
+
+
+def sibling(preset: str, name: str) -> str:
+    """The preset ``name`` of the same family: ``sibling("paper/advent", "minent")`` is
+    ``"paper/minent"``, so a notebook run at paper scale compares against paper-scale runs."""
+    family = preset.split("/")[0] if "/" in preset else "embedded"
+    return f"{family}/{name}"
+
+
+def train_rows(presets: Sequence[str], run_dir: str | Path, **kwargs) -> dict:
+    """``{preset name: RunResult}`` for several presets (trained or reused)."""
+    return {p.split("/")[-1]: train_preset(p, run_dir, **kwargs) for p in presets}
+
+
+def compare(results: dict):
+    """Target and source mIoU (%) of trained runs (their final evaluation), with gains against
+    the first two rows: pass plain source-only and the batch-norm control first."""
+    import pandas as pd
+
+    rows = {}
+    for name, res in results.items():
+        final = res.final_eval or {}
+        rows[ROW_NAMES.get(name, name)] = {
+            "target mIoU": 100 * final.get("target_miou", np.nan),
+            "source mIoU": 100 * final.get("source_miou", np.nan),
+        }
+    df = pd.DataFrame.from_dict(rows, orient="index")
+    names = list(df.index)
+    if len(names) >= 2:
+        df["gain vs source-only"] = df["target mIoU"] - df.loc[names[0], "target mIoU"]
+        df["gain vs BN control"] = df["target mIoU"] - df.loc[names[1], "target mIoU"]
+    return df.round(2)

@@ -29,6 +29,7 @@ class DomainData:
     val_target: Any
     name: str = "embedded"
     prior_fn: Any = None
+    normalization: str = "embedded"  # how images were normalised (for display)
 
     def source_prior(self) -> np.ndarray:
         """Pixel share of each class in the source training labels (ADVENT's CP prior)."""
@@ -106,4 +107,5 @@ def _real(data: DataConfig, model: ModelConfig) -> DomainData:
     return DomainData(
         train_source=src_train, train_target=tgt_train, val_source=None, val_target=tgt_val,
         name=data.dataset, prior_fn=getattr(src_train, "class_frequencies", None),
+        normalization=norm,
     )

@@ -1,0 +1,70 @@
+"""Every notebook runs through papermill with injected parameters (tiny sizes).
+
+This proves each notebook's ``parameters`` cell works: papermill inserts an
+``injected-parameters`` cell after it and the whole notebook executes top to bottom. The
+committed outputs are checked separately by nbval (``make test``).
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from segda import notebooks_runner
+
+NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+TINY = {
+    "image_size": [64, 32], "batch_size": 2, "pretrain_iters": 4, "max_iters": 2,
+    "eval_images": 4, "device": "cpu", "seed": 3, "interactive": False,
+}
+
+
+def test_every_notebook_has_one_literal_parameters_cell():
+    import ast
+
+    for name in notebooks_runner.NOTEBOOKS:
+        nb = json.loads((NOTEBOOK_DIR / f"{name}.ipynb").read_text())
+        tagged = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+        assert len(tagged) == 1, name
+        tree = ast.parse("".join(tagged[0]["source"]))
+        for stmt in tree.body:
+            assert isinstance(stmt, ast.Assign), f"{name}: parameters cell must only assign"
+            ast.literal_eval(stmt.value)  # literals only: papermill does not recompute
+        names = {t.id for s in tree.body for t in s.targets}
+        assert {"dataset", "data_root", "model", "preset", "max_iters", "batch_size",
+                "image_size", "device", "seed", "amp", "run_dir", "interactive"} <= names
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("nb_runs")
+
+
+@pytest.mark.parametrize("name", notebooks_runner.NOTEBOOKS)
+def test_notebook_executes_with_injected_parameters(name, run_dir, tmp_path):
+    out = tmp_path / f"{name}.ipynb"
+    params = {**TINY, "run_dir": str(run_dir)}
+    notebooks_runner.execute(NOTEBOOK_DIR / f"{name}.ipynb", out, params, cwd=NOTEBOOK_DIR)
+    nb = json.loads(out.read_text())
+    injected = [c for c in nb["cells"]
+                if "injected-parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(injected) == 1 and "max_iters = 2" in "".join(injected[0]["source"])
+    errors = [o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors
+
+
+def test_missing_dataset_stops_in_the_first_cells(tmp_path):
+    import papermill
+
+    out = tmp_path / "01.ipynb"
+    params = {**TINY, "dataset": "gta5_cityscapes", "preset": "paper/source_only",
+              "data_root": str(tmp_path / "no_data"), "run_dir": str(tmp_path / "runs")}
+    with pytest.raises(papermill.PapermillExecutionError) as err:
+        notebooks_runner.execute(NOTEBOOK_DIR / "01_source_only.ipynb", out, params, cwd=NOTEBOOK_DIR)
+    message = str(err.value)
+    assert "no_data/GTA5" in message and "data_scripts/prepare_gta5.py" in message
+    nb = json.loads(out.read_text())
+    failed = [i for i, c in enumerate(nb["cells"])
+              if any(o.get("output_type") == "error" for o in c.get("outputs", []))]
+    # cells: title, parameters, injected parameters, imports, setup -> index 4 (5 with a spare)
+    assert failed and failed[0] <= 5
