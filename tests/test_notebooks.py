@@ -64,7 +64,8 @@ def test_missing_dataset_stops_in_the_first_cells(tmp_path):
     message = str(err.value)
     assert "no_data/GTA5" in message and "data_scripts/prepare_gta5.py" in message
     nb = json.loads(out.read_text())
-    failed = [i for i, c in enumerate(nb["cells"])
+    code_cells = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    failed = [i for i, c in enumerate(code_cells)
               if any(o.get("output_type") == "error" for o in c.get("outputs", []))]
-    # cells: title, parameters, injected parameters, imports, setup -> index 4 (5 with a spare)
-    assert failed and failed[0] <= 5
+    # code cells: parameters, injected parameters, imports, then the setup cell that fails
+    assert failed == [3]
