@@ -127,8 +127,11 @@ def cmd_collect(args) -> int:
         print(f"no finished runs under {args.run_root}", file=sys.stderr)
         return 1
     table = experiments.summarize(df)
-    print(experiments.format_table(table))
+    text = experiments.format_table(table)
+    print(text)
     df.to_csv(Path(args.run_root, "runs.csv"), index=False)
+    table.to_csv(Path(args.run_root, "results.csv"))
+    Path(args.run_root, "results.md").write_text(text + "\n")
     return 0
 
 

@@ -49,8 +49,8 @@ class DataConfig:
     num_workers: int = 0
     flip: bool = False  # official: no augmentation
     normalization: str = "auto"  # "auto" | "caffe" | "imagenet" | "embedded"
-    palette_shift: float = 0.5  # embedded benchmark only: strength of the target's palette
-    light_shift: float = 0.5  # embedded benchmark only: strength of the target's lighting
+    palette_shift: float = 0.3  # embedded benchmark only: strength of the target's palette
+    light_shift: float = 0.3  # embedded benchmark only: strength of the target's lighting
     embedded_seed: int = 0  # embedded benchmark only: which generated world
 
 
@@ -95,6 +95,12 @@ class RunConfig:
     amp: bool = False  # bf16 autocast
     channels_last: bool = False
     ce_impl: str = "ignore_index"  # "ignore_index" (fast) | "masked" (official formulation)
+    # Fast-path switches (segda.fastpath); each can be turned on or off alone.
+    optim_impl: str = "reference"  # "reference" | "foreach" | "fused" (same update, fewer kernels)
+    compile: str = "none"  # "none" | "default" | "max-autotune-no-cudagraphs" (torch.compile mode)
+    compile_scope: str = "step"  # "step": forward + losses + D as compiled stages | "modules"
+    compile_backend: str = "inductor"  # "inductor" | "aot_eager" (tracing only, for tests)
+    cuda_graphs: bool = False  # replay compiled stages as CUDA graphs (needs compile, CUDA)
     align_corners: bool = True
     log_every: int = 10
     eval_every: int = 0  # 0: only at the end
@@ -135,6 +141,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "optim.optimizer": ("sgd", "adam"),
     "optim.param_groups": ("official", "unique"),
     "run.ce_impl": ("ignore_index", "masked"),
+    "run.optim_impl": ("reference", "foreach", "fused"),
+    "run.compile": ("none", "default", "max-autotune-no-cudagraphs"),
+    "run.compile_scope": ("step", "modules"),
+    "run.compile_backend": ("inductor", "aot_eager", "eager"),
 }
 
 
