@@ -31,14 +31,11 @@ are therefore identical.
 Network input is the raw image minus :data:`IMAGE_MEAN` (0.5), i.e. values in [-0.5, 0.5];
 ``raw_image(i)`` returns the [0, 1] image.
 
-Calibration, measured with <recipe>: the small CPU segmenter (``build_segmenter("small")``,
-multi-level, bn_mode "train") trained from scratch, Adam lr 1e-3 with poly decay (power 0.9),
-batch 8, random horizontal flip, CE on the main head + 0.1 x CE on the aux head, logits
-upsampled bilinearly (align_corners=True) to 64x128, ignore_index 255; evaluated in eval mode
-on the full val split with the 19x19 confusion matrix (mIoU = nanmean of per-class IoU, classes
-absent from both ground truth and prediction skipped). torch 2.14.1 CPU, 1 thread per run.
-
-CALIBRATION_TABLE_PLACEHOLDER
+Calibration: the shift strengths (palette 0.3, lighting 0.3, with texture, blur, noise and the
+class-balance shift on) were chosen so that the small CPU segmenter trained on the source keeps
+roughly half of a target-trained oracle's mIoU on the target: a real but moderate gap, shaped
+like GTA5 -> Cityscapes (36.6 vs 65.1). The measured table (three seeds, the command that made
+it) is in the README, section "The embedded benchmark".
 """
 
 from __future__ import annotations
@@ -118,8 +115,8 @@ class SyntheticConfig:
 
     height: int = 64
     width: int = 128
-    palette_shift: float = 0.5
-    light_shift: float = 0.5
+    palette_shift: float = 0.3
+    light_shift: float = 0.3
     texture: bool = True
     blur: float = 1.0
     noise: float = 0.04
