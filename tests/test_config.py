@@ -31,7 +31,7 @@ def test_paper_presets_carry_the_official_values():
 def test_overrides_dotted_and_nested():
     cfg = config.load("embedded/advent", {"optim.lr": 1e-3, "run": {"seed": 3}})
     assert cfg.optim.lr == 1e-3 and cfg.run.seed == 3
-    assert cfg.optim.max_iters == 250  # untouched preset value
+    assert cfg.optim.max_iters == 200  # untouched preset value
 
 
 def test_int_accepted_for_float_but_not_the_reverse():

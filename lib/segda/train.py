@@ -11,11 +11,17 @@ The step follows the official order of forward and backward passes (AdaptSegNet
 4. discriminators unfrozen: their loss on detached source inputs (label 0) / 2, backward;
    then on detached target inputs (label 1) / 2, backward;
 5. one optimizer step for the segmenter, then one per discriminator.
+
+The passes are grouped in three stages (source, target, discriminator), plain functions of the
+modules and the batch that ``run.compile`` may compile as they are; the other fast-path switches
+(:mod:`segda.fastpath`) change kernels and layouts, not this order. In a data-parallel run
+(:mod:`segda.distributed`) the ranks' gradients are averaged between steps 4 and 5.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import time
@@ -27,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from segda import checkpointing, losses, methods, optim, repro
+from segda import checkpointing, fastpath, losses, methods, optim, repro
 from segda.config import TrainConfig
 from segda.methods import METHODS, Method, level_names
 
@@ -53,6 +59,10 @@ class TrainState:
     iteration: int = 0  # the next iteration to run
     history: list[dict[str, float]] = field(default_factory=list)
     evals: list[dict[str, Any]] = field(default_factory=list)
+    # Data-parallel training (segda.distributed.DistContext): averages gradients and batch-norm
+    # statistics over the ranks just before the optimizer steps. None on one process.
+    dist: Any = None
+    stages: Any = field(default=None, repr=False)  # the step's (possibly compiled) stages
 
 
 @contextlib.contextmanager
@@ -95,11 +105,16 @@ def build_state(cfg: TrainConfig, device: torch.device) -> TrainState:
     seg.to(device, memory_format=memory_format)
     for d in discs.values():
         d.to(device, memory_format=memory_format)
+    fastpath.check_switches(cfg.run, device)
+    impl = cfg.run.optim_impl
     return TrainState(
         seg=seg,
         discs=discs,
-        opt_seg=optim.build_segmenter_optimizer(seg, cfg.optim),
-        opt_discs={k: optim.build_discriminator_optimizer(d, cfg.optim) for k, d in discs.items()},
+        opt_seg=fastpath.fast_optimizer(optim.build_segmenter_optimizer(seg, cfg.optim), impl),
+        opt_discs={
+            k: fastpath.fast_optimizer(optim.build_discriminator_optimizer(d, cfg.optim), impl)
+            for k, d in discs.items()
+        },
     )
 
 
@@ -122,6 +137,91 @@ def _upsampled(out, size: tuple[int, int], cfg: TrainConfig) -> dict[str, torch.
     return up
 
 
+def _source_stage(seg, image, label, *, cfg: TrainConfig, method: Method):
+    """Source forward, logits upsampled to the input size, weighted segmentation losses.
+
+    Also returns what the discriminators will see of this pass, detached: the upsampled logits
+    (their softmax / self-information is taken in the discriminator stage) or the features.
+    """
+    mcfg = cfg.method
+    out = _forward(seg, image, cfg)
+    up = _upsampled(out, tuple(image.shape[-2:]), cfg)
+    terms = {"seg_main": mcfg.lambda_seg_main * _segmentation_loss(cfg, up["main"], label)}
+    if "aux" in up and mcfg.lambda_seg_aux > 0:
+        terms["seg_aux"] = mcfg.lambda_seg_aux * _segmentation_loss(cfg, up["aux"], label)
+    return terms, _disc_raw(method, out, up, mcfg.levels)
+
+
+def _target_stage(seg, discs, image, source_prior, *, cfg: TrainConfig, method: Method):
+    """Target forward and the method's target terms (discriminators frozen by the caller)."""
+    if method.target_term == "forward_only":
+        # Batch norm in training mode normalises with, and updates running statistics from,
+        # the target batch; no loss and no gradient.
+        with torch.no_grad():
+            _forward(seg, image, cfg)
+        return {}, {}
+    out = _forward(seg, image, cfg)
+    up = _upsampled(out, tuple(image.shape[-2:]), cfg)
+    with torch.autocast(image.device.type, torch.bfloat16, enabled=cfg.run.amp):
+        terms = methods.target_losses(method, cfg.method, out, up, discs, source_prior)
+    return terms, _disc_raw(method, out, up, cfg.method.levels)
+
+
+def _disc_stage(discs, raw, domain: str, *, cfg: TrainConfig, method: Method):
+    """Each discriminator's loss on one domain's detached outputs (source 0, target 1), / 2."""
+    inputs = {lvl: _disc_input(method, x) for lvl, x in raw.items()}
+    with torch.autocast(next(iter(raw.values())).device.type, torch.bfloat16, enabled=cfg.run.amp):
+        return methods.discriminator_losses(method, cfg.method, discs, inputs, domain)
+
+
+def _disc_raw(method: Method, out, up, levels: str) -> dict[str, torch.Tensor]:
+    if not method.has_discriminator:
+        return {}
+    if method.disc_input == "features":
+        return {lvl: out.feature_map(lvl).detach() for lvl in level_names(levels)}
+    return {lvl: up[lvl].detach() for lvl in level_names(levels)}
+
+
+def _disc_input(method: Method, raw: torch.Tensor) -> torch.Tensor:
+    if method.disc_input == "features":
+        return raw
+    return methods.discriminator_input(method, None, {"x": raw}, "x")
+
+
+@dataclass
+class _Stages:
+    """The three stages of a step, bound to one config; compiled when ``run.compile`` asks."""
+
+    cfg: TrainConfig
+    seg: nn.Module  # what the stages call: the segmenter or a compiled wrapper of it
+    discs: dict[str, nn.Module]
+    source: Any
+    target: Any
+    disc: Any
+    cuda_graphs: bool
+
+
+def _stages(state: TrainState, cfg: TrainConfig) -> _Stages:
+    cached = state.stages
+    if cached is not None and cached.cfg == cfg:
+        return cached
+    method = METHODS[cfg.method.name]
+    device = next(state.seg.parameters()).device
+    run = cfg.run
+    source = functools.partial(_source_stage, cfg=cfg, method=method)
+    target = functools.partial(_target_stage, cfg=cfg, method=method)
+    disc = functools.partial(_disc_stage, cfg=cfg, method=method)
+    seg, discs = state.seg, state.discs
+    if run.compile != "none" and run.compile_scope == "modules":
+        seg = fastpath.compiled_module(seg, run, device)
+        discs = {k: fastpath.compiled_module(d, run, device) for k, d in discs.items()}
+    elif run.compile != "none":
+        source, target, disc = (fastpath.compiled(f, run, device) for f in (source, target, disc))
+    state.stages = _Stages(cfg, seg, discs, source, target, disc,
+                           fastpath.uses_cuda_graphs(run, device))
+    return state.stages
+
+
 def train_step(
     state: TrainState,
     src: Batch,
@@ -131,6 +231,7 @@ def train_step(
 ) -> dict[str, torch.Tensor]:
     """One iteration of any method; returns the detached (weighted) losses by name."""
     method: Method = METHODS[cfg.method.name]
+    stages = _stages(state, cfg)
     it = state.iteration
     optim.set_poly_lr(state.opt_seg, cfg.optim.lr, it, cfg.optim)
     for opt in state.opt_discs.values():
@@ -138,60 +239,41 @@ def train_step(
     state.opt_seg.zero_grad(set_to_none=True)
     for opt in state.opt_discs.values():
         opt.zero_grad(set_to_none=True)
+    if stages.cuda_graphs:
+        # A new step: outputs of the previous step's graphs may be overwritten from here on.
+        torch.compiler.cudagraph_mark_step_begin()
 
     logged: dict[str, torch.Tensor] = {}
-    mcfg = cfg.method
-    d_in_src: dict[str, torch.Tensor] = {}
-    d_in_tgt: dict[str, torch.Tensor] = {}
+    raw_src: dict[str, torch.Tensor] = {}
+    raw_tgt: dict[str, torch.Tensor] = {}
     with frozen(state.discs.values()):
-        out_src = _forward(state.seg, src.image, cfg)
-        up_src = _upsampled(out_src, tuple(src.image.shape[-2:]), cfg)
-        seg_terms = {"seg_main": mcfg.lambda_seg_main * _segmentation_loss(cfg, up_src["main"], src.label)}
-        if "aux" in up_src and mcfg.lambda_seg_aux > 0:
-            seg_terms["seg_aux"] = mcfg.lambda_seg_aux * _segmentation_loss(cfg, up_src["aux"], src.label)
-        sum(seg_terms.values()).backward()
+        seg_terms, raw_src = stages.source(stages.seg, src.image, src.label)
+        sum(seg_terms.values()).backward()  # frees the source graph before the target pass
         logged.update(seg_terms)
-        if method.has_discriminator:
-            d_in_src = {
-                lvl: methods.discriminator_input(method, out_src, up_src, lvl).detach()
-                for lvl in level_names(mcfg.levels)
-            }
-        del out_src, up_src
-
-        if method.target_term == "forward_only":
-            # Batch norm in training mode normalises with, and updates running statistics from,
-            # the target batch; no loss and no gradient.
-            with torch.no_grad():
-                _forward(state.seg, tgt.image, cfg)
-        elif method.uses_target:
-            out_tgt = _forward(state.seg, tgt.image, cfg)
-            up_tgt = _upsampled(out_tgt, tuple(tgt.image.shape[-2:]), cfg)
-            with torch.autocast(tgt.image.device.type, torch.bfloat16, enabled=cfg.run.amp):
-                tgt_terms = methods.target_losses(
-                    method, mcfg, out_tgt, up_tgt, state.discs, source_prior
-                )
+        if method.uses_target:
+            tgt_terms, raw_tgt = stages.target(stages.seg, stages.discs, tgt.image, source_prior)
             if tgt_terms:
                 sum(tgt_terms.values()).backward()
                 logged.update(tgt_terms)
-            if method.has_discriminator:
-                d_in_tgt = {
-                    lvl: methods.discriminator_input(method, out_tgt, up_tgt, lvl).detach()
-                    for lvl in level_names(mcfg.levels)
-                }
-            del out_tgt, up_tgt
 
     if method.has_discriminator:
-        for inputs, domain in ((d_in_src, "src"), (d_in_tgt, "tgt")):
-            with torch.autocast(inputs["main"].device.type, torch.bfloat16, enabled=cfg.run.amp):
-                d_terms = methods.discriminator_losses(method, mcfg, state.discs, inputs, domain)
+        # Source then target, each with its own backward, so the two graphs never coexist.
+        for raw, domain in ((raw_src, "src"), (raw_tgt, "tgt")):
+            d_terms = stages.disc(stages.discs, raw, domain)
             sum(d_terms.values()).backward()
             logged.update(d_terms)
+        del raw_src, raw_tgt
 
+    if state.dist is not None:
+        state.dist.sync_step(state)
     state.opt_seg.step()
-    for lvl in level_names(mcfg.levels):
+    for lvl in level_names(cfg.method.levels):
         if lvl in state.opt_discs:
             state.opt_discs[lvl].step()
     state.iteration = it + 1
+    if stages.cuda_graphs:
+        # Graph outputs are reused by the next replay; the loop keeps losses across steps.
+        return {k: v.detach().clone() for k, v in logged.items()}
     return {k: v.detach() for k, v in logged.items()}
 
 
@@ -267,13 +349,24 @@ def load_segmenter_weights(seg: nn.Module, path: str | Path, kind: str = "auto")
         load_checkpoint(seg, path, kind=kind)
 
 
-def _batches(dataset, cfg: TrainConfig, seed: int, start_iter: int, device) -> Iterator[Batch]:
+def _batches(
+    dataset, cfg: TrainConfig, seed: int, start_iter: int, device, dist=None
+) -> Iterator[Batch]:
     from segda.data.loaders import build_loader
 
-    loader = build_loader(
-        dataset, batch_size=cfg.data.batch_size, seed=seed, start_iter=start_iter,
-        num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",
-    )
+    if dist is not None and dist.world_size > 1:
+        from segda.distributed import build_rank_loader
+
+        loader = build_rank_loader(
+            dataset, batch_size=cfg.data.batch_size, rank=dist.rank, world_size=dist.world_size,
+            seed=seed, start_iter=start_iter, num_workers=cfg.data.num_workers,
+            pin_memory=device.type == "cuda",
+        )
+    else:
+        loader = build_loader(
+            dataset, batch_size=cfg.data.batch_size, seed=seed, start_iter=start_iter,
+            num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",
+        )
     memory_format = torch.channels_last if cfg.run.channels_last else torch.contiguous_format
     for item in loader:
         label = item.get("label")
@@ -300,6 +393,7 @@ def fit(
     data=None,
     resume: bool = True,
     stop_at: int | None = None,
+    dist=None,
 ) -> RunResult:
     """Train ``cfg`` from scratch, from ``model.init_checkpoint``, or resume ``run_dir``.
 
@@ -311,12 +405,17 @@ def fit(
         resume: continue from ``run_dir/last.pth`` when it exists.
         stop_at: stop after this iteration (for tests and interruption drills); the schedule
             still follows ``optim.max_iters`` and the run can be resumed.
+        dist: a :class:`segda.distributed.DistContext` when this process is one rank of a
+            data-parallel run (see :mod:`segda.distributed`); its device replaces
+            ``run.device``, and only rank 0 writes files.
     """
     from segda import evaluate
     from segda.data import registry
 
     t0 = time.perf_counter()
-    device = repro.resolve_device(cfg.run.device)
+    device = dist.device if dist is not None else repro.resolve_device(cfg.run.device)
+    world = dist.world_size if dist is not None else 1
+    main = dist is None or dist.is_main
     repro.seed_everything(cfg.run.seed)
     data = data if data is not None else registry.build_datasets(cfg.data, cfg.model)
     state = build_state(cfg, device)
@@ -324,30 +423,49 @@ def fit(
     last_ckpt = run_dir / "last.pth" if run_dir else None
     if run_dir:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(cfg.to_yaml())
+        if main:
+            (run_dir / "config.yaml").write_text(cfg.to_yaml())
+    if dist is not None:
+        dist.barrier()  # nobody reads last.pth while rank 0 may still be writing it
     if resume and last_ckpt is not None and last_ckpt.exists():
-        load_state_into(state, checkpointing.load_run_checkpoint(last_ckpt))
+        ckpt = checkpointing.load_run_checkpoint(last_ckpt)
+        if int(ckpt.get("world_size", 1)) != world:
+            raise ValueError(
+                f"{last_ckpt} was written by a run over {ckpt.get('world_size', 1)} process(es); "
+                f"resuming it over {world} would draw other images. Resume with the same number."
+            )
+        load_state_into(state, ckpt)
+        del ckpt
     elif cfg.model.init_checkpoint:
         load_segmenter_weights(state.seg, cfg.model.init_checkpoint, cfg.model.init_kind)
     state.seg.train()
     for d in state.discs.values():
         d.train()
+    if dist is not None:
+        dist.broadcast_modules([state.seg, *state.discs.values()])
+        state.dist = dist
 
     method = METHODS[cfg.method.name]
     end = min(cfg.optim.early_stop, stop_at if stop_at is not None else cfg.optim.early_stop)
     source_prior = None
     if cfg.method.lambda_cp > 0:
         source_prior = torch.as_tensor(data.source_prior(), dtype=torch.float32, device=device)
-    src_iter = _batches(data.train_source, cfg, cfg.run.seed, state.iteration, device)
+    src_iter = _batches(data.train_source, cfg, cfg.run.seed, state.iteration, device, dist)
     tgt_iter = (
-        _batches(data.train_target, cfg, cfg.run.seed + 1, state.iteration, device)
+        _batches(data.train_target, cfg, cfg.run.seed + 1, state.iteration, device, dist)
         if method.uses_target else None
     )
-    writer = _tensorboard(run_dir) if cfg.run.tensorboard and run_dir else None
+    writer = _tensorboard(run_dir) if cfg.run.tensorboard and run_dir and main else None
     pending: list[tuple[int, dict[str, torch.Tensor]]] = []
-    bar = _progress(cfg, state.iteration, end)
+    bar = _progress(cfg, state.iteration, end) if main else None
 
     def flush() -> None:
+        if dist is not None and pending:
+            # Log the mean over the ranks: every rank then sees the same (non-)finite values.
+            flat = dist.mean(torch.stack([v.float() for _, t in pending for v in t.values()]))
+            it_flat = iter(flat.tolist())
+            averaged = [(it, {k: next(it_flat) for k in terms}) for it, terms in pending]
+            pending[:] = averaged
         for it, terms in pending:
             values = {k: float(v) for k, v in terms.items()}
             _check_finite(values, it, last_ckpt if last_ckpt and last_ckpt.exists() else None)
@@ -382,38 +500,64 @@ def fit(
         not state.evals or state.evals[-1]["iteration"] != state.iteration
     ):
         _evaluate_into(state, data, cfg, device, writer, evaluate)
+    if dist is not None:
+        dist.check_in_sync([state.seg, *state.discs.values()])
     if run_dir:
         _save(state, cfg, run_dir, keep=False)
-        _write_summaries(state, cfg, run_dir)
+        if main:
+            _write_summaries(state, cfg, run_dir)
     if writer:
         writer.close()
     return RunResult(state, cfg, run_dir, time.perf_counter() - t0)
 
 
 def _evaluate_into(state, data, cfg, device, writer, evaluate) -> None:
+    from torch.utils.data import Subset
+
+    from segda import metrics
+
+    dist = state.dist
     was_training = state.seg.training
     entry: dict[str, Any] = {"iteration": state.iteration}
     max_images = cfg.run.eval_max_images or None
     for name, dataset in (("target", data.val_target), ("source", data.val_source)):
         if dataset is None:
             continue
-        res = evaluate.evaluate(
-            state.seg, dataset, device=device, num_classes=cfg.model.num_classes,
-            max_images=max_images, amp=cfg.run.amp, align_corners=cfg.run.align_corners,
-        )
-        entry[f"{name}_miou"] = res.miou
-        entry[f"{name}_iou"] = [float(x) for x in res.iou]
+        if dist is not None and dist.world_size > 1:
+            # Each rank evaluates every W-th image; the confusion matrices are summed.
+            n = len(dataset) if max_images is None else min(max_images, len(dataset))
+            part = Subset(dataset, range(dist.rank, n, dist.world_size))
+            res = evaluate.evaluate(
+                state.seg, part, device=device, num_classes=cfg.model.num_classes,
+                amp=cfg.run.amp, align_corners=cfg.run.align_corners,
+            )
+            iou = metrics.per_class_iou(dist.sum_(res.confusion))
+            miou = metrics.mean_iou(iou)
+        else:
+            res = evaluate.evaluate(
+                state.seg, dataset, device=device, num_classes=cfg.model.num_classes,
+                max_images=max_images, amp=cfg.run.amp, align_corners=cfg.run.align_corners,
+            )
+            iou, miou = res.iou, res.miou
+        entry[f"{name}_miou"] = miou
+        entry[f"{name}_iou"] = [float(x) for x in iou]
         if writer:
-            writer.add_scalar(f"miou/{name}", res.miou, state.iteration)
+            writer.add_scalar(f"miou/{name}", miou, state.iteration)
     state.evals.append(entry)
     state.seg.train(was_training)
 
 
 def _save(state: TrainState, cfg: TrainConfig, run_dir: Path, keep: bool) -> None:
-    blob = state_dict_of(state, cfg)
-    checkpointing.save_atomic(blob, run_dir / "last.pth")
-    if keep:
-        checkpointing.save_atomic(blob, run_dir / f"iter_{state.iteration:06d}.pth")
+    dist = state.dist
+    if dist is None or dist.is_main:
+        blob = state_dict_of(state, cfg)
+        if dist is not None:
+            blob["world_size"] = dist.world_size
+        checkpointing.save_atomic(blob, run_dir / "last.pth")
+        if keep:
+            checkpointing.save_atomic(blob, run_dir / f"iter_{state.iteration:06d}.pth")
+    if dist is not None:
+        dist.barrier()
 
 
 def _write_summaries(state: TrainState, cfg: TrainConfig, run_dir: Path) -> None:
@@ -423,6 +567,8 @@ def _write_summaries(state: TrainState, cfg: TrainConfig, run_dir: Path) -> None
     summary = {
         "method": cfg.method.name,
         "levels": cfg.method.levels,
+        "seed": cfg.run.seed,
+        "train_on": cfg.data.train_on,
         "iteration": state.iteration,
         "evals": state.evals,
         "environment": repro.environment(),
