@@ -68,3 +68,22 @@ def test_evaluate_counts_pixels_at_label_resolution_and_restores_mode():
     assert np.array_equal(res.confusion.numpy(), expected)
     assert res.iou[0] == pytest.approx(6 / 8) and res.iou[1] == pytest.approx(6 / 8)
     assert model.seen_training == [False] and model.training
+
+
+def test_predicted_class_shares_and_mean_entropy_by_hand():
+    # Columns 0-1 predict class 1, columns 2-3 class 0 (see the test above); uniform logits
+    # give entropy 1, and the split map's entropy is computed independently below.
+    logits = torch.tensor([[[[0.0, 5.0]], [[5.0, 0.0]]]])
+    model = ConstantLogits(logits)
+    model.train()
+    data = ListDataset([{"image": torch.zeros(3, 4, 8)}] * 3)
+    shares = evaluate.predicted_class_shares(model, data, device="cpu", num_classes=2, batch_size=2)
+    np.testing.assert_allclose(shares, [0.5, 0.5])
+    up = F.interpolate(logits, size=(4, 8), mode="bilinear", align_corners=True).softmax(1)
+    expected = float(-(up * up.log2()).sum(1).mean())  # log2(C) = 1 for two classes
+    got = evaluate.mean_entropy(model, data, device="cpu", batch_size=2)
+    assert got == pytest.approx(expected, rel=1e-5)
+    assert evaluate.mean_entropy(ConstantLogits(torch.zeros(1, 2, 1, 2)), data, device="cpu") == (
+        pytest.approx(1.0)
+    )
+    assert model.training and all(mode is False for mode in model.seen_training)

@@ -10,6 +10,7 @@ instead (an option, not the papers').
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -34,6 +35,26 @@ class EvalResult:
 
     def table(self, name: str = "result"):
         return iou_table({name: self.iou})
+
+
+@contextlib.contextmanager
+def _eval_mode(models: Sequence[nn.Module]):
+    """Eval mode (running batch-norm statistics) inside the block; each model's mode restored."""
+    modes = [m.training for m in models]
+    for m in models:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m, mode in zip(models, modes, strict=True):
+            m.train(mode)
+
+
+def _item_batches(dataset, max_images: int | None, batch_size: int):
+    """Lists of at most ``batch_size`` items over the first ``max_images`` of ``dataset``."""
+    n = len(dataset) if max_images is None else min(max_images, len(dataset))
+    for start in range(0, n, batch_size):
+        yield [dataset[i] for i in range(start, min(start + batch_size, n))]
 
 
 @torch.no_grad()
@@ -89,14 +110,10 @@ def evaluate(
     """
     device = resolve_device(device) if isinstance(device, str) else device
     model_list = [models] if isinstance(models, nn.Module) else list(models)
-    modes = [m.training for m in model_list]
-    for m in model_list:
-        m.eval()
     conf = ConfusionMatrix(num_classes)
-    n = len(dataset) if max_images is None else min(max_images, len(dataset))
-    try:
-        for start in range(0, n, batch_size):
-            items = [dataset[i] for i in range(start, min(start + batch_size, n))]
+    n = 0
+    with _eval_mode(model_list):
+        for items in _item_batches(dataset, max_images, batch_size):
             # Items of one batch share a label size (datasets resize to a fixed size).
             images = torch.stack([it["image"] for it in items]).to(device)
             labels = torch.stack([torch.as_tensor(it["label"]) for it in items]).to(device)
@@ -104,9 +121,7 @@ def evaluate(
                 model_list, images, tuple(labels.shape[-2:]), weights, combine, align_corners, amp
             )
             conf.update(logits.argmax(1), labels)
-    finally:
-        for m, mode in zip(model_list, modes, strict=True):
-            m.train(mode)
+            n += len(items)
     iou = conf.iou()
     return EvalResult(conf.matrix.cpu(), iou, mean_iou(iou), n)
 
@@ -122,18 +137,12 @@ def predicted_class_shares(
     prior changes.
     """
     device = resolve_device(device) if isinstance(device, str) else device
-    was_training = model.training
-    model.eval()
     counts = torch.zeros(num_classes, dtype=torch.long)
-    n = len(dataset) if max_images is None else min(max_images, len(dataset))
-    try:
-        for start in range(0, n, batch_size):
-            images = torch.stack([dataset[i]["image"] for i in range(start, min(start + batch_size, n))])
-            images = images.to(device)
+    with _eval_mode([model]):
+        for items in _item_batches(dataset, max_images, batch_size):
+            images = torch.stack([it["image"] for it in items]).to(device)
             pred = predict_logits(model, images, tuple(images.shape[-2:])).argmax(1)
             counts += torch.bincount(pred.reshape(-1).cpu(), minlength=num_classes)[:num_classes]
-    finally:
-        model.train(was_training)
     return (counts / counts.sum().clamp(min=1)).numpy()
 
 
@@ -150,16 +159,11 @@ def mean_entropy(
     from segda.losses import entropy_loss
 
     device = resolve_device(device) if isinstance(device, str) else device
-    was_training = model.training
-    model.eval()
     total, count = 0.0, 0
-    n = len(dataset) if max_images is None else min(max_images, len(dataset))
-    try:
-        for start in range(0, n, batch_size):
-            images = torch.stack([dataset[i]["image"] for i in range(start, min(start + batch_size, n))])
-            logits = predict_logits(model, images.to(device), tuple(images.shape[-2:]))
+    with _eval_mode([model]):
+        for items in _item_batches(dataset, max_images, batch_size):
+            images = torch.stack([it["image"] for it in items]).to(device)
+            logits = predict_logits(model, images, tuple(images.shape[-2:]))
             total += float(entropy_loss(F.softmax(logits, dim=1))) * len(images)
             count += len(images)
-    finally:
-        model.train(was_training)
     return total / max(count, 1)
