@@ -104,6 +104,25 @@ def test_ensure_run_reuses_finished_runs_and_refuses_other_configs(tmp_path, sma
     assert list(table["method"]) == ["source_only"]
 
 
+def test_write_results_writes_the_table_and_one_line_per_run(tmp_path, small_data):
+    import pandas as pd
+
+    from segda import experiments
+
+    with pytest.raises(RuntimeError, match=str(tmp_path)):
+        experiments.write_results(tmp_path)
+    cfg = _cfg(method="source_only", iters=1)
+    result = runs.ensure_run(tmp_path / "seed0" / "source_only", cfg, data=small_data)
+    text = experiments.write_results(tmp_path)
+    per_run = pd.read_csv(tmp_path / "runs.csv")
+    assert list(per_run["method"]) == ["source_only"]
+    table = pd.read_csv(tmp_path / "results.csv", index_col=0)
+    expected = 100 * result.final_eval["target_miou"]
+    assert table["target mIoU"].iloc[0] == pytest.approx(expected, abs=1e-9)
+    assert (tmp_path / "results.md").read_text() == text + "\n"
+    assert f"{expected:.1f}" in text
+
+
 def test_warm_start_from_run_checkpoint_and_missing_init(tmp_path, small_data):
     cfg = _cfg(method="source_only", iters=1)
     first = train.fit(cfg, tmp_path / "a", data=small_data)

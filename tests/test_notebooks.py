@@ -69,3 +69,24 @@ def test_missing_dataset_stops_in_the_first_cells(tmp_path):
               if any(o.get("output_type") == "error" for o in c.get("outputs", []))]
     # code cells: parameters, injected parameters, imports, then the setup cell that fails
     assert failed == [3]
+
+
+def test_export_figures_writes_each_png_output_named_by_cell(tmp_path):
+    import base64
+
+    first, second = b"\x89PNG\r\n\x1a\n" + bytes(range(200)), b"\x89PNG\r\n\x1a\n" + b"second"
+    encoded = base64.encodebytes(first).decode()  # 76-character lines, as Jupyter may store them
+    nb = {"cells": [
+        {"cell_type": "markdown", "source": ["# title"]},
+        {"cell_type": "code", "outputs": [{"output_type": "stream", "text": ["hello"]}]},
+        {"cell_type": "code", "outputs": [
+            {"output_type": "display_data", "data": {"image/png": encoded.splitlines(keepends=True)}},
+            {"output_type": "execute_result", "data": {"text/plain": ["<Figure>"],
+                                                       "image/png": base64.b64encode(second).decode()}},
+        ]},
+    ]}
+    path = tmp_path / "07_demo.ipynb"
+    path.write_text(json.dumps(nb))
+    written = notebooks_runner.export_figures(path, tmp_path / "figures")
+    assert [p.name for p in written] == ["07_demo_cell2_0.png", "07_demo_cell2_1.png"]
+    assert written[0].read_bytes() == first and written[1].read_bytes() == second

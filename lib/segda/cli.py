@@ -103,35 +103,26 @@ def cmd_eval(args) -> int:
 
 
 def cmd_suite(args) -> int:
-    from segda import experiments, runs
+    from segda import experiments
 
     t0 = time.perf_counter()
     pre = _parse_sets(args.pretrain_set)
     ada = _parse_sets(args.adapt_set)
     for seed in args.seeds:
         experiments.run_seed(args.run_root, seed, pretrain_overrides=pre, adapt_overrides=ada)
-    table = experiments.summarize(runs.collect(args.run_root))
-    text = experiments.format_table(table)
-    Path(args.run_root, "results.md").write_text(text + "\n")
-    table.to_csv(Path(args.run_root, "results.csv"))
-    print(text)
+    print(experiments.write_results(args.run_root))
     print(f"wall time {time.perf_counter() - t0:.0f} s")
     return 0
 
 
 def cmd_collect(args) -> int:
-    from segda import experiments, runs
+    from segda import experiments
 
-    df = runs.collect(args.run_root)
-    if df.empty:
-        print(f"no finished runs under {args.run_root}", file=sys.stderr)
+    try:
+        print(experiments.write_results(args.run_root))
+    except RuntimeError as err:
+        print(err, file=sys.stderr)
         return 1
-    table = experiments.summarize(df)
-    text = experiments.format_table(table)
-    print(text)
-    df.to_csv(Path(args.run_root, "runs.csv"), index=False)
-    table.to_csv(Path(args.run_root, "results.csv"))
-    Path(args.run_root, "results.md").write_text(text + "\n")
     return 0
 
 

@@ -162,6 +162,20 @@ def format_table(table, digits: int = 1) -> str:
 WARM_START_EXEMPT = ("source_pretrain", "oracle")
 
 
+def write_results(run_dir: str | Path) -> str:
+    """Collect every finished run under ``run_dir`` into results.md/.csv and runs.csv; return the table."""
+    run_dir = Path(run_dir)
+    collected = runs.collect(run_dir)
+    if collected.empty:
+        raise RuntimeError(f"no finished runs under {run_dir}")
+    table = summarize(collected)
+    text = format_table(table)
+    collected.to_csv(run_dir / "runs.csv", index=False)
+    table.to_csv(run_dir / "results.csv")
+    (run_dir / "results.md").write_text(text + "\n")
+    return text
+
+
 def notebook_config(
     preset: str,
     *,

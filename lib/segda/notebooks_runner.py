@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -55,8 +57,36 @@ def sweep(
     return written
 
 
+def export_figures(notebook: str | Path, out_dir: str | Path) -> list[Path]:
+    """Write every PNG output of an executed notebook to ``out_dir``.
+
+    Files are named ``<notebook stem>_cell<k>_<j>.png`` (k: the cell's index in the notebook,
+    j: the image's index among that cell's outputs), so a figure can be traced to its cell.
+    """
+    notebook = Path(notebook)
+    out_dir = Path(out_dir)
+    cells = json.loads(notebook.read_text())["cells"]
+    written = []
+    for k, cell in enumerate(cells):
+        images = [o["data"]["image/png"] for o in cell.get("outputs", [])
+                  if "image/png" in o.get("data", {})]
+        for j, png in enumerate(images):
+            out_dir.mkdir(parents=True, exist_ok=True)
+            path = out_dir / f"{notebook.stem}_cell{k}_{j}.png"
+            # nbformat stores PNGs base64-encoded, sometimes split over several lines.
+            data = "".join(png) if isinstance(png, list) else png
+            path.write_bytes(base64.b64decode(data))
+            written.append(path)
+    return written
+
+
 def demo(out: Path, quick: bool = False) -> int:
-    """Execute the whole notebook sequence at demo scale into ``out``; print the results."""
+    """Execute the whole notebook sequence at demo scale into ``out``; print the results.
+
+    ``out/notebooks``: the executed notebooks; ``out/figures``: their figures as PNG files;
+    ``out/runs``: checkpoints and metrics of every run, with results.md / results.csv (the
+    table) and runs.csv (one line per run).
+    """
     out = out.resolve()
     nb_dir = notebooks_dir()
     run_dir = out / "runs"
@@ -64,15 +94,20 @@ def demo(out: Path, quick: bool = False) -> int:
     params: dict = {"run_dir": str(run_dir), "interactive": False}
     if quick:
         params.update({"pretrain_iters": 40, "max_iters": 20})
+    figures = 0
     for name in NOTEBOOKS:
         path = nb_dir / f"{name}.ipynb"
         if not path.exists():
             raise FileNotFoundError(f"notebook missing: {path}")
         t = time.perf_counter()
-        execute(path, out / "notebooks" / path.name, params, cwd=nb_dir)
+        executed = out / "notebooks" / path.name
+        execute(path, executed, params, cwd=nb_dir)
+        figures += len(export_figures(executed, out / "figures"))
         print(f"{name}: {time.perf_counter() - t:.0f} s", flush=True)
-    results = run_dir / "results.md"
-    if results.exists():
-        print(results.read_text())
+    from segda import experiments
+
+    print(experiments.write_results(run_dir))
+    print(f"{figures} figures in {out / 'figures'}; metrics in {run_dir / 'results.csv'} and "
+          f"{run_dir / 'results.md'}")
     print(f"demo finished in {time.perf_counter() - t0:.0f} s; outputs under {out}")
     return 0
