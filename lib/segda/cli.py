@@ -4,6 +4,7 @@ Commands:
   train       train one preset into a run folder (resumes when the folder has a checkpoint)
   eval        evaluate one checkpoint or an ensemble; writes a per-class table beside it
   suite       the embedded-benchmark experiment over seeds; prints the results table
+  variant     one embedded preset with overrides over seeds (lambda sweeps, longer schedules)
   collect     gather every run's metrics under a folder into one table
   sweep       execute a notebook with papermill over methods/presets and seeds
   demo        run the notebook sequence (or the library pipeline) at demo scale
@@ -115,6 +116,19 @@ def cmd_suite(args) -> int:
     return 0
 
 
+def cmd_variant(args) -> int:
+    from segda import experiments
+
+    overrides = _parse_sets(args.set)
+    for seed in args.seeds:
+        result = experiments.run_variant(args.run_root, seed, args.preset, args.name, overrides)
+        for ev in result.state.evals:
+            source = 100 * ev.get("source_miou", float("nan"))
+            print(f"seed {seed} {args.name} iteration {ev['iteration']}: target mIoU "
+                  f"{100 * ev['target_miou']:.1f}, source mIoU {source:.1f}")
+    return 0
+
+
 def cmd_collect(args) -> int:
     from segda import experiments
 
@@ -175,6 +189,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pretrain-set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--adapt-set", action="append", default=[], metavar="KEY=VALUE")
     p.set_defaults(fn=cmd_suite)
+
+    p = sub.add_parser("variant", help="embedded benchmark: one preset with overrides, paired per seed")
+    p.add_argument("preset", help="embedded preset name, e.g. output_adv_single")
+    p.add_argument("--name", required=True, help="run folder name under seed<k>/")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--run-root", default="runs/embedded")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.set_defaults(fn=cmd_variant)
 
     p = sub.add_parser("collect", help="table of every finished run under a folder")
     p.add_argument("run_root")

@@ -73,6 +73,36 @@ def run_seed(
     return root
 
 
+def run_variant(
+    run_root: str | Path,
+    seed: int,
+    preset: str,
+    name: str,
+    overrides: dict,
+    pretrain_overrides: dict | None = None,
+):
+    """Train one embedded preset with ``overrides`` into ``run_root/seed{seed}/{name}``.
+
+    Adaptation presets warm-start from the seed's ``source_pretrain`` checkpoint (trained
+    first when missing), exactly like the rows of :func:`run_seed`, so a variant is paired
+    per seed with the main table's rows (a lambda sweep, a longer schedule). Collected tables
+    list variants after the main rows, under their folder name.
+    """
+    from segda.data import registry
+
+    if name in ROW_NAMES:
+        raise ValueError(f"variant name {name!r} is a main-table row; choose another name")
+    root = Path(run_root) / f"seed{seed}"
+    init = None
+    if preset not in WARM_START_EXEMPT:
+        pre_cfg = preset_config("source_pretrain", seed, pretrain_overrides)
+        runs.ensure_run(root / "source_pretrain", pre_cfg,
+                        data=registry.build_datasets(pre_cfg.data, pre_cfg.model))
+        init = root / "source_pretrain" / "last.pth"
+    cfg = preset_config(preset, seed, overrides, init)
+    return runs.ensure_run(root / name, cfg, data=registry.build_datasets(cfg.data, cfg.model))
+
+
 def evaluate_ensemble(
     run_root: str | Path,
     seed: int,
@@ -131,7 +161,9 @@ def summarize(df):
             gains = df.assign(g=df["target_miou"] - df["seed"].map(base)).groupby("key")["g"]
             table[col] = gains.mean()
     order = ["source_pretrain", *ADAPTATION_PRESETS, "advent+minent", "oracle"]
-    table = table.reindex([k for k in order if k in table.index])
+    # Variants (run_variant) follow the main rows, under their folder names.
+    table = table.reindex([k for k in order if k in table.index]
+                          + sorted(k for k in table.index if k not in order))
     table.index = [ROW_NAMES.get(k, k) for k in table.index]
     return table
 
