@@ -13,9 +13,9 @@ TINY = {"data.source_size": [64, 32], "data.target_size": [64, 32], "data.batch_
         "run.eval_max_images": 4, "method.disc_ndf": 8}
 
 
-def _runs(rows):
-    return pd.DataFrame([{"run": f"seed{s}/{key}", "seed": s, "target_miou": t, "source_miou": 80.0}
-                         for key, s, t in rows])
+def _runs(rows, **extra):
+    return pd.DataFrame([{"run": f"seed{s}/{key}", "seed": s, "target_miou": t, "source_miou": 80.0,
+                          **extra} for key, s, t in rows])
 
 
 def test_summarize_pairs_gains_per_seed_and_lists_variants_last():
@@ -49,3 +49,26 @@ def test_run_variant_warm_starts_from_the_seeds_pretrained_checkpoint(tmp_path):
     assert result.state.iteration == 2
     with pytest.raises(ValueError, match="advent"):
         experiments.run_variant(tmp_path, 5, "advent", "advent", TINY, pretrain_overrides=TINY)
+
+
+def test_results_block_says_what_produced_the_table_and_leaves_variants_out():
+    df = _runs([("source_only", 0, 40.0), ("advent", 0, 50.0), ("advent@400it", 0, 51.0)],
+               cpu="Some CPU", gpu="", torch="2.14.1")
+    df["wall_time_s"] = [10.0, float("nan"), 99.0]
+    block = experiments.results_block(df, wall_time_s=123.4)
+    assert "| AdvEnt | 50.0 | 80.0 | +10.0 | - | 1 |" in block
+    assert "advent@400it" not in block
+    assert "2 runs over seeds [0]; machine: Some CPU; torch 2.14.1." in block
+    assert "Training wall time recorded for 1 of 2 runs: 10 s in all." in block
+    assert "This command's wall time: 123 s." in block
+
+
+def test_write_readme_block_replaces_only_the_marked_text(tmp_path):
+    readme = tmp_path / "README.md"
+    begin = experiments.README_BEGIN.format(name="embedded")
+    end = experiments.README_END.format(name="embedded")
+    readme.write_text(f"# title\n\nbefore\n{begin}\nold table\n{end}\nafter\n")
+    experiments.write_readme_block(readme, "embedded", "| new | table |")
+    assert readme.read_text() == f"# title\n\nbefore\n{begin}\n| new | table |\n{end}\nafter\n"
+    with pytest.raises(ValueError, match="segda:results other begin"):
+        experiments.write_readme_block(readme, "other", "x")

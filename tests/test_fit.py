@@ -104,6 +104,23 @@ def test_ensure_run_reuses_finished_runs_and_refuses_other_configs(tmp_path, sma
     assert list(table["method"]) == ["source_only"]
 
 
+def test_wall_time_is_recorded_and_summed_over_resumes(tmp_path, small_data):
+    import time
+
+    cfg = _cfg(method="source_only", iters=4, **{"run.checkpoint_every": 2})
+    t0 = time.perf_counter()
+    train.fit(cfg, tmp_path / "r", data=small_data, stop_at=2)
+    first_call = time.perf_counter() - t0
+    first = checkpointing.load_run_checkpoint(tmp_path / "r" / "last.pth")["wall_time_s"]
+    assert 0 < first <= first_call
+    t1 = time.perf_counter()
+    train.fit(cfg, tmp_path / "r", data=small_data)
+    second_call = time.perf_counter() - t1
+    total = json.loads((tmp_path / "r" / "metrics.json").read_text())["wall_time_s"]
+    assert first < total <= first + second_call + 1e-3
+    assert runs.collect(tmp_path)["wall_time_s"].iloc[0] == total
+
+
 def test_write_results_writes_the_table_and_one_line_per_run(tmp_path, small_data):
     import pandas as pd
 

@@ -112,8 +112,21 @@ def cmd_suite(args) -> int:
     for seed in args.seeds:
         experiments.run_seed(args.run_root, seed, pretrain_overrides=pre, adapt_overrides=ada)
     print(experiments.write_results(args.run_root))
-    print(f"wall time {time.perf_counter() - t0:.0f} s")
+    wall = time.perf_counter() - t0
+    print(f"wall time {wall:.0f} s")
+    _write_readme(args, wall)
     return 0
+
+
+def _write_readme(args, wall_time_s: float | None = None) -> None:
+    """--readme: the table, with its machine and wall time, between the README's markers."""
+    if not args.readme:
+        return
+    from segda import experiments, runs
+
+    block = experiments.results_block(runs.collect(args.run_root), wall_time_s)
+    experiments.write_readme_block(args.readme, args.readme_block, block)
+    print(f"wrote the table into {args.readme} (block {args.readme_block!r})")
 
 
 def cmd_variant(args) -> int:
@@ -137,6 +150,7 @@ def cmd_collect(args) -> int:
     except RuntimeError as err:
         print(err, file=sys.stderr)
         return 1
+    _write_readme(args)
     return 0
 
 
@@ -188,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--pretrain-set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--adapt-set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--readme", metavar="PATH", help="also write the table into this Markdown file, "
+                   "between its '<!-- segda:results NAME begin ... -->' / 'end' markers")
+    p.add_argument("--readme-block", default="embedded", metavar="NAME")
     p.set_defaults(fn=cmd_suite)
 
     p = sub.add_parser("variant", help="embedded benchmark: one preset with overrides, paired per seed")
@@ -200,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("collect", help="table of every finished run under a folder")
     p.add_argument("run_root")
+    p.add_argument("--readme", metavar="PATH", help="also write the table into this Markdown file, "
+                   "between its '<!-- segda:results NAME begin ... -->' / 'end' markers")
+    p.add_argument("--readme-block", default="embedded", metavar="NAME")
     p.set_defaults(fn=cmd_collect)
 
     p = sub.add_parser("sweep", help="papermill a notebook over presets and seeds")

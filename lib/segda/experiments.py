@@ -208,6 +208,44 @@ def write_results(run_dir: str | Path) -> str:
     return text
 
 
+README_BEGIN = "<!-- segda:results {name} begin (written by python -m segda collect --readme) -->"
+README_END = "<!-- segda:results {name} end -->"
+
+
+def results_block(collected, wall_time_s: float | None = None) -> str:
+    """The main table (variants left out) and a line saying what produced it."""
+    table = summarize(collected)
+    table = table.loc[[k for k in table.index if k in ROW_NAMES.values()]]
+    main = collected[collected["run"].str.split("/").str[-1].isin(list(ROW_NAMES))]
+    machines = sorted({" / ".join(x for x in (r.cpu, r.gpu) if isinstance(x, str) and x)
+                       for r in main.itertuples()} - {""})
+    torches = sorted({t for t in main["torch"] if isinstance(t, str) and t})
+    timed = main["wall_time_s"].dropna()
+    lines = [format_table(table), ""]
+    lines.append(f"{len(main)} runs over seeds {sorted(set(main['seed']))}; "
+                 f"machine: {'; '.join(machines) or 'not recorded'}; torch {', '.join(torches) or '?'}.")
+    lines.append(f"Training wall time recorded for {len(timed)} of {len(main)} runs: "
+                 f"{timed.sum():.0f} s in all." if len(timed) else
+                 "Training wall time: not recorded in these runs' metrics.")
+    if wall_time_s is not None:
+        lines.append(f"This command's wall time: {wall_time_s:.0f} s.")
+    return "\n".join(lines)
+
+
+def write_readme_block(readme: str | Path, name: str, block: str) -> None:
+    """Replace the text between ``name``'s begin/end markers in ``readme`` (atomically)."""
+    readme = Path(readme)
+    text = readme.read_text()
+    begin, end = README_BEGIN.format(name=name), README_END.format(name=name)
+    if text.count(begin) != 1 or text.count(end) != 1 or text.index(begin) > text.index(end):
+        raise ValueError(f"{readme} needs exactly one pair of markers, in order:\n{begin}\n{end}")
+    head, rest = text.split(begin)
+    _, tail = rest.split(end)
+    tmp = readme.with_name(readme.name + ".tmp")
+    tmp.write_text(f"{head}{begin}\n{block}\n{end}{tail}")
+    tmp.replace(readme)
+
+
 def notebook_config(
     preset: str,
     *,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import random
 import subprocess
@@ -67,12 +68,25 @@ def git_sha(path: str | Path | None = None) -> str:
         return "unknown"
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux ``/proc/cpuinfo``; elsewhere what ``platform`` knows)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def environment() -> dict[str, str]:
-    """What produced a result: versions, device, CPU threads, git revision."""
+    """What produced a result: versions, device, CPU, threads, git revision."""
     env = {
         "python": platform.python_version(),
         "torch": str(torch.__version__),
         "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "cpu_cores": str(os.cpu_count()),
         "cpu_threads": str(torch.get_num_threads()),
         "git": git_sha(),
     }

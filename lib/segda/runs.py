@@ -86,7 +86,8 @@ def read_metrics(run_dir: str | Path) -> dict[str, Any]:
 
 def collect(run_root: str | Path):
     """One row per finished run under ``run_root`` (searched recursively): method, levels,
-    seed, final target/source mIoU and the per-class target IoU."""
+    seed, final target/source mIoU, training wall time, the machine, and the per-class target
+    IoU."""
     import pandas as pd
 
     from segda.labels import CLASS_NAMES
@@ -107,6 +108,10 @@ def collect(run_root: str | Path):
             "iterations": m.get("iteration"),
             "target_miou": 100 * last.get("target_miou", np.nan),
             "source_miou": 100 * last.get("source_miou", np.nan),
+            "wall_time_s": m.get("wall_time_s", np.nan),  # absent from runs older than the field
+            "torch": m.get("environment", {}).get("torch", ""),
+            "cpu": m.get("environment", {}).get("cpu", ""),
+            "gpu": m.get("environment", {}).get("gpu", ""),
         }
         for name, v in zip(CLASS_NAMES, last.get("target_iou", []), strict=False):
             row[f"iou_{name}"] = 100 * v

@@ -59,6 +59,7 @@ class TrainState:
     iteration: int = 0  # the next iteration to run
     history: list[dict[str, float]] = field(default_factory=list)
     evals: list[dict[str, Any]] = field(default_factory=list)
+    wall_time_s: float = 0.0  # training wall time summed over every fit() call (resumes included)
     # Data-parallel training (segda.distributed.DistContext): averages gradients and batch-norm
     # statistics over the ranks just before the optimizer steps. None on one process.
     dist: Any = None
@@ -315,6 +316,7 @@ def state_dict_of(state: TrainState, cfg: TrainConfig) -> dict[str, Any]:
         "rng": repro.rng_state(),
         "history": state.history,
         "evals": state.evals,
+        "wall_time_s": state.wall_time_s,
         "environment": repro.environment(),
     }
 
@@ -329,6 +331,7 @@ def load_state_into(state: TrainState, ckpt: dict[str, Any]) -> None:
     state.iteration = int(ckpt["iteration"])
     state.history = list(ckpt["history"])
     state.evals = list(ckpt["evals"])
+    state.wall_time_s = float(ckpt.get("wall_time_s", 0.0))  # absent before segda recorded it
     repro.set_rng_state(ckpt["rng"])
 
 
@@ -445,6 +448,11 @@ def fit(
         dist.broadcast_modules([state.seg, *state.discs.values()])
         state.dist = dist
 
+    wall_before = state.wall_time_s
+
+    def clock() -> None:
+        state.wall_time_s = wall_before + time.perf_counter() - t0
+
     method = METHODS[cfg.method.name]
     end = min(cfg.optim.early_stop, stop_at if stop_at is not None else cfg.optim.early_stop)
     source_prior = None
@@ -492,6 +500,7 @@ def fit(
             _evaluate_into(state, data, cfg, device, writer, evaluate)
         if run_dir and cfg.run.checkpoint_every and done % cfg.run.checkpoint_every == 0:
             flush()
+            clock()
             _save(state, cfg, run_dir, keep=cfg.run.keep_snapshots)
     flush()
     if bar is not None:
@@ -502,6 +511,7 @@ def fit(
         _evaluate_into(state, data, cfg, device, writer, evaluate)
     if dist is not None:
         dist.check_in_sync([state.seg, *state.discs.values()])
+    clock()
     if run_dir:
         _save(state, cfg, run_dir, keep=False)
         if main:
@@ -571,6 +581,7 @@ def _write_summaries(state: TrainState, cfg: TrainConfig, run_dir: Path) -> None
         "train_on": cfg.data.train_on,
         "iteration": state.iteration,
         "evals": state.evals,
+        "wall_time_s": round(state.wall_time_s, 3),
         "environment": repro.environment(),
     }
     (run_dir / "metrics.json").write_text(json.dumps(summary, indent=1))
