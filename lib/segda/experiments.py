@@ -220,10 +220,13 @@ def results_block(collected, wall_time_s: float | None = None) -> str:
     machines = sorted({" / ".join(x for x in (r.cpu, r.gpu) if isinstance(x, str) and x)
                        for r in main.itertuples()} - {""})
     torches = sorted({t for t in main["torch"] if isinstance(t, str) and t})
+    threads = sorted({str(t) for t in main.get("threads", []) if str(t) not in ("", "nan")})
     timed = main["wall_time_s"].dropna()
     lines = [format_table(table), ""]
     lines.append(f"{len(main)} runs over seeds {sorted(set(main['seed']))}; "
-                 f"machine: {'; '.join(machines) or 'not recorded'}; torch {', '.join(torches) or '?'}.")
+                 f"machine: {'; '.join(machines) or 'not recorded'}"
+                 + (f" ({', '.join(threads)} torch threads per run)" if threads else "")
+                 + f"; torch {', '.join(torches) or '?'}.")
     lines.append(f"Training wall time recorded for {len(timed)} of {len(main)} runs: "
                  f"{timed.sum():.0f} s in all." if len(timed) else
                  "Training wall time: not recorded in these runs' metrics.")

@@ -110,7 +110,9 @@ def collect(run_root: str | Path):
             "source_miou": 100 * last.get("source_miou", np.nan),
             "wall_time_s": m.get("wall_time_s", np.nan),  # absent from runs older than the field
             "torch": m.get("environment", {}).get("torch", ""),
-            "cpu": m.get("environment", {}).get("cpu", ""),
+            # runs older than the "cpu" field name their platform instead
+            "cpu": m.get("environment", {}).get("cpu") or m.get("environment", {}).get("platform", ""),
+            "threads": m.get("environment", {}).get("cpu_threads", ""),
             "gpu": m.get("environment", {}).get("gpu", ""),
         }
         for name, v in zip(CLASS_NAMES, last.get("target_iou", []), strict=False):
