@@ -38,7 +38,7 @@ bench: setup
 
 # The embedded results table: every method over three seeds (see README).
 suite: setup
-	$(PYTHON) -m segda suite --run-root runs/embedded --seeds 0 1 2
+	$(PYTHON) -m segda suite --run-root runs/embedded --seeds 0 1 2 --readme README.md
 
 clean:
 	rm -rf runs/demo runs/notebooks .pytest_cache
