@@ -139,6 +139,17 @@ def test_write_results_writes_the_table_and_one_line_per_run(tmp_path, small_dat
     assert (tmp_path / "results.md").read_text() == text + "\n"
     assert f"{expected:.1f}" in text
 
+    from segda import cli
+
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n" + experiments.README_BEGIN.format(name="embedded") + "\n"
+                      + experiments.README_END.format(name="embedded") + "\noutro\n")
+    assert cli.main(["collect", str(tmp_path), "--readme", str(readme)]) == 0
+    written = readme.read_text()
+    assert written.startswith("intro\n") and written.endswith("\noutro\n")
+    assert f"| source-only | {expected:.1f} |" in written
+    assert "Training wall time recorded for 1 of 1 runs" in written
+
 
 def test_warm_start_from_run_checkpoint_and_missing_init(tmp_path, small_data):
     cfg = _cfg(method="source_only", iters=1)

@@ -104,27 +104,28 @@ def cmd_eval(args) -> int:
 
 
 def cmd_suite(args) -> int:
-    from segda import experiments
+    from segda import experiments, runs
 
     t0 = time.perf_counter()
     pre = _parse_sets(args.pretrain_set)
     ada = _parse_sets(args.adapt_set)
     for seed in args.seeds:
         experiments.run_seed(args.run_root, seed, pretrain_overrides=pre, adapt_overrides=ada)
-    print(experiments.write_results(args.run_root))
+    collected = runs.collect(args.run_root)
+    print(experiments.write_results(args.run_root, collected))
     wall = time.perf_counter() - t0
     print(f"wall time {wall:.0f} s")
-    _write_readme(args, wall)
+    _write_readme(args, collected, wall)
     return 0
 
 
-def _write_readme(args, wall_time_s: float | None = None) -> None:
+def _write_readme(args, collected, wall_time_s: float | None = None) -> None:
     """--readme: the table, with its machine and wall time, between the README's markers."""
     if not args.readme:
         return
-    from segda import experiments, runs
+    from segda import experiments
 
-    block = experiments.results_block(runs.collect(args.run_root), wall_time_s)
+    block = experiments.results_block(collected, wall_time_s)
     experiments.write_readme_block(args.readme, args.readme_block, block)
     print(f"wrote the table into {args.readme} (block {args.readme_block!r})")
 
@@ -143,14 +144,15 @@ def cmd_variant(args) -> int:
 
 
 def cmd_collect(args) -> int:
-    from segda import experiments
+    from segda import experiments, runs
 
+    collected = runs.collect(args.run_root)
     try:
-        print(experiments.write_results(args.run_root))
+        print(experiments.write_results(args.run_root, collected))
     except RuntimeError as err:
         print(err, file=sys.stderr)
         return 1
-    _write_readme(args)
+    _write_readme(args, collected)
     return 0
 
 
@@ -168,6 +170,12 @@ def cmd_demo(args) -> int:
     from segda import notebooks_runner
 
     return notebooks_runner.demo(Path(args.out), quick=args.quick)
+
+
+def _add_readme_args(p) -> None:
+    p.add_argument("--readme", metavar="PATH", help="also write the table into this Markdown file, "
+                   "between its '<!-- segda:results NAME begin ... -->' / 'end' markers")
+    p.add_argument("--readme-block", default="embedded", metavar="NAME")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -202,9 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--pretrain-set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--adapt-set", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--readme", metavar="PATH", help="also write the table into this Markdown file, "
-                   "between its '<!-- segda:results NAME begin ... -->' / 'end' markers")
-    p.add_argument("--readme-block", default="embedded", metavar="NAME")
+    _add_readme_args(p)
     p.set_defaults(fn=cmd_suite)
 
     p = sub.add_parser("variant", help="embedded benchmark: one preset with overrides, paired per seed")
@@ -217,9 +223,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("collect", help="table of every finished run under a folder")
     p.add_argument("run_root")
-    p.add_argument("--readme", metavar="PATH", help="also write the table into this Markdown file, "
-                   "between its '<!-- segda:results NAME begin ... -->' / 'end' markers")
-    p.add_argument("--readme-block", default="embedded", metavar="NAME")
+    _add_readme_args(p)
     p.set_defaults(fn=cmd_collect)
 
     p = sub.add_parser("sweep", help="papermill a notebook over presets and seeds")

@@ -194,10 +194,11 @@ def format_table(table, digits: int = 1) -> str:
 WARM_START_EXEMPT = ("source_pretrain", "oracle")
 
 
-def write_results(run_dir: str | Path) -> str:
-    """Collect every finished run under ``run_dir`` into results.md/.csv and runs.csv; return the table."""
+def write_results(run_dir: str | Path, collected=None) -> str:
+    """Collect every finished run under ``run_dir`` (unless ``collected`` already holds
+    :func:`segda.runs.collect`'s table) into results.md/.csv and runs.csv; return the table."""
     run_dir = Path(run_dir)
-    collected = runs.collect(run_dir)
+    collected = runs.collect(run_dir) if collected is None else collected
     if collected.empty:
         raise RuntimeError(f"no finished runs under {run_dir}")
     table = summarize(collected)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import random
@@ -68,6 +69,7 @@ def git_sha(path: str | Path | None = None) -> str:
         return "unknown"
 
 
+@functools.cache  # environment() runs at every checkpoint; the CPU does not change
 def cpu_model() -> str:
     """The CPU's model name (Linux ``/proc/cpuinfo``; elsewhere what ``platform`` knows)."""
     try:

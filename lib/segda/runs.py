@@ -99,6 +99,7 @@ def collect(run_root: str | Path):
         if not m.get("evals"):
             continue
         last = m["evals"][-1]
+        env = m.get("environment", {})
         row = {
             "run": str(run_dir.relative_to(run_root)),
             "method": m["method"],
@@ -109,11 +110,10 @@ def collect(run_root: str | Path):
             "target_miou": 100 * last.get("target_miou", np.nan),
             "source_miou": 100 * last.get("source_miou", np.nan),
             "wall_time_s": m.get("wall_time_s", np.nan),  # absent from runs older than the field
-            "torch": m.get("environment", {}).get("torch", ""),
-            # runs older than the "cpu" field name their platform instead
-            "cpu": m.get("environment", {}).get("cpu") or m.get("environment", {}).get("platform", ""),
-            "threads": m.get("environment", {}).get("cpu_threads", ""),
-            "gpu": m.get("environment", {}).get("gpu", ""),
+            "torch": env.get("torch", ""),
+            "cpu": env.get("cpu") or env.get("platform", ""),  # older runs: their platform
+            "threads": env.get("cpu_threads", ""),
+            "gpu": env.get("gpu", ""),
         }
         for name, v in zip(CLASS_NAMES, last.get("target_iou", []), strict=False):
             row[f"iou_{name}"] = 100 * v
