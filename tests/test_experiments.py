@@ -72,3 +72,21 @@ def test_write_readme_block_replaces_only_the_marked_text(tmp_path):
     assert readme.read_text() == f"# title\n\nbefore\n{begin}\n| new | table |\n{end}\nafter\n"
     with pytest.raises(ValueError, match="segda:results other begin"):
         experiments.write_readme_block(readme, "other", "x")
+
+
+def test_ensemble_command_evaluates_the_members_sum_of_logits(tmp_path):
+    import json
+
+    from segda import cli, evaluate, runs
+    from segda.data import registry
+
+    for preset in ("minent", "advent"):
+        experiments.run_variant(tmp_path, 1, preset, f"{preset}@x", TINY, pretrain_overrides=TINY)
+    assert cli.main(["ensemble", "--members", "advent@x", "minent@x", "--seeds", "1",
+                     "--run-root", str(tmp_path)]) == 0
+    written = json.loads((tmp_path / "seed1" / "advent@x+minent@x" / "metrics.json").read_text())
+    assert written["ensemble"]["weights"] == [0.5, 0.5]
+    members = [runs.load_run(tmp_path / "seed1" / m) for m in ("advent@x", "minent@x")]
+    data = registry.build_datasets(members[0].config.data, members[0].config.model)
+    direct = evaluate.evaluate([m.seg for m in members], data.val_target, weights=[0.5, 0.5])
+    assert written["evals"][0]["target_miou"] == pytest.approx(direct.miou, abs=1e-12)

@@ -5,6 +5,7 @@ Commands:
   eval        evaluate one checkpoint or an ensemble; writes a per-class table beside it
   suite       the embedded-benchmark experiment over seeds; prints the results table
   variant     one embedded preset with overrides over seeds (lambda sweeps, longer schedules)
+  ensemble    evaluate an ensemble of finished embedded runs per seed (AdvEnt + MinEnt)
   collect     gather every run's metrics under a folder into one table
   sweep       execute a notebook with papermill over methods/presets and seeds
   demo        run the notebook sequence (or the library pipeline) at demo scale
@@ -143,6 +144,21 @@ def cmd_variant(args) -> int:
     return 0
 
 
+def cmd_ensemble(args) -> int:
+    from segda import experiments, runs
+    from segda.data import registry
+
+    for seed in args.seeds:
+        root = Path(args.run_root) / f"seed{seed}"
+        results = {m: runs.load_run(root / m) for m in args.members}
+        cfg = results[args.members[0]].config
+        res = experiments.evaluate_ensemble(
+            args.run_root, seed, results, registry.build_datasets(cfg.data, cfg.model),
+            members=args.members, weights=args.weights or [1 / len(args.members)] * len(args.members))
+        print(f"seed {seed} {'+'.join(args.members)}: target mIoU {100 * res.miou:.1f}")
+    return 0
+
+
 def cmd_collect(args) -> int:
     from segda import experiments, runs
 
@@ -220,6 +236,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run-root", default="runs/embedded")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.set_defaults(fn=cmd_variant)
+
+    p = sub.add_parser("ensemble", help="embedded benchmark: ensemble of finished runs, per seed")
+    p.add_argument("--members", nargs="+", required=True, help="run folder names under seed<k>/")
+    p.add_argument("--weights", nargs="+", type=float, help="default: equal weights (ADVENT: 0.5 0.5)")
+    p.add_argument("--run-root", default="runs/embedded")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.set_defaults(fn=cmd_ensemble)
 
     p = sub.add_parser("collect", help="table of every finished run under a folder")
     p.add_argument("run_root")
