@@ -51,6 +51,19 @@ def test_run_variant_warm_starts_from_the_seeds_pretrained_checkpoint(tmp_path):
         experiments.run_variant(tmp_path, 5, "advent", "advent", TINY, pretrain_overrides=TINY)
 
 
+def test_select_variant_pairs_variant_rows_with_each_other():
+    df = _runs([
+        ("source_only_tgt_bn", 0, 60.0), ("advent", 0, 62.0),
+        ("source_only_tgt_bn@400it", 0, 61.0), ("advent@400it", 0, 64.5),
+        ("advent+minent@400it", 0, 63.0), ("advent@other", 0, 10.0),
+    ])
+    chosen = experiments.select_variant(df, "@400it")
+    assert sorted(chosen["run"]) == ["seed0/advent", "seed0/advent+minent", "seed0/source_only_tgt_bn"]
+    table = experiments.summarize(chosen)
+    assert table.loc["AdvEnt", "gain vs BN control"] == pytest.approx(3.5)  # 64.5 - 61, not - 60
+    assert table.loc["AdvEnt + MinEnt (ensemble)", "gain vs BN control"] == pytest.approx(2.0)
+
+
 def test_results_block_says_what_produced_the_table_and_leaves_variants_out():
     df = _runs([("source_only", 0, 40.0), ("advent", 0, 50.0), ("advent@400it", 0, 51.0)],
                cpu="Some CPU", gpu="", torch="2.14.1", threads="2")
@@ -83,8 +96,8 @@ def test_ensemble_command_evaluates_the_members_sum_of_logits(tmp_path):
     for preset in ("minent", "advent"):
         experiments.run_variant(tmp_path, 1, preset, f"{preset}@x", TINY, pretrain_overrides=TINY)
     assert cli.main(["ensemble", "--members", "advent@x", "minent@x", "--seeds", "1",
-                     "--run-root", str(tmp_path)]) == 0
-    written = json.loads((tmp_path / "seed1" / "advent@x+minent@x" / "metrics.json").read_text())
+                     "--run-root", str(tmp_path), "--name", "advent+minent@x"]) == 0
+    written = json.loads((tmp_path / "seed1" / "advent+minent@x" / "metrics.json").read_text())
     assert written["ensemble"]["weights"] == [0.5, 0.5]
     members = [runs.load_run(tmp_path / "seed1" / m) for m in ("advent@x", "minent@x")]
     data = registry.build_datasets(members[0].config.data, members[0].config.model)

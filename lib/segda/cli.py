@@ -126,6 +126,8 @@ def _write_readme(args, collected, wall_time_s: float | None = None) -> None:
         return
     from segda import experiments
 
+    if args.readme_variant:
+        collected = experiments.select_variant(collected, args.readme_variant)
     block = experiments.results_block(collected, wall_time_s)
     experiments.write_readme_block(args.readme, args.readme_block, block)
     print(f"wrote the table into {args.readme} (block {args.readme_block!r})")
@@ -154,7 +156,8 @@ def cmd_ensemble(args) -> int:
         cfg = results[args.members[0]].config
         res = experiments.evaluate_ensemble(
             args.run_root, seed, results, registry.build_datasets(cfg.data, cfg.model),
-            members=args.members, weights=args.weights or [1 / len(args.members)] * len(args.members))
+            members=args.members, weights=args.weights or [1 / len(args.members)] * len(args.members),
+            name=args.name)
         print(f"seed {seed} {'+'.join(args.members)}: target mIoU {100 * res.miou:.1f}")
     return 0
 
@@ -192,6 +195,8 @@ def _add_readme_args(p) -> None:
     p.add_argument("--readme", metavar="PATH", help="also write the table into this Markdown file, "
                    "between its '<!-- segda:results NAME begin ... -->' / 'end' markers")
     p.add_argument("--readme-block", default="embedded", metavar="NAME")
+    p.add_argument("--readme-variant", metavar="SUFFIX",
+                   help="the README table of the variant runs named <row>SUFFIX (e.g. @400it) instead")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -240,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("ensemble", help="embedded benchmark: ensemble of finished runs, per seed")
     p.add_argument("--members", nargs="+", required=True, help="run folder names under seed<k>/")
     p.add_argument("--weights", nargs="+", type=float, help="default: equal weights (ADVENT: 0.5 0.5)")
+    p.add_argument("--name", help="run folder of the result (default: the members joined by '+')")
     p.add_argument("--run-root", default="runs/embedded")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.set_defaults(fn=cmd_ensemble)

@@ -113,12 +113,13 @@ def evaluate_ensemble(
     combine: str = "logits",
     max_images: int | None = None,
     device: str = "auto",
+    name: str | None = None,
 ):
     """ADVENT's AdvEnt+MinEnt ensemble: weighted sum of the members' main logits.
 
-    Writes ``run_root/seed{seed}/advent+minent/metrics.json`` in the run format, so the
-    ensemble appears in :func:`segda.runs.collect` tables. Returns the target
-    :class:`segda.evaluate.EvalResult`.
+    Writes ``run_root/seed{seed}/<name>/metrics.json`` (``name`` defaults to the members
+    joined by ``+``: ``advent+minent``) in the run format, so the ensemble appears in
+    :func:`segda.runs.collect` tables. Returns the target :class:`segda.evaluate.EvalResult`.
     """
     from segda import evaluate
 
@@ -130,7 +131,7 @@ def evaluate_ensemble(
     if data.val_source is not None:
         res_src = evaluate.evaluate(models, data.val_source, **kw)
         entry.update(source_miou=res_src.miou, source_iou=[float(x) for x in res_src.iou])
-    out = Path(run_root) / f"seed{seed}" / "+".join(members)
+    out = Path(run_root) / f"seed{seed}" / (name or "+".join(members))
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps({
         "method": "+".join(members), "levels": "multi", "seed": seed, "train_on": "source",
@@ -207,6 +208,16 @@ def write_results(run_dir: str | Path, collected=None) -> str:
     table.to_csv(run_dir / "results.csv")
     (run_dir / "results.md").write_text(text + "\n")
     return text
+
+
+def select_variant(collected, suffix: str):
+    """The runs whose folder name ends with ``suffix`` (e.g. ``"@400it"``), renamed without it,
+    so that :func:`summarize` pairs them with each other (``advent@400it`` against
+    ``source_only_tgt_bn@400it``) exactly as it pairs the main rows."""
+    key = collected["run"].str.split("/").str[-1]
+    chosen = collected[key.str.endswith(suffix)].copy()
+    chosen["run"] = chosen["run"].str.removesuffix(suffix)
+    return chosen
 
 
 README_BEGIN = "<!-- segda:results {name} begin (written by python -m segda collect --readme) -->"
