@@ -90,3 +90,19 @@ def test_export_figures_writes_each_png_output_named_by_cell(tmp_path):
     written = notebooks_runner.export_figures(path, tmp_path / "figures")
     assert [p.name for p in written] == ["07_demo_cell2_0.png", "07_demo_cell2_1.png"]
     assert written[0].read_bytes() == first and written[1].read_bytes() == second
+
+
+def test_sweep_command_executes_per_preset_and_seed_and_collects(tmp_path):
+    from segda import cli
+
+    params = [f"{k}={json.dumps(v)}" for k, v in TINY.items() if k not in ("seed", "interactive")]
+    argv = ["sweep", "--notebook", str(NOTEBOOK_DIR / "01_source_only.ipynb"), "--out", str(tmp_path),
+            "--presets", "embedded/source_only", "--seeds", "3", "4"]
+    for p in params:
+        argv += ["-p", p]
+    assert cli.main(argv) == 0
+    for seed in (3, 4):
+        assert (tmp_path / "embedded_source_only" / f"seed{seed}" / "01_source_only.ipynb").exists()
+    per_run = (tmp_path / "runs.csv").read_text()
+    assert per_run.count("source_only") >= 2 and "oracle" in per_run
+    assert "| source-only |" in (tmp_path / "results.md").read_text()

@@ -176,13 +176,14 @@ def cmd_collect(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from segda import notebooks_runner
+    from segda import experiments, notebooks_runner
 
     notebooks_runner.sweep(
         notebook=args.notebook, out_root=args.out, presets=args.presets, seeds=args.seeds,
         parameters=_parse_sets(args.param),
     )
-    return cmd_collect(argparse.Namespace(run_root=args.out))
+    print(experiments.write_results(args.out))
+    return 0
 
 
 def cmd_demo(args) -> int:
