@@ -103,3 +103,35 @@ def test_ensemble_command_evaluates_the_members_sum_of_logits(tmp_path):
     data = registry.build_datasets(members[0].config.data, members[0].config.model)
     direct = evaluate.evaluate([m.seg for m in members], data.val_target, weights=[0.5, 0.5])
     assert written["evals"][0]["target_miou"] == pytest.approx(direct.miou, abs=1e-12)
+
+
+def test_train_eval_and_suite_commands_end_to_end(tmp_path, capsys):
+    import json
+
+    from segda import cli, evaluate, runs
+    from segda.data import registry
+
+    sets = [x for k, v in TINY.items() for x in ("--set", f"{k}={json.dumps(v)}")]
+    assert cli.main(["train", "embedded/minent", "--run-dir", str(tmp_path / "t"), *sets]) == 0
+    assert cli.main(["eval", "--checkpoint", str(tmp_path / "t" / "last.pth"), "--max-images", "4",
+                     "--device", "cpu"]) == 0
+    run = runs.load_run(tmp_path / "t")
+    data = registry.build_datasets(run.config.data, run.config.model)
+    direct = evaluate.evaluate(run.seg, data.val_target, max_images=4, device="cpu")
+    table = pd.read_csv(tmp_path / "t" / "eval_last_19cls.csv", index_col=0)
+    assert table["mIoU"].iloc[0] == pytest.approx(100 * direct.miou, abs=1e-9)
+
+    readme = tmp_path / "README.md"
+    readme.write_text(experiments.README_BEGIN.format(name="embedded") + "\n"
+                      + experiments.README_END.format(name="embedded") + "\n")
+    pre = [x for k, v in TINY.items() for x in ("--pretrain-set", f"{k}={json.dumps(v)}")]
+    ada = [x for k, v in TINY.items() for x in ("--adapt-set", f"{k}={json.dumps(v)}")]
+    capsys.readouterr()
+    assert cli.main(["suite", "--run-root", str(tmp_path / "suite"), "--seeds", "7", *pre, *ada,
+                     "--readme", str(readme)]) == 0
+    assert "wall time" in capsys.readouterr().out
+    rows = set(runs.collect(tmp_path / "suite")["run"])
+    assert rows == {f"seed7/{k}" for k in ("source_pretrain", "oracle", *experiments.ADAPTATION_PRESETS,
+                                           "advent+minent")}
+    written = readme.read_text()
+    assert "| AdvEnt + MinEnt (ensemble) |" in written and "This command's wall time:" in written
