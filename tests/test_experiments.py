@@ -71,7 +71,7 @@ def test_results_block_says_what_produced_the_table_and_leaves_variants_out():
     block = experiments.results_block(df, wall_time_s=123.4)
     assert "| AdvEnt | 50.0 | 80.0 | +10.0 | - | 1 |" in block
     assert "advent@400it" not in block
-    assert "2 runs over seeds [0]; machine: Some CPU (2 torch threads per run); torch 2.14.1." in block
+    assert "2 runs over seeds [0]; machine: Some CPU (torch threads per run: 2); torch 2.14.1." in block
     assert "Training wall time recorded for 1 of 2 runs: 10 s in all." in block
     assert "This command's wall time: 123 s." in block
 

@@ -237,7 +237,7 @@ def results_block(collected, wall_time_s: float | None = None) -> str:
     lines = [format_table(table), ""]
     lines.append(f"{len(main)} runs over seeds {sorted(set(main['seed']))}; "
                  f"machine: {'; '.join(machines) or 'not recorded'}"
-                 + (f" ({', '.join(threads)} torch threads per run)" if threads else "")
+                 + (f" (torch threads per run: {', '.join(threads)})" if threads else "")
                  + f"; torch {', '.join(torches) or '?'}.")
     lines.append(f"Training wall time recorded for {len(timed)} of {len(main)} runs: "
                  f"{timed.sum():.0f} s in all." if len(timed) else
