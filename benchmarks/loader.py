@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import report  # benchmarks/report.py (scripts run as python benchmarks/<name>.py)
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -173,70 +174,61 @@ def main(argv=None) -> None:
     p.add_argument("--out", default=None, help="append the tables to this Markdown file")
     args = p.parse_args(argv)
     pin = torch.cuda.is_available() and not args.no_pin
-    out = open(args.out, "a") if args.out else None  # noqa: SIM115
-
-    def emit(line: str) -> None:
-        print(line, flush=True)
-        if out:
-            out.write(line + "\n")
-            out.flush()
-
-    tmp = None
-    if args.root is None:
-        tmp = tempfile.TemporaryDirectory(prefix="segda_loader_")
-        root = Path(tmp.name)
-    else:
-        root = Path(args.root)
-    torch.set_num_threads(1)  # what a loader worker gets; the main process decodes alone too
-    t = time.perf_counter()
-    ids = write_gta5(root / "gta5", args.images, args.distinct)
-    names = write_cityscapes(root / "cityscapes", args.images, args.distinct)
-    made = time.perf_counter() - t
-    sets = {
-        "GTA5 1914x1052 -> 1280x720 (+ label)": gta5.GTA5(root / "gta5", ids=ids),
-        "Cityscapes 2048x1024 -> 1024x512": cityscapes.Cityscapes(root / "cityscapes", "train",
-                                                                  names=names),
-    }
-    sizes = {k: np.mean([os.path.getsize(ds.images[i]) for i in range(args.distinct)]) / 2**20
-             for k, ds in sets.items()}
-    env = repro.environment()
-    emit("\n## Data-pipeline benchmark\n")
-    emit(f"- machine: {os.cpu_count()} CPU cores ({env['platform']}); torch {torch.__version__}; "
-         f"pin_memory={pin}; batch 1; timed for >= {args.seconds:g} s and >= {args.batches} batches "
-         f"after a warm-up; load average before the run {os.getloadavg()[0]:.1f}")
-    emit(f"- files: {args.images} per dataset ({args.distinct} distinct, hard-linked), written in "
-         f"{made:.0f} s; mean PNG size " + ", ".join(f"{k.split()[0]} {v:.1f} MiB"
-                                                    for k, v in sizes.items()))
-    emit(f"- command: `{' '.join(shlex.quote(a) for a in [sys.argv[0], *sys.argv[1:]])}`\n")
-    emit("| dataset | workers | images / s | images / s per worker |")
-    emit("|---|---|---|---|")
-    rates: dict[str, dict[int, float]] = {}
-    for name, ds in sets.items():
-        for w in args.workers:
-            rate = throughput(ds, w, args.batches, args.seconds, pin)
-            rates.setdefault(name, {})[w] = rate
-            per = rate / max(w, 1)
-            emit(f"| {name} | {w} | {rate:.1f} | {per:.1f} |")
-    emit("\n| dataset | stage | ms / image (one core) |")
-    emit("|---|---|---|")
-    for name, ds in sets.items():
-        for stage, ms in stage_times(ds, args.stage_images).items():
-            emit(f"| {name} | {stage} | {ms:.1f} |")
-    emit("\n| dataset | PIL bicubic ms | torch uint8 bicubic+antialias ms | max abs diff (0..255) | "
-         "mean abs diff | pixels differing |")
-    emit("|---|---|---|---|---|---|")
-    for name, ds in sets.items():
-        c = resize_comparison(ds, args.stage_images)
-        emit(f"| {name} | {c['pil_ms']:.1f} | {c['torch_ms']:.1f} | {c['max_abs']:.0f} | "
-             f"{c['mean_abs']:.3f} | {100 * c['share_differing']:.1f}% |")
-    one = {k: v.get(1) or v.get(0) for k, v in rates.items()}
-    if all(one.values()):
-        g, c = one.values()
-        emit(f"\nOne iteration needs one image of each dataset per GPU: with one worker each "
-             f"process supplies about {1 / (1 / g + 1 / c):.1f} iterations/s per core, so "
-             f"N iterations/s per GPU need about N / {1 / (1 / g + 1 / c):.1f} worker cores.")
-    if out:
-        out.close()
+    with report.emitter(args.out) as emit:
+        tmp = None
+        if args.root is None:
+            tmp = tempfile.TemporaryDirectory(prefix="segda_loader_")
+            root = Path(tmp.name)
+        else:
+            root = Path(args.root)
+        torch.set_num_threads(1)  # what a loader worker gets; the main process decodes alone too
+        t = time.perf_counter()
+        ids = write_gta5(root / "gta5", args.images, args.distinct)
+        names = write_cityscapes(root / "cityscapes", args.images, args.distinct)
+        made = time.perf_counter() - t
+        sets = {
+            "GTA5 1914x1052 -> 1280x720 (+ label)": gta5.GTA5(root / "gta5", ids=ids),
+            "Cityscapes 2048x1024 -> 1024x512": cityscapes.Cityscapes(root / "cityscapes", "train",
+                                                                      names=names),
+        }
+        sizes = {k: np.mean([os.path.getsize(ds.images[i]) for i in range(args.distinct)]) / 2**20
+                 for k, ds in sets.items()}
+        env = repro.environment()
+        emit("\n## Data-pipeline benchmark\n")
+        emit(f"- machine: {os.cpu_count()} CPU cores ({env['platform']}); torch {torch.__version__}; "
+             f"pin_memory={pin}; batch 1; timed for >= {args.seconds:g} s and >= {args.batches} batches "
+             f"after a warm-up; load average before the run {os.getloadavg()[0]:.1f}")
+        emit(f"- files: {args.images} per dataset ({args.distinct} distinct, hard-linked), written in "
+             f"{made:.0f} s; mean PNG size " + ", ".join(f"{k.split()[0]} {v:.1f} MiB"
+                                                        for k, v in sizes.items()))
+        emit(f"- command: `{' '.join(shlex.quote(a) for a in [sys.argv[0], *sys.argv[1:]])}`\n")
+        emit("| dataset | workers | images / s | images / s per worker |")
+        emit("|---|---|---|---|")
+        rates: dict[str, dict[int, float]] = {}
+        for name, ds in sets.items():
+            for w in args.workers:
+                rate = throughput(ds, w, args.batches, args.seconds, pin)
+                rates.setdefault(name, {})[w] = rate
+                per = rate / max(w, 1)
+                emit(f"| {name} | {w} | {rate:.1f} | {per:.1f} |")
+        emit("\n| dataset | stage | ms / image (one core) |")
+        emit("|---|---|---|")
+        for name, ds in sets.items():
+            for stage, ms in stage_times(ds, args.stage_images).items():
+                emit(f"| {name} | {stage} | {ms:.1f} |")
+        emit("\n| dataset | PIL bicubic ms | torch uint8 bicubic+antialias ms | max abs diff (0..255) | "
+             "mean abs diff | pixels differing |")
+        emit("|---|---|---|---|---|---|")
+        for name, ds in sets.items():
+            c = resize_comparison(ds, args.stage_images)
+            emit(f"| {name} | {c['pil_ms']:.1f} | {c['torch_ms']:.1f} | {c['max_abs']:.0f} | "
+                 f"{c['mean_abs']:.3f} | {100 * c['share_differing']:.1f}% |")
+        one = {k: v.get(1) or v.get(0) for k, v in rates.items()}
+        if all(one.values()):
+            g, c = one.values()
+            emit(f"\nOne iteration needs one image of each dataset per GPU: with one worker each "
+                 f"process supplies about {1 / (1 / g + 1 / c):.1f} iterations/s per core, so "
+                 f"N iterations/s per GPU need about N / {1 / (1 / g + 1 / c):.1f} worker cores.")
     if tmp is not None:
         tmp.cleanup()
 

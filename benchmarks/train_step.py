@@ -33,6 +33,7 @@ import statistics
 import sys
 import time
 
+import report  # benchmarks/report.py (scripts run as python benchmarks/<name>.py)
 import torch
 import torch.nn.functional as F
 
@@ -104,6 +105,23 @@ def peak_gib(device) -> float | None:
     return None
 
 
+def median_ms(fn, warmup: int, iters: int, device) -> float:
+    """Median milliseconds of ``fn()`` over ``iters`` synchronised calls after ``warmup`` calls;
+    the peak-memory counter restarts after the warm-up (compilation is not counted)."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1000
+
+
 def time_training(args, method, levels, switches):
     """Median ms per iteration, peak memory, first iteration's losses, first-iteration seconds."""
     device = repro.resolve_device(args.device)
@@ -117,21 +135,14 @@ def time_training(args, method, levels, switches):
     t = time.perf_counter()
     first = {k: float(v) for k, v in train.train_step(state, src, tgt, cfg).items()}
     first_s = time.perf_counter() - t
-    for _ in range(args.warmup - 1):
-        train.train_step(state, src, tgt, cfg)
-    sync(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    times = []
-    for _ in range(args.iters):
-        t = time.perf_counter()
+
+    def step():
         logged = train.train_step(state, src, tgt, cfg)
         float(logged["seg_main"])  # the loop logs losses, which synchronises
-        sync(device)
-        times.append(time.perf_counter() - t)
-    ms = statistics.median(times) * 1000
+
+    ms = median_ms(step, args.warmup - 1, args.iters, device)
     peak = peak_gib(device)
-    del state, src, tgt
+    state = src = tgt = None  # free the device memory before the next row (step() shares these)
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return ms, peak, first, first_s
@@ -245,18 +256,7 @@ def time_eval(args, amp, channels_last, batch, compile_mode):
         with torch.no_grad():
             conf.update(fn(model, images, (lh, lw), amp), labels)
 
-    for _ in range(args.warmup):
-        once()
-    sync(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    times = []
-    for _ in range(args.iters):
-        t = time.perf_counter()
-        once()
-        sync(device)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1000 / batch, peak_gib(device)
+    return median_ms(once, args.warmup, args.iters, device) / batch, peak_gib(device)
 
 
 def run_eval(args, emit, budget: Budget) -> None:
@@ -344,26 +344,17 @@ def main(argv=None) -> None:
     args.eval_label_size = args.eval_label_size or ((2048, 1024) if gpu else (256, 128))
     args.eager_row_s = 20 if gpu else 10
     torch.backends.cudnn.benchmark = bool(args.cudnn_benchmark)
-    out = open(args.out, "a") if args.out else None  # noqa: SIM115
-
-    def emit(line: str) -> None:
-        print(line, flush=True)
-        if out:
-            out.write(line + "\n")
-            out.flush()
-
-    budget = Budget(args.budget_s)
-    emit(header(args))
-    if args.ablate:
-        run_ablation(args, emit, budget)
-    if not args.no_methods:
-        run_methods(args, emit, budget)
-    if args.eval:
-        run_eval(args, emit, budget)
-    if not gpu:
-        emit(f"\n(process peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB)")
-    if out:
-        out.close()
+    with report.emitter(args.out) as emit:
+        budget = Budget(args.budget_s)
+        emit(header(args))
+        if args.ablate:
+            run_ablation(args, emit, budget)
+        if not args.no_methods:
+            run_methods(args, emit, budget)
+        if args.eval:
+            run_eval(args, emit, budget)
+        if not gpu:
+            emit(f"\n(process peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB)")
 
 
 if __name__ == "__main__":
