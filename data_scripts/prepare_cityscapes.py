@@ -13,30 +13,13 @@ cityscapesscripts' json2labelImg, as its createTrainIdLabelImgs does), and
 <root>/segda_prepare_report.json. Counts: 2975 train and 500 val images.
 """
 
-import argparse
 import sys
 
-from segda.data import cityscapes
-from segda.data.real import DatasetError
+from segda.data import cityscapes, prepare_cli
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--root", required=True, help="folder holding leftImg8bit/ and gtFine/")
-    p.add_argument("--splits", nargs="+", default=["train", "val"], choices=["train", "val"])
-    p.add_argument("--from-polygons", action="store_true",
-                   help="render from *_gtFine_polygons.json instead of mapping labelIds")
-    p.add_argument("--allow-partial", action="store_true",
-                   help="convert the listed files present instead of requiring all")
-    p.add_argument("--overwrite", action="store_true", help="convert again even if done")
-    args = p.parse_args(argv)
-    try:
-        cityscapes.prepare(args.root, splits=args.splits, from_polygons=args.from_polygons,
-                           overwrite=args.overwrite, allow_partial=args.allow_partial)
-    except DatasetError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 0
+    return prepare_cli.main(cityscapes, argv, __doc__)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from segda.data import synthetic
+from segda.data.stats import class_frequencies
 from segda.data.synthetic import (
     CAR,
     IMAGE_MEAN,
@@ -16,7 +17,6 @@ from segda.data.synthetic import (
     VEGETATION,
     SyntheticConfig,
     SyntheticStreetScenes,
-    class_frequencies,
     render_sample,
     render_split,
     source_class_prior,

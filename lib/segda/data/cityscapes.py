@@ -23,29 +23,34 @@ resized to 1024x512, as both papers do.
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
+from segda.data import checks
+from segda.data.checks import Finding
 from segda.data.real import (
     CountMismatchError,
     DatasetError,
     MissingFilesError,
     SegmentationFiles,
-    class_pixel_counts,
     list_files,
-    prepare_hint,
     read_report,
     require_root,
+    run_conversions,
     summarize,
     write_label_png,
     write_report,
 )
+from segda.data.stats import label_class_counts
 from segda.labels import IGNORE_INDEX, LABEL_ID_TO_TRAIN_ID
 
+NAME = "cityscapes"
 SPLIT_COUNTS = {"train": 2975, "val": 500}
+PREPARE_COMMAND = "python data_scripts/prepare_cityscapes.py --root {root}"
 IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_IDS_SUFFIX = "_gtFine_labelIds.png"
 TRAIN_IDS_SUFFIX = "_gtFine_labelTrainIds.png"
@@ -63,6 +68,10 @@ def official_list(split: str) -> list[str]:
         raise ValueError(f"split must be one of {sorted(SPLIT_COUNTS)}, got {split!r}")
     text = resources.files("segda").joinpath(f"splits/cityscapes_{split}.txt").read_text()
     return text.split()
+
+
+def prepare_hint(root: str | Path) -> str:
+    return PREPARE_COMMAND.format(root=root)
 
 
 def stem(name: str) -> str:
@@ -109,7 +118,8 @@ class Cityscapes(SegmentationFiles):
     labels to the image size. Labels are the converted ``*_gtFine_labelTrainIds.png``.
     """
 
-    dataset_name = "cityscapes"
+    dataset_name = NAME
+    prepare_command = PREPARE_COMMAND
 
     def __init__(
         self,
@@ -124,7 +134,7 @@ class Cityscapes(SegmentationFiles):
         names: Sequence[str] | None = None,
         check_labels: bool = True,
     ) -> None:
-        root = require_root(root, "cityscapes")
+        root = require_root(root, NAME, PREPARE_COMMAND)
         full = names is None
         names = official_list(split) if full else [str(n) for n in names]
         with_labels = split == "val" if with_labels is None else with_labels
@@ -155,7 +165,7 @@ class Cityscapes(SegmentationFiles):
             if absent:
                 raise MissingFilesError(
                     f"{len(absent)} train-id labels missing in {label_dir} (e.g. "
-                    f"{summarize(absent, 3)}). Run: {prepare_hint('cityscapes', root)}"
+                    f"{summarize(absent, 3)}). Run: {prepare_hint(root)}"
                 )
             labels = [label_dir / n for n in label_names]
         self.split = split
@@ -190,13 +200,14 @@ def prepare(
     from_polygons: bool = False,
     overwrite: bool = False,
     allow_partial: bool = False,
+    workers: int = 1,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Check images and gtFine against the official lists, write train-id labels, write the report.
 
     ``allow_partial`` converts the listed files that are present instead of requiring all.
     """
-    root = require_root(root, "cityscapes")
+    root = require_root(root, NAME, PREPARE_COMMAND)
     lut = label_id_to_train_id_lut()
     check_lut_agrees(lut)
     report = read_report(root) or {}
@@ -219,17 +230,17 @@ def prepare(
                 f"of the official list are missing (e.g. {summarize(miss_img + miss_src, 3)})"
                 f"{hint}"
             )
-        converted = 0
+        jobs = []
         for n, src in zip(names, want, strict=True):
             if src not in sources:
                 continue
             out = label_dir / (stem(n) + TRAIN_IDS_SUFFIX)
             if out.exists() and not overwrite and n in report["class_pixels"]:
                 continue
-            train = _convert(label_dir / src, out, lut, from_polygons)
-            report["class_pixels"][n] = class_pixel_counts(train)
-            converted += 1
-        log(f"{split}: wrote {converted} *{TRAIN_IDS_SUFFIX} files")
+            jobs.append((n, str(label_dir / src), str(out), from_polygons))
+        for entry in run_conversions(_convert_one, jobs, workers):
+            report["class_pixels"][entry["name"]] = entry["class_pixels"]
+        log(f"{split}: wrote {len(jobs)} *{TRAIN_IDS_SUFFIX} files")
         report.setdefault("splits", {})[split] = {
             "images": len(images), "gtFine": len(sources),
             "missing_images": miss_img, "missing_gtFine": miss_src,
@@ -237,6 +248,13 @@ def prepare(
     path = write_report(root, report)
     log(f"wrote {path}")
     return report
+
+
+def _convert_one(job: tuple[str, str, str, bool]) -> dict:
+    """Write one train-id label; returns its report entry (list name, class pixel counts)."""
+    name, src, out, from_polygons = job
+    train = _convert(Path(src), Path(out), label_id_to_train_id_lut(), from_polygons)
+    return {"name": name, "class_pixels": label_class_counts(train).tolist()}
 
 
 def _convert(src: Path, out: Path, lut: np.ndarray, from_polygons: bool) -> np.ndarray:
@@ -258,3 +276,55 @@ def _convert(src: Path, out: Path, lut: np.ndarray, from_polygons: bool) -> np.n
     train = lut[ids]
     write_label_png(out, train)
     return train
+
+
+def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``data_scripts/prepare_cityscapes.py`` beyond the shared ones."""
+    parser.add_argument("--splits", nargs="+", default=["train", "val"], choices=["train", "val"])
+    parser.add_argument("--from-polygons", action="store_true",
+                        help="render from *_gtFine_polygons.json instead of mapping labelIds")
+
+
+# ------------------------------------------------------------------------------------ checks
+
+
+def check(root: Path) -> list[Finding]:
+    """What the doctor reports about a Cityscapes folder: images, gtFine and train-id labels
+    of the official lists, decoding."""
+    out = []
+    if (root / "data" / "leftImg8bit").is_dir() and not (root / "leftImg8bit").is_dir():
+        return [Finding("problem", f"{root} has AdaptSegNet's extra data/ level",
+                        f"use --root {root / 'data'}")]
+    download = DOWNLOAD_HELP.format(root=root)
+    prep = prepare_hint(root)
+    try:
+        import cityscapesscripts  # noqa: F401
+    except ImportError:
+        out.append(Finding("warn", "cityscapesscripts is not installed (needed to prepare labels)",
+                           "pip install cityscapesscripts"))
+    for split in ("train", "val"):
+        names = official_list(split)
+        images = present_names(root / "leftImg8bit" / split, names)
+        miss = [n for n in names if n not in images]
+        out.append(checks.count(len(names) - len(miss), len(names),
+                                f"{split} images (official list)", download, miss))
+        label_dir = root / "gtFine" / split
+        ids = [stem(n) + LABEL_IDS_SUFFIX for n in names]
+        train_ids = [stem(n) + TRAIN_IDS_SUFFIX for n in names]
+        present = present_names(label_dir, ids + train_ids)
+        miss_ids = [i for i in ids if i not in present]
+        out.append(checks.count(len(ids) - len(miss_ids), len(ids), f"{split} gtFine labelIds",
+                                download, miss_ids))
+        miss_t = [t for t in train_ids if t not in present]
+        if not miss_t:
+            out.append(Finding("ok", f"{split} train-id labels: {len(train_ids)}"))
+        else:
+            # val labels are needed for evaluation; train labels only for an oracle run
+            level = "problem" if split == "val" else "warn"
+            why = "" if split == "val" else " (only needed to train an oracle)"
+            out.append(Finding(level, f"{split} train-id labels: {len(train_ids) - len(miss_t)}/"
+                               f"{len(train_ids)}{why}", prep))
+        if len(miss) < len(names):
+            first = next(n for n in names if n in images)
+            out.append(checks.decodes(root / "leftImg8bit" / split / first))
+    return out

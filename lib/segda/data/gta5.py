@@ -19,35 +19,39 @@ the zips you downloaded, so a later copy can be compared with yours.
 
 from __future__ import annotations
 
+import argparse
 import re
 from collections.abc import Callable, Sequence
 from importlib import resources
-from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from segda.data import checks
+from segda.data.checks import Finding
 from segda.data.real import (
     CountMismatchError,
     DatasetError,
     LabelValueError,
     MissingFilesError,
     SegmentationFiles,
-    class_pixel_counts,
     list_files,
     png_size,
-    prepare_hint,
     read_report,
     require_root,
+    run_conversions,
     summarize,
     write_label_png,
     write_report,
 )
+from segda.data.stats import label_class_counts
 from segda.labels import label_id_lut
 from segda.weights import sha256_file
 
+NAME = "gta5"
 GTA5_COUNT = 24966
+PREPARE_COMMAND = "python data_scripts/prepare_gta5.py --root {root}"
 DOWNLOAD_PAGE = "https://download.visinf.tu-darmstadt.de/data/from_games/"
 # SHA-256 of the distributed archives: none are published by the authors, so none are known.
 ARCHIVE_SHA256: dict[str, str] = {}
@@ -67,6 +71,10 @@ def train_id_name(name: str) -> str:
     return name[: -len(".png")] + LABEL_SUFFIX
 
 
+def prepare_hint(root: str | Path) -> str:
+    return PREPARE_COMMAND.format(root=root)
+
+
 class GTA5(SegmentationFiles):
     """GTA5 images with converted train-id labels.
 
@@ -76,7 +84,8 @@ class GTA5(SegmentationFiles):
     given explicitly. Defaults are the official ones: 1280x720, caffe normalisation, no flip.
     """
 
-    dataset_name = "gta5"
+    dataset_name = NAME
+    prepare_command = PREPARE_COMMAND
 
     def __init__(
         self,
@@ -90,7 +99,7 @@ class GTA5(SegmentationFiles):
         exclude: Sequence[str] | None = None,
         check_labels: bool = True,
     ) -> None:
-        root = require_root(root, "gta5")
+        root = require_root(root, NAME, PREPARE_COMMAND)
         full = ids is None
         ids = official_ids() if full else [str(i) for i in ids]
         present_images = list_files(root / "images")
@@ -99,7 +108,7 @@ class GTA5(SegmentationFiles):
             raise MissingFilesError(
                 f"no images in {root / 'images'}: GTA5 expects <root>/images/NNNNN.png and "
                 f"<root>/labels/NNNNN.png. Download from {DOWNLOAD_PAGE}, then run: "
-                f"{prepare_hint('gta5', root)}"
+                f"{prepare_hint(root)}"
             )
         missing = [i for i in ids if i not in present_images]
         if full and missing:
@@ -118,7 +127,7 @@ class GTA5(SegmentationFiles):
             raise MissingFilesError(
                 f"{len(unconverted)} converted labels missing in {root / 'labels'} "
                 f"(e.g. {summarize([train_id_name(i) for i in unconverted], 3)}). "
-                f"Run: {prepare_hint('gta5', root)}"
+                f"Run: {prepare_hint(root)}"
             )
         super().__init__(
             root,
@@ -167,7 +176,7 @@ def _convert_one(args: tuple[str, str, str, bool, bool]) -> dict:
         ids = np.asarray(Image.fromarray(ids).resize(image_wh, Image.NEAREST))
     train = label_id_lut()[ids]
     write_label_png(out_path, train)
-    entry["class_pixels"] = class_pixel_counts(train)
+    entry["class_pixels"] = label_class_counts(train).tolist()
     return entry
 
 
@@ -244,7 +253,7 @@ def prepare(
     ``allow_partial`` converts whatever pairs are present instead of requiring all 24,966.
     Already converted labels are kept (and their report entries reused) unless ``overwrite``.
     """
-    root = require_root(root, "gta5")
+    root = require_root(root, NAME, PREPARE_COMMAND)
     counts = scan(root)
     log(f"GTA5 at {root}: {counts['images']} images, {counts['labels']} labels "
         f"(official count {GTA5_COUNT}), {counts['converted']} already converted")
@@ -270,11 +279,7 @@ def prepare(
             jobs.append((str(root / "images" / name), str(root / "labels" / name), str(out),
                          exclude_mismatched, strict_ids))
     log(f"converting {len(jobs)} labels ({len(entries)} reused)")
-    if workers > 1 and len(jobs) > 1:
-        with Pool(workers) as pool:
-            entries += pool.map(_convert_one, jobs, chunksize=64)
-    else:
-        entries += [_convert_one(j) for j in jobs]
+    entries += run_conversions(_convert_one, jobs, workers, chunksize=64)
     entries.sort(key=lambda e: e["name"])
     mismatched = [e for e in entries if "size_mismatch" in e]
     for e in mismatched:
@@ -307,3 +312,62 @@ def prepare(
     log(f"wrote {path}: {len(report['class_pixels'])} labels converted, "
         f"{len(mismatched)} size mismatches, {len(report['excluded'])} excluded")
     return report
+
+
+def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``data_scripts/prepare_gta5.py`` beyond the shared ones."""
+    parser.add_argument("--exclude-mismatched", action="store_true",
+                        help="drop pairs whose label size differs from the image (default: "
+                        "resize the label with nearest neighbour to the image size)")
+    parser.add_argument("--strict-ids", action="store_true",
+                        help="fail on label ids > 33 instead of mapping them to ignore")
+    parser.add_argument("--archives", default=None, help="folder with the downloaded zips to hash")
+
+
+# ------------------------------------------------------------------------------------ checks
+
+
+def check(root: Path) -> list[Finding]:
+    """What the doctor reports about a GTA5 folder: counts, conversion, report, decoding."""
+    fix_download = (f"download the 10 image and 10 label zips from {DOWNLOAD_PAGE} and "
+                    f"extract them into {root}")
+    s = scan(root)
+    out = [
+        checks.count(s["images"], GTA5_COUNT, f"images in {root / 'images'}", fix_download,
+                     s["missing_images"]),
+        checks.count(s["labels"], GTA5_COUNT, f"labels in {root / 'labels'}", fix_download,
+                     s["missing_labels"]),
+    ]
+    if s["unexpected_images"]:
+        out.append(Finding("warn", f"{len(s['unexpected_images'])} image names outside the "
+                           f"official list (e.g. {summarize(s['unexpected_images'], 3)}); ignored"))
+    prep = prepare_hint(root)
+    report = read_report(root)
+    excluded = set((report or {}).get("excluded", []))
+    todo = sorted(set(s["unconverted"]) - excluded)
+    if s["labels"] and s["converted"] == 0:
+        out.append(Finding("problem", "no converted train-id labels (labels/*_labelTrainIds.png)",
+                           prep))
+    elif todo:
+        out.append(Finding("problem", f"{len(todo)} labels not converted yet "
+                           f"(e.g. {summarize(todo, 3)})", prep))
+    elif s["converted"]:
+        out.append(Finding("ok", f"converted train-id labels: {s['converted']}"))
+    if report is None:
+        out.append(Finding("problem" if s["converted"] else "warn",
+                           "no prepare report (segda_prepare_report.json)", prep))
+    else:
+        mism = report.get("size_mismatches", [])
+        rule = report.get("size_mismatch_rule", "?")
+        names = [m["name"] for m in mism]
+        out.append(Finding("ok", f"report: {len(mism)} image/label size mismatches "
+                           f"({rule}){': ' + summarize(names) if names else ''}; "
+                           f"{len(excluded)} pairs excluded"))
+    absent = set(s["missing_images"])
+    first = next((i for i in official_ids() if i not in absent), None)
+    if first is not None:
+        out.append(checks.decodes(root / "images" / first))
+        conv = root / "labels" / train_id_name(first)
+        if conv.exists():
+            out.append(checks.decodes(conv, label=True))
+    return out

@@ -22,8 +22,10 @@ from __future__ import annotations
 import json
 import os
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from multiprocessing import Pool
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,6 +33,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_png, read_file
 
+from segda.data.stats import label_class_counts
 from segda.labels import IGNORE_INDEX, NUM_CLASSES
 
 CAFFE_MEAN_BGR = (104.00698793, 116.66876762, 122.67891434)  # official IMG_MEAN, B,G,R order
@@ -38,12 +41,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 NORMALIZATIONS = ("caffe", "imagenet")
 
-# The command that prepares each dataset; error messages fill in the root.
-PREPARE_COMMANDS = {
-    "gta5": "python data_scripts/prepare_gta5.py --root {root}",
-    "cityscapes": "python data_scripts/prepare_cityscapes.py --root {root}",
-    "synthia": "python data_scripts/prepare_synthia.py --root {root}",
-}
 REPORT_NAME = "segda_prepare_report.json"  # written by the prepare scripts at the dataset root
 
 
@@ -75,16 +72,14 @@ class SizeMismatchError(DatasetError, ValueError):
     """An image and its label have different sizes."""
 
 
-def prepare_hint(dataset: str, root: str | Path) -> str:
-    return PREPARE_COMMANDS[dataset].format(root=root)
-
-
-def require_root(root: str | Path, dataset: str) -> Path:
+def require_root(root: str | Path, dataset: str, prepare_command: str) -> Path:
+    """``root`` as a Path; raises if it is not a folder. ``prepare_command`` is the dataset
+    module's ``PREPARE_COMMAND`` (a template with ``{root}``)."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetNotFoundError(
             f"{dataset} root not found: {root}. Download the dataset (see data_scripts/README.md), "
-            f"then run: {prepare_hint(dataset, root)}"
+            f"then run: {prepare_command.format(root=root)}"
         )
     return root
 
@@ -222,13 +217,14 @@ _VALID_TRAIN_IDS[:NUM_CLASSES] = True
 _VALID_TRAIN_IDS[IGNORE_INDEX] = True
 
 
-def check_train_ids(label: torch.Tensor, path: str | Path, dataset: str, root: Path) -> None:
-    """Raise if a uint8 train-id label holds anything but 0..18 and 255."""
+def check_train_ids(label: torch.Tensor, path: str | Path, fix: str) -> None:
+    """Raise if a uint8 train-id label holds anything but 0..18 and 255; ``fix`` is the
+    prepare command the message recommends."""
     if not bool(_VALID_TRAIN_IDS[label.long()].all()):
         bad = sorted(set(torch.unique(label).tolist()) - set(range(NUM_CLASSES)) - {IGNORE_INDEX})
         raise LabelValueError(
             f"{path}: label values {bad} are not train ids (0..{NUM_CLASSES - 1}, "
-            f"{IGNORE_INDEX} = ignore). Was it converted? Re-run: {prepare_hint(dataset, root)}"
+            f"{IGNORE_INDEX} = ignore). Was it converted? Re-run: {fix}"
         )
 
 
@@ -253,6 +249,20 @@ def write_report(root: Path, report: dict) -> Path:
     return path
 
 
+def run_conversions(convert_one: Callable[[Any], dict], jobs: list, workers: int = 1,
+                    chunksize: int = 32) -> list[dict]:
+    """``[convert_one(job) for job in jobs]``, in ``workers`` processes when more than one.
+
+    The prepare step of every dataset is such a loop (one label file per job, each returning
+    what the report records about it); ``convert_one`` must be a module-level function so that
+    worker processes can import it.
+    """
+    if workers > 1 and len(jobs) > 1:
+        with Pool(workers) as pool:
+            return pool.map(convert_one, jobs, chunksize=chunksize)
+    return [convert_one(job) for job in jobs]
+
+
 # ----------------------------------------------------------------------------------- dataset
 
 
@@ -269,6 +279,7 @@ class SegmentationFiles(Dataset):
     """
 
     dataset_name = "dataset"
+    prepare_command = ""  # the dataset module's PREPARE_COMMAND, for error messages
     keyed_flip = True  # __getitem__ accepts (index, draw) pairs
 
     def __init__(
@@ -298,6 +309,7 @@ class SegmentationFiles(Dataset):
         self.flip = flip
         self.flip_seed = flip_seed
         self.check_labels = check_labels
+        self._report_counts: dict | None = None  # read from the prepare report on first use
 
     def __len__(self) -> int:
         return len(self.images)
@@ -305,6 +317,9 @@ class SegmentationFiles(Dataset):
     @property
     def has_labels(self) -> bool:
         return self.labels is not None
+
+    def prepare_hint(self) -> str:
+        return self.prepare_command.format(root=self.root)
 
     def is_flipped(self, index: int, draw: int | None = None) -> bool:
         return self.flip and flip_decision(self.flip_seed, index, draw)
@@ -329,10 +344,10 @@ class SegmentationFiles(Dataset):
                 raise SizeMismatchError(
                     f"{path} is {label.shape[1]}x{label.shape[0]} but its image "
                     f"{self.images[index]} is {orig_hw[1]}x{orig_hw[0]}. Re-run: "
-                    f"{prepare_hint(self.dataset_name, self.root)}"
+                    f"{self.prepare_hint()}"
                 )
             if self.check_labels:
-                check_train_ids(label, path, self.dataset_name, self.root)
+                check_train_ids(label, path, self.prepare_hint())
             target = self._label_target_size(orig_hw)
             if target is not None:
                 label = resize_label(label, target)
@@ -344,27 +359,18 @@ class SegmentationFiles(Dataset):
         item["image"] = normalize(image, self.normalization)
         return item
 
-    def class_frequencies(self) -> np.ndarray:
-        """Pixel share of each of the 19 classes in the labels (ADVENT's class-ratio prior).
+    def class_counts(self, index: int) -> np.ndarray:
+        """Pixels of each of the 19 classes in label ``index`` at its file's resolution, ``(19,)``.
 
-        Read from the prepare report when it covers this dataset's files, otherwise counted from
-        the label files (slow on the full dataset).
+        The data source :func:`segda.data.stats.class_frequencies` reads (ADVENT's class-ratio
+        prior): the count the prepare step recorded in its report when there is one for this
+        file, otherwise counted from the label file (slow on a full dataset).
         """
         if self.labels is None:
             raise DatasetError(f"{self.dataset_name} has no labels to count")
-        report = read_report(self.root) or {}
-        per_file = report.get("class_pixels", {})
-        counts = np.zeros(NUM_CLASSES, dtype=np.float64)
-        if per_file and all(n in per_file for n in self.names):
-            for n in self.names:
-                counts += np.asarray(per_file[n], dtype=np.float64)
-        else:
-            for path in self.labels:
-                hist = torch.bincount(read_label(path).reshape(-1).long(), minlength=256)
-                counts += hist[:NUM_CLASSES].double().numpy()
-        return counts / max(counts.sum(), 1.0)
-
-
-def class_pixel_counts(label: np.ndarray) -> list[int]:
-    """Pixels of each train id 0..18 in a uint8 label (for the prepare report)."""
-    return np.bincount(label.ravel(), minlength=256)[:NUM_CLASSES].astype(int).tolist()
+        if self._report_counts is None:
+            self._report_counts = (read_report(self.root) or {}).get("class_pixels", {})
+        counted = self._report_counts.get(self.names[index])
+        if counted is not None:
+            return np.asarray(counted, dtype=np.int64)
+        return label_class_counts(read_label(self.labels[index]).numpy())

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from segda.config import DataConfig, ModelConfig
+from segda.data.stats import class_frequencies
 
 DATASETS = ("embedded", "gta5_cityscapes", "synthia_cityscapes")
 
@@ -78,7 +79,7 @@ def _embedded(data: DataConfig) -> DomainData:
         src_train = tgt_train
     return DomainData(
         train_source=src_train, train_target=tgt_train, val_source=src_val, val_target=tgt_val,
-        name="embedded", prior_fn=lambda: synthetic.class_frequencies(src_train),
+        name="embedded", prior_fn=lambda: class_frequencies(src_train),
     )
 
 
@@ -106,6 +107,6 @@ def _real(data: DataConfig, model: ModelConfig) -> DomainData:
         src_train = tgt_train
     return DomainData(
         train_source=src_train, train_target=tgt_train, val_source=None, val_target=tgt_val,
-        name=data.dataset, prior_fn=getattr(src_train, "class_frequencies", None),
+        name=data.dataset, prior_fn=lambda: class_frequencies(src_train),
         normalization=norm,
     )

@@ -4,20 +4,34 @@ from __future__ import annotations
 
 import numpy as np
 
-from segda.labels import IGNORE_INDEX, NUM_CLASSES
+from segda.labels import NUM_CLASSES
 
 
-def _indices(dataset, max_items: int | None) -> range:
-    return range(len(dataset) if max_items is None else min(max_items, len(dataset)))
+def label_class_counts(label) -> np.ndarray:
+    """Pixels of each train id 0..18 in one label map, ``(19,)`` int64.
+
+    Ignore (255) and any other value outside 0..18 is not counted. ``label`` is any array-like
+    of non-negative integers (uint8 label PNG, int64 tensor on the CPU, ...).
+    """
+    flat = np.asarray(label).ravel()
+    return np.bincount(flat, minlength=NUM_CLASSES)[:NUM_CLASSES].astype(np.int64)
 
 
 def class_frequencies(dataset, max_items: int | None = None) -> np.ndarray:
-    """Pixel share of each of the 19 classes over the labels (ignore excluded), ``(19,)``."""
+    """Pixel share of each of the 19 classes over a dataset's labels (ignore excluded), ``(19,)``.
+
+    The one place a class frequency is computed (notebooks' class-share plots, ADVENT's
+    class-ratio prior). Per-item pixel counts come from the dataset's ``class_counts(index)``
+    when it has one, a cheaper source than decoding the item (the prepare report of the real
+    datasets, label-only rendering of the embedded one); otherwise from ``dataset[i]["label"]``.
+    ``max_items`` limits the count to the first items.
+    """
+    n = len(dataset) if max_items is None else min(max_items, len(dataset))
+    per_item = getattr(dataset, "class_counts", None)
     counts = np.zeros(NUM_CLASSES, dtype=np.int64)
-    for i in _indices(dataset, max_items):
-        label = np.asarray(dataset[i]["label"]).ravel()
-        counts += np.bincount(label[label != IGNORE_INDEX], minlength=256)[:NUM_CLASSES]
-    return counts / max(counts.sum(), 1)
+    for i in range(n):
+        counts += per_item(i) if per_item is not None else label_class_counts(dataset[i]["label"])
+    return counts / max(int(counts.sum()), 1)
 
 
 def mean_colour_per_class(images: np.ndarray, labels: np.ndarray) -> np.ndarray:

@@ -49,7 +49,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from segda.labels import IGNORE_INDEX, NUM_CLASSES
+from segda.data.stats import class_frequencies, label_class_counts
+from segda.labels import NUM_CLASSES
 
 ROAD, SIDEWALK, BUILDING, POLE, LIGHT, SIGN = 0, 1, 2, 5, 6, 7
 VEGETATION, TERRAIN, SKY, PERSON, CAR = 8, 9, 10, 11, 13
@@ -623,6 +624,16 @@ class SyntheticStreetScenes(Dataset):
         """The unflipped label map, ``(H, W)`` uint8 train ids."""
         return self._arrays(index)[1]
 
+    def class_counts(self, index: int) -> np.ndarray:
+        """Pixels of each of the 19 classes in label ``index``, ``(19,)`` (flips do not change
+        counts). Read by :func:`segda.data.stats.class_frequencies`; renders only the layout
+        when the sample is not cached."""
+        if self.cache and self._cached is not None and self._cached[index]:
+            label = self._labels[index]
+        else:
+            label = render_sample(self.config, self.domain, self.split, index, image=False)[1]
+        return label_class_counts(label)
+
     def __getitem__(self, index: int) -> dict:
         image, label = self._arrays(index)
         if self.is_flipped(index):
@@ -667,28 +678,10 @@ class SyntheticStreetScenes(Dataset):
         return dataset
 
 
-def class_frequencies(dataset) -> np.ndarray:
-    """Pixel share of each of the 19 classes over a dataset's labels (ignore pixels excluded).
-
-    Works on :class:`SyntheticStreetScenes` (fast path, labels only) and on any dataset whose
-    items are dicts with a ``"label"`` tensor.
-    """
-    counts = np.zeros(256, dtype=np.int64)
-    for i in range(len(dataset)):
-        if isinstance(dataset, SyntheticStreetScenes):
-            label = dataset.label_array(i)
-        else:
-            label = np.asarray(dataset[i]["label"])
-        counts += np.bincount(label.ravel(), minlength=256)[:256]
-    counts[IGNORE_INDEX] = 0
-    return counts[:NUM_CLASSES] / max(int(counts[:NUM_CLASSES].sum()), 1)
-
-
 @functools.lru_cache(maxsize=8)
 def _source_prior(config: SyntheticConfig) -> np.ndarray:
-    _, labels = render_split(config, "source", "train", image=False)
-    counts = np.bincount(labels.ravel(), minlength=256)[:NUM_CLASSES]
-    return counts / counts.sum()
+    # cache=False: class_counts then renders layouts only and keeps nothing in memory
+    return class_frequencies(SyntheticStreetScenes("source", "train", config, cache=False))
 
 
 def source_class_prior(config: SyntheticConfig = SyntheticConfig()) -> np.ndarray:  # noqa: B008
@@ -701,6 +694,6 @@ def source_class_prior(config: SyntheticConfig = SyntheticConfig()) -> np.ndarra
 
 __all__ = [
     "CLASSES_USED", "DOMAINS", "IMAGE_MEAN", "SPLITS", "SyntheticConfig",
-    "SyntheticStreetScenes", "class_frequencies", "render_sample", "render_split",
+    "SyntheticStreetScenes", "render_sample", "render_split",
     "source_class_prior",
 ]

@@ -17,33 +17,39 @@ the chosen protocol to ignore; train ids stay in the 19-class numbering either w
 
 from __future__ import annotations
 
+import argparse
 import re
 from collections.abc import Callable, Sequence
 from functools import lru_cache
-from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from segda.data import checks
+from segda.data.checks import Finding
 from segda.data.real import (
     CountMismatchError,
+    DatasetError,
     LabelValueError,
     MissingFilesError,
     SegmentationFiles,
-    class_pixel_counts,
     decode,
     list_files,
-    prepare_hint,
+    png_size,
     read_report,
     require_root,
+    run_conversions,
     summarize,
     write_label_png,
     write_report,
 )
+from segda.data.stats import label_class_counts
 from segda.labels import CLASS_SUBSETS, IGNORE_INDEX
 
+NAME = "synthia"
 SYNTHIA_COUNT = 9400
+PREPARE_COMMAND = "python data_scripts/prepare_synthia.py --root {root}"
 NATIVE_SIZE = (1280, 760)
 LABEL_SUFFIX = "_labelTrainIds.png"
 LABEL_DIR = ("GT", "LABELS")
@@ -82,6 +88,10 @@ def train_id_name(name: str) -> str:
     return name[: -len(".png")] + LABEL_SUFFIX
 
 
+def prepare_hint(root: str | Path) -> str:
+    return PREPARE_COMMAND.format(root=root)
+
+
 class SYNTHIA(SegmentationFiles):
     """SYNTHIA-RAND-CITYSCAPES images with converted train-id labels.
 
@@ -90,7 +100,8 @@ class SYNTHIA(SegmentationFiles):
     outside that protocol's classes to ignore.
     """
 
-    dataset_name = "synthia"
+    dataset_name = NAME
+    prepare_command = PREPARE_COMMAND
 
     def __init__(
         self,
@@ -104,14 +115,14 @@ class SYNTHIA(SegmentationFiles):
         classes: int = 19,
         check_labels: bool = True,
     ) -> None:
-        root = require_root(root, "synthia")
+        root = require_root(root, NAME, PREPARE_COMMAND)
         if classes not in CLASS_SUBSETS:
             raise ValueError(f"classes must be one of {sorted(CLASS_SUBSETS)}, got {classes}")
         present = {n for n in list_files(root / "RGB") if NAME_PATTERN.match(n)}
         if not present:
             raise MissingFilesError(
                 f"no images in {root / 'RGB'}: SYNTHIA-RAND-CITYSCAPES expects <root>/RGB/*.png "
-                f"and <root>/GT/LABELS/*.png. Run: {prepare_hint('synthia', root)}"
+                f"and <root>/GT/LABELS/*.png. Run: {prepare_hint(root)}"
             )
         if ids is None:
             if len(present) != SYNTHIA_COUNT:
@@ -132,7 +143,7 @@ class SYNTHIA(SegmentationFiles):
         if absent:
             raise MissingFilesError(
                 f"{len(absent)} converted labels missing in {label_dir} (e.g. "
-                f"{summarize(absent, 3)}). Run: {prepare_hint('synthia', root)}"
+                f"{summarize(absent, 3)}). Run: {prepare_hint(root)}"
             )
         self.classes = classes
         keep = torch.zeros(256, dtype=torch.bool)
@@ -158,6 +169,12 @@ class SYNTHIA(SegmentationFiles):
             item["label"] = torch.where(self._keep[label], label, IGNORE_INDEX)
         return item
 
+    def class_counts(self, index: int) -> np.ndarray:
+        """As the base class, with the classes outside the protocol not counted (they are
+        ignore in this dataset's labels)."""
+        counts = super().class_counts(index)
+        return np.where(self._keep[: len(counts)].numpy(), counts, 0)
+
 
 # ------------------------------------------------------------------------------- preparation
 
@@ -176,7 +193,7 @@ def _convert_one(args: tuple[str, str, bool]) -> dict:
         entry["unknown_ids"] = unknown
     train = synthia_lut()[np.clip(ids, 0, 65535)]
     write_label_png(out, train)
-    entry["class_pixels"] = class_pixel_counts(train)
+    entry["class_pixels"] = label_class_counts(train).tolist()
     return entry
 
 
@@ -189,7 +206,7 @@ def prepare(
     log: Callable[[str], None] = print,
 ) -> dict:
     """Verify counts, convert the 16-bit labels to train-id PNGs, write the JSON report."""
-    root = require_root(root, "synthia")
+    root = require_root(root, NAME, PREPARE_COMMAND)
     label_dir = root.joinpath(*LABEL_DIR)
     images = {n for n in list_files(root / "RGB") if NAME_PATTERN.match(n)}
     labels = {n for n in list_files(label_dir) if NAME_PATTERN.match(n)}
@@ -209,11 +226,7 @@ def prepare(
     jobs = [(str(label_dir / n), str(label_dir / train_id_name(n)), strict_ids) for n in names
             if overwrite or n not in done or not (label_dir / train_id_name(n)).exists()]
     log(f"converting {len(jobs)} labels ({len(names) - len(jobs)} already done)")
-    if workers > 1 and len(jobs) > 1:
-        with Pool(workers) as pool:
-            entries = pool.map(_convert_one, jobs, chunksize=32)
-    else:
-        entries = [_convert_one(j) for j in jobs]
+    entries = run_conversions(_convert_one, jobs, workers, chunksize=32)
     done.update({e["name"]: e["class_pixels"] for e in entries})
     unknown = dict(report.get("unknown_label_ids", {}))
     unknown.update({e["name"]: e["unknown_ids"] for e in entries if "unknown_ids" in e})
@@ -230,3 +243,55 @@ def prepare(
     path = write_report(root, report)
     log(f"wrote {path}")
     return report
+
+
+def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``data_scripts/prepare_synthia.py`` beyond the shared ones."""
+    parser.add_argument("--strict-ids", action="store_true",
+                        help="fail on class ids > 22 instead of mapping them to ignore")
+
+
+# ------------------------------------------------------------------------------------ checks
+
+
+def check(root: Path) -> list[Finding]:
+    """What the doctor reports about a SYNTHIA folder: counts, conversion, label bit depth,
+    image size, decoding."""
+    prep = prepare_hint(root)
+    fix = f"extract SYNTHIA_RAND_CITYSCAPES into {root} (RGB/ and GT/LABELS/)"
+    label_dir = root.joinpath(*LABEL_DIR)
+    images = sorted(n for n in list_files(root / "RGB") if NAME_PATTERN.match(n))
+    files = list_files(label_dir)
+    labels = sorted(n for n in files if NAME_PATTERN.match(n))
+    out = [
+        checks.count(len(images), SYNTHIA_COUNT, f"images in {root / 'RGB'}", fix, []),
+        checks.count(len(labels), SYNTHIA_COUNT, f"labels in {label_dir}", fix, []),
+    ]
+    todo = [n for n in labels if train_id_name(n) not in files]
+    if not labels:
+        pass
+    elif todo:
+        out.append(Finding("problem", f"{len(todo)} labels not converted "
+                           f"(e.g. {summarize(todo, 3)})", prep))
+    else:
+        out.append(Finding("ok", f"converted train-id labels: {len(labels)}"))
+    if labels:
+        try:
+            raw = decode(label_dir / labels[0])
+            if raw.dtype.itemsize == 1:
+                out.append(Finding("warn", f"{labels[0]} is 8-bit; SYNTHIA's GT/LABELS are 16-bit "
+                                   "(is this the GT/COLOR folder?)", fix))
+            else:
+                out.append(Finding("ok", f"{labels[0]}: {raw.shape[0]} channels, 16-bit"))
+        except DatasetError as err:
+            out.append(Finding("problem", str(err), "extract the file again"))
+    if images:
+        out.append(checks.decodes(root / "RGB" / images[0]))
+        try:
+            w, h = png_size(root / "RGB" / images[0])
+            if (w, h) != NATIVE_SIZE:
+                out.append(Finding("warn", f"{images[0]} is {w}x{h}, SYNTHIA-RAND-CITYSCAPES "
+                                   f"images are {NATIVE_SIZE[0]}x{NATIVE_SIZE[1]}"))
+        except DatasetError as err:
+            out.append(Finding("problem", str(err)))
+    return out
