@@ -68,11 +68,12 @@ def _embedded(data: DataConfig) -> DomainData:
         light_shift=data.light_shift, seed=data.embedded_seed,
     )
 
-    def make(domain: str, split: str):
-        return synthetic.SyntheticStreetScenes(domain, split, scfg, cache=True)
+    def make(domain: str, split: str, flip: bool = False):
+        return synthetic.SyntheticStreetScenes(domain, split, scfg, flip=flip, cache=True)
 
-    src_train = make("source", "train")
-    tgt_train = make("target", "train")
+    # Only the training splits are mirrored (as the real datasets); evaluation never is.
+    src_train = make("source", "train", data.flip)
+    tgt_train = make("target", "train", data.flip)
     src_val = make("source", "val")
     tgt_val = make("target", "val")
     if data.train_on == "target":

@@ -550,17 +550,23 @@ class SyntheticStreetScenes(Dataset):
         split: ``"train"`` or ``"val"``.
         config: the benchmark definition.
         flip: horizontally flip half of the samples; the decision is a pure function of
-            ``(flip_seed, salt, index)``, and the salt (``set_flip_salt``, e.g. the epoch or
-            iteration) lets it change between passes.
+            ``(flip_seed, salt, index)``, and of the draw when the item is requested as
+            ``dataset[(index, draw)]``. The training loader does that (``keyed_flip``, see
+            :mod:`segda.data.loaders`; ``draw`` is the position in its stream), so every draw
+            of an image gets its own coin and a resumed run sees the same flips. The salt
+            (``set_flip_salt``) changes the decisions of plain ``dataset[index]`` calls.
         flip_seed: seed of the flip decisions.
         cache: keep rendered samples in memory (filled lazily, about 33 KB per 64x128 sample).
 
-    ``__getitem__`` returns ``{"image", "label", "index"}``.
+    ``__getitem__`` takes an index or an ``(index, draw)`` pair and returns
+    ``{"image", "label", "index"}``.
 
     Shape:
         - image: ``(3, H, W)`` float32, raw RGB in [0, 1] minus :data:`IMAGE_MEAN`.
         - label: ``(H, W)`` int64 train ids.
     """
+
+    keyed_flip = True  # __getitem__ accepts (index, draw) pairs, as the real datasets do
 
     def __init__(
         self,
@@ -589,10 +595,11 @@ class SyntheticStreetScenes(Dataset):
             raise ValueError(f"the flip salt must be >= 0, got {salt}")
         self.flip_salt = int(salt)
 
-    def is_flipped(self, index: int) -> bool:
+    def is_flipped(self, index: int, draw: int | None = None) -> bool:
         if not self.flip:
             return False
-        seq = np.random.SeedSequence([_STREAM_TAG, self.flip_seed, self.flip_salt, index])
+        key = [_STREAM_TAG, self.flip_seed, self.flip_salt, index]
+        seq = np.random.SeedSequence(key + ([] if draw is None else [draw]))
         return bool(seq.generate_state(1)[0] & 1)
 
     def _ensure_storage(self) -> None:
@@ -634,9 +641,10 @@ class SyntheticStreetScenes(Dataset):
             label = render_sample(self.config, self.domain, self.split, index, image=False)[1]
         return label_class_counts(label)
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        index, draw = (int(key[0]), int(key[1])) if isinstance(key, tuple) else (int(key), None)
         image, label = self._arrays(index)
-        if self.is_flipped(index):
+        if self.is_flipped(index, draw):
             image, label = image[:, ::-1], label[:, ::-1]
         image = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
         image = image.float().div_(255.0).sub_(IMAGE_MEAN)
