@@ -22,7 +22,7 @@ import pytest
 import torch
 from PIL import Image
 
-from segda import doctor
+from segda import doctor, viz
 from segda.data import cityscapes as cs
 from segda.data import gta5, loaders, real, stats, synthia
 from segda.data.real import (
@@ -229,7 +229,9 @@ def test_caffe_and_imagenet_values_by_hand(gta_root):
     hand = [(v / 255 - m) / s for v, m, s in zip((10, 20, 30), IMAGENET_MEAN, IMAGENET_STD,
                                                   strict=True)]
     assert y[:, 0, 0].tolist() == pytest.approx(hand, abs=1e-5)
-    assert torch.equal(real.denormalize(x)[:, 0, 0], torch.tensor([10, 20, 30], dtype=torch.uint8))
+    # segda.viz.to_display is the inverse (for pictures): RGB in [0, 1]
+    for inp, norm in ((x, "caffe"), (y, "imagenet")):
+        assert np.round(viz.to_display(inp, norm)[0, 0] * 255).tolist() == [10, 20, 30]
 
 
 def test_nearest_resize_matches_pil_exactly():

@@ -132,7 +132,8 @@ def denormalize_embedded(image_tensor) -> np.ndarray:
 
 
 def to_display(image_tensor, normalization: str = "embedded") -> np.ndarray:
-    """Undo a dataset's input normalisation for display.
+    """Undo a dataset's input normalisation for display (the one inverse of
+    :func:`segda.data.real.normalize` and of the embedded benchmark's mean subtraction).
 
     Args:
         image_tensor: one network input, ``(3, H, W)`` or ``(1, 3, H, W)``.

@@ -185,7 +185,7 @@ def normalize(image: torch.Tensor, normalization: str = "caffe") -> torch.Tensor
     """uint8 RGB ``(3, H, W)`` -> float32 network input.
 
     ``caffe``: BGR channel order, 0..255 minus ``CAFFE_MEAN_BGR``. ``imagenet``: RGB / 255, minus
-    mean, over std.
+    mean, over std. :func:`segda.viz.to_display` is the inverse, for pictures.
     """
     x = image.to(torch.float32)
     if normalization == "caffe":
@@ -196,20 +196,6 @@ def normalize(image: torch.Tensor, normalization: str = "caffe") -> torch.Tensor
         std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(3, 1, 1)
         return (x / 255.0 - mean) / std
     raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
-
-
-def denormalize(x: torch.Tensor, normalization: str = "caffe") -> torch.Tensor:
-    """Inverse of :func:`normalize`: float ``(3, H, W)`` -> uint8 RGB, for display."""
-    if normalization == "caffe":
-        mean = torch.tensor(CAFFE_MEAN_BGR, dtype=x.dtype, device=x.device).view(3, 1, 1)
-        rgb = (x + mean).flip(0)
-    elif normalization == "imagenet":
-        mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(3, 1, 1)
-        std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(3, 1, 1)
-        rgb = (x * std + mean) * 255.0
-    else:
-        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
-    return rgb.round().clamp(0, 255).to(torch.uint8)
 
 
 _VALID_TRAIN_IDS = torch.zeros(256, dtype=torch.bool)
