@@ -1,21 +1,36 @@
-"""data_scripts/cache_embedded.py writes splits that load back identically."""
+"""data_scripts/cache_embedded.py writes splits that load back identically, and the registry
+reads them only when they hold exactly what the run's generator config renders."""
 
 import importlib.util
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 
-from segda.data import synthetic
+from segda.config import DataConfig
+from segda.data import embedded_cache, registry, synthetic
 
 SCRIPT = Path(__file__).resolve().parents[1] / "data_scripts" / "cache_embedded.py"
 
 
-def test_cache_round_trip(tmp_path):
+def run_script(argv):
     spec = importlib.util.spec_from_file_location("cache_embedded", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    assert module.main(["--out", str(tmp_path), "--height", "16", "--width", "32"]) == 0
-    loaded = synthetic.SyntheticStreetScenes.load(tmp_path / "target_val.npz")
+    return module.main(argv)
+
+
+@pytest.fixture(scope="module")
+def cached_root(tmp_path_factory) -> Path:
+    """A data root whose embedded/ folder holds every split at 16x32 (seed 0)."""
+    root = tmp_path_factory.mktemp("data")
+    assert run_script(["--out", str(root / "embedded"), "--height", "16", "--width", "32"]) == 0
+    return root
+
+
+def test_cache_round_trip(cached_root):
+    loaded = synthetic.SyntheticStreetScenes.load(cached_root / "embedded" / "target_val.npz")
     fresh = synthetic.SyntheticStreetScenes(
         "target", "val", synthetic.SyntheticConfig(height=16, width=32)
     )
@@ -23,3 +38,44 @@ def test_cache_round_trip(tmp_path):
     for i in (0, len(fresh) - 1):
         assert np.array_equal(loaded[i]["image"].numpy(), fresh[i]["image"].numpy())
         assert np.array_equal(loaded[i]["label"].numpy(), fresh[i]["label"].numpy())
+
+
+def small(root, **kw) -> DataConfig:
+    return DataConfig(root=str(root), source_size=(32, 16), target_size=(32, 16), **kw)
+
+
+def test_registry_reads_a_matching_cache(cached_root, tmp_path):
+    data = registry.build_datasets(small(cached_root, flip=True))
+    for ds, name in ((data.train_source, "source_train"), (data.train_target, "target_train"),
+                     (data.val_source, "source_val"), (data.val_target, "target_val")):
+        assert ds.cache_file == cached_root / "embedded" / f"{name}.npz"
+    assert data.train_source.flip and not data.val_target.flip
+    rendered = registry.build_datasets(small(tmp_path, flip=True))  # no cache under tmp_path
+    assert rendered.val_target.cache_file is None
+    for i in (0, 7):
+        for key in (i, (i, 3)):
+            a, b = data.train_source[key], rendered.train_source[key]
+            assert torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"])
+
+
+def test_registry_ignores_a_cache_of_another_config(cached_root):
+    # the cache is 16x32 with palette shift 0.3; this run asks for 0.5
+    with pytest.warns(UserWarning) as record:
+        data = registry.build_datasets(small(cached_root, palette_shift=0.5))
+    assert data.val_target.cache_file is None
+    msg = str(record[0].message)
+    assert str(cached_root / "embedded") in msg and "palette_shift=0.5" in msg
+    assert "cache_embedded.py" in msg and "--palette-shift 0.5" in msg
+
+
+def test_a_cache_the_generator_no_longer_renders_is_ignored(tmp_path):
+    config = synthetic.SyntheticConfig(height=16, width=32)
+    ds = synthetic.SyntheticStreetScenes("target", "val", config)
+    ds.render_all()
+    ds._labels[-1] = (ds._labels[-1] + 1) % 19  # as if written by another generator version
+    path = ds.save_cache(tmp_path / "target_val.npz")
+    with pytest.warns(UserWarning, match="differ from what the generator renders"):
+        assert embedded_cache.load_verified(tmp_path, "target", "val", config) is None
+    path.write_bytes(path.read_bytes()[:100])  # truncated
+    with pytest.warns(UserWarning, match=f"{path}.*cannot read it"):
+        assert embedded_cache.load_verified(tmp_path, "target", "val", config) is None

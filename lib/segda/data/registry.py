@@ -57,7 +57,7 @@ def build_datasets(data: DataConfig, model: ModelConfig | None = None) -> Domain
 
 
 def _embedded(data: DataConfig) -> DomainData:
-    from segda.data import synthetic
+    from segda.data import embedded_cache, synthetic
 
     w_src, h_src = data.source_size
     w_tgt, h_tgt = data.target_size
@@ -68,7 +68,13 @@ def _embedded(data: DataConfig) -> DomainData:
         light_shift=data.light_shift, seed=data.embedded_seed,
     )
 
+    cache_dir = Path(data.root) / embedded_cache.FOLDER
+
     def make(domain: str, split: str, flip: bool = False):
+        # A verified pre-rendered split (data_scripts/cache_embedded.py) when there is one.
+        cached = embedded_cache.load_verified(cache_dir, domain, split, scfg, flip)
+        if cached is not None:
+            return cached
         return synthetic.SyntheticStreetScenes(domain, split, scfg, flip=flip, cache=True)
 
     # Only the training splits are mirrored (as the real datasets); evaluation never is.

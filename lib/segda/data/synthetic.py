@@ -582,6 +582,7 @@ class SyntheticStreetScenes(Dataset):
         self.flip, self.flip_seed = flip, flip_seed
         self.flip_salt = 0
         self.cache = cache
+        self.cache_file: Path | None = None  # the .npz the samples were read from, if any
         self._images: np.ndarray | None = None
         self._labels: np.ndarray | None = None
         self._cached: np.ndarray | None = None
@@ -683,6 +684,7 @@ class SyntheticStreetScenes(Dataset):
             raise ValueError(f"{path}: arrays {images.shape}/{labels.shape} do not fit {config}")
         dataset._images, dataset._labels = images, labels
         dataset._cached = np.ones(len(dataset), dtype=bool)
+        dataset.cache_file = Path(path)
         return dataset
 
 

@@ -1,0 +1,81 @@
+"""Pre-rendered splits of the embedded benchmark, read when they match the requested generator.
+
+``python data_scripts/cache_embedded.py --out data/embedded`` renders every split once into
+``<folder>/<domain>_<split>.npz`` (:meth:`SyntheticStreetScenes.save_cache`); the registry then
+reads ``<data.root>/embedded/`` instead of rendering, which saves the rendering time of each new
+run (a few seconds per 1,000 samples at 64x128).
+
+A cache is used only if it is what rendering would produce: the generator config stored in the
+file must equal the requested one, and two samples rendered afresh must equal the stored ones
+(this catches a file written by an older version of the generator). Otherwise it is ignored
+with a warning that says why and how to rebuild it, and the split is rendered as usual; the
+samples are the same either way, so a cache never changes a result.
+"""
+
+from __future__ import annotations
+
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from segda.data.synthetic import SyntheticConfig, SyntheticStreetScenes, render_sample
+
+FOLDER = "embedded"  # under DataConfig.root
+SCRIPT = "python data_scripts/cache_embedded.py"
+
+
+def cache_path(folder: str | Path, domain: str, split: str) -> Path:
+    return Path(folder) / f"{domain}_{split}.npz"
+
+
+def rebuild_command(folder: str | Path, config: SyntheticConfig) -> str:
+    return (f"{SCRIPT} --out {folder} --height {config.height} --width {config.width} "
+            f"--seed {config.seed} --palette-shift {config.palette_shift} "
+            f"--light-shift {config.light_shift}")
+
+
+def _matches_generator(dataset: SyntheticStreetScenes) -> bool:
+    for i in sorted({0, len(dataset) - 1}):
+        image, label = render_sample(dataset.config, dataset.domain, dataset.split, i)
+        if not (np.array_equal(dataset.label_array(i), label)
+                and np.array_equal(dataset.raw_image(i), image.astype(np.float32) / 255.0)):
+            return False
+    return True
+
+
+def load_verified(
+    folder: str | Path, domain: str, split: str, config: SyntheticConfig, flip: bool = False,
+) -> SyntheticStreetScenes | None:
+    """The cached split in ``folder`` if it holds exactly what ``config`` renders, else None.
+
+    None without a word when there is no file; with a :class:`UserWarning` naming the file,
+    the reason and the command that rebuilds it when a file is there but does not match.
+    """
+    path = cache_path(folder, domain, split)
+    if not path.is_file():
+        return None
+
+    def ignored(why: str) -> None:
+        warnings.warn(f"ignoring the embedded-benchmark cache {path}: {why}. Rendering instead; "
+                      f"to rebuild the cache run: {rebuild_command(folder, config)} (or delete "
+                      "the file)", UserWarning, stacklevel=3)
+
+    try:
+        dataset = SyntheticStreetScenes.load(path, flip=flip)
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as err:  # unreadable,
+        # truncated, or not the arrays save_cache writes
+        ignored(f"cannot read it ({err})")
+        return None
+    if (dataset.domain, dataset.split) != (domain, split):
+        ignored(f"it holds {dataset.domain}/{dataset.split}, not {domain}/{split}")
+        return None
+    if dataset.config != config:
+        ignored(f"it was rendered with {dataset.config}, this run asks for {config}")
+        return None
+    if not _matches_generator(dataset):
+        ignored("its samples differ from what the generator renders now (written by another "
+                "version of segda?)")
+        return None
+    return dataset
