@@ -80,7 +80,7 @@ for part in $PARTS; do
             [ "$DEVICE" = "cpu" ] && NPROC=2
             echo "== dist" >&2
             timeout --signal=INT --kill-after=10 60 python -m torch.distributed.run \
-                --nproc_per_node "$NPROC" -m segda.distributed embedded/minent \
+                --nproc_per_node "$NPROC" -m segda train embedded/minent \
                 --run-dir "$OUT_DIR/dist_run" --set run.device="$DEVICE" \
                 --set run.progress=false --set optim.early_stop=4 --set optim.max_iters=10 \
                 --set run.eval_max_images=8 > "$OUT_DIR/dist.log" 2>&1

@@ -35,9 +35,8 @@ import time
 
 import report  # benchmarks/report.py (scripts run as python benchmarks/<name>.py)
 import torch
-import torch.nn.functional as F
 
-from segda import config, models, repro, train
+from segda import config, evaluate, methods, models, repro
 from segda.metrics import ConfusionMatrix
 
 METHOD_ROWS = [
@@ -88,9 +87,9 @@ def make_batches(cfg, device, seed=0):
     label = torch.randint(0, cfg.model.num_classes, (n, hs, ws), generator=g)
     label[:, : hs // 10] = 255  # some ignored pixels, as in real labels
     fmt = torch.channels_last if cfg.run.channels_last else torch.contiguous_format
-    src = train.Batch(torch.randn(n, 3, hs, ws, generator=g).to(device, memory_format=fmt),
+    src = methods.Batch(torch.randn(n, 3, hs, ws, generator=g).to(device, memory_format=fmt),
                       label.to(device))
-    tgt = train.Batch(torch.randn(n, 3, ht, wt, generator=g).to(device, memory_format=fmt))
+    tgt = methods.Batch(torch.randn(n, 3, ht, wt, generator=g).to(device, memory_format=fmt))
     return src, tgt
 
 
@@ -128,16 +127,16 @@ def time_training(args, method, levels, switches):
     cfg = make_config(args, method, levels, switches)
     torch.compiler.reset()  # every row compiles (or not) from scratch
     torch.manual_seed(0)
-    state = train.build_state(cfg, device)
+    state = methods.build_state(cfg, device)
     state.seg.train()
     src, tgt = make_batches(cfg, device)
     sync(device)
     t = time.perf_counter()
-    first = {k: float(v) for k, v in train.train_step(state, src, tgt, cfg).items()}
+    first = {k: float(v) for k, v in methods.train_step(state, src, tgt, cfg).items()}
     first_s = time.perf_counter() - t
 
     def step():
-        logged = train.train_step(state, src, tgt, cfg)
+        logged = methods.train_step(state, src, tgt, cfg)
         float(logged["seg_main"])  # the loop logs losses, which synchronises
 
     ms = median_ms(step, args.warmup - 1, args.iters, device)
@@ -229,10 +228,7 @@ def run_ablation(args, emit, budget: Budget) -> None:
 
 def predict_labels(model, images, size, amp):
     """The papers' protocol: main logits upsampled (align_corners=True) to the label size, argmax."""
-    with torch.autocast(images.device.type, torch.bfloat16, enabled=amp):
-        main = model(images).main
-    up = F.interpolate(main.float(), size=size, mode="bilinear", align_corners=True)
-    return up.argmax(1)
+    return evaluate.predict(model, images, size, amp=amp)[1].argmax(1)
 
 
 def time_eval(args, amp, channels_last, batch, compile_mode):

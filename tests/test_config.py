@@ -2,7 +2,7 @@
 
 import pytest
 
-from segda import config
+from segda import config, methods
 
 
 def test_every_preset_loads_and_validates():
@@ -58,7 +58,7 @@ def test_invalid_choice_and_inconsistent_levels():
     with pytest.raises(config.ConfigError, match="'model.bn_mode'"):
         config.load(None, {"model.bn_mode": "sometimes"})
     with pytest.raises(config.ConfigError, match="method.name"):
-        config.load(None, {"method.name": "dann"})
+        methods.get(config.load(None, {"method.name": "dann"}).method.name)
     with pytest.raises(config.ConfigError, match="multi_level"):
         config.load(None, {"method.levels": "multi", "model.multi_level": False})
 

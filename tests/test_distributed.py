@@ -12,7 +12,7 @@ import torch
 import torch.multiprocessing as mp
 
 from segda import checkpointing, config, distributed, train
-from segda.data import registry
+from segda.data import loaders, registry
 from segda.data.loaders import InfiniteSampler
 
 N = 2  # iterations before the interruption; the straight run does 2N
@@ -87,13 +87,13 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
 def test_rank_sampler_splits_the_single_process_stream():
     size, b, w, seed = 23, 2, 3, 5
     single = iter(InfiniteSampler(size, seed=seed))
-    ranks = [iter(distributed.RankSampler(size, b, r, w, seed=seed)) for r in range(w)]
+    ranks = [iter(loaders.RankSampler(size, b, r, w, seed=seed)) for r in range(w)]
     for _ in range(12):  # iterations, across several epochs
         expected = [next(single) for _ in range(b * w)]
         got = [next(it) for it in ranks for _ in range(b)]
         assert got == expected
-    resumed = iter(distributed.RankSampler(size, b, 1, w, seed=seed, start_iter=12))
-    again = iter(distributed.RankSampler(size, b, 1, w, seed=seed))
+    resumed = iter(loaders.RankSampler(size, b, 1, w, seed=seed, start_iter=12))
+    again = iter(loaders.RankSampler(size, b, 1, w, seed=seed))
     for _ in range(12 * b):
         next(again)
     assert [next(resumed) for _ in range(10)] == [next(again) for _ in range(10)]
@@ -144,7 +144,7 @@ def test_torchrun_entry_point(tmp_path):
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
         "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-        "-m", "segda.distributed", "embedded/minent", "--run-dir", str(tmp_path / "run"),
+        "-m", "segda", "train", "embedded/minent", "--run-dir", str(tmp_path / "run"),
         "--set", "data.source_size=[64, 32]", "--set", "data.target_size=[64, 32]",
         "--set", "data.batch_size=2", "--set", "optim.early_stop=2", "--set", "optim.max_iters=10",
         "--set", "run.device=cpu", "--set", "run.progress=false", "--set", "run.eval_max_images=2",

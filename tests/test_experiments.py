@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from segda import experiments
+from segda import experiments, results, runs, train
 
 TINY = {"data.source_size": [64, 32], "data.target_size": [64, 32], "data.batch_size": 2,
         "optim.max_iters": 2, "optim.early_stop": 2, "run.device": "cpu", "run.progress": False,
@@ -25,7 +25,7 @@ def test_summarize_pairs_gains_per_seed_and_lists_variants_last():
         ("advent", 0, 63.0), ("advent", 1, 57.0),
         ("output_adv_single@lam0.001", 0, 61.0), ("output_adv_single@lam0.001", 1, 55.0),
     ])
-    table = experiments.summarize(df)
+    table = results.summarize(df)
     assert list(table.index) == ["source-only", "source-only + target BN (control)", "AdvEnt",
                                  "output_adv_single@lam0.001"]
     advent = table.loc["AdvEnt"]
@@ -36,7 +36,7 @@ def test_summarize_pairs_gains_per_seed_and_lists_variants_last():
     assert advent["gain vs BN control"] == pytest.approx(2.0)
     variant = table.loc["output_adv_single@lam0.001"]
     assert variant["gain vs BN control"] == pytest.approx(0.0)  # 61-60, 55-56
-    text = experiments.format_table(table)
+    text = results.format_table(table)
     assert "| AdvEnt | 60.0 +/- 4.2 | 80.0 | +15.0 | +2.0 | 2 |" in text
 
 
@@ -57,9 +57,9 @@ def test_select_variant_pairs_variant_rows_with_each_other():
         ("source_only_tgt_bn@400it", 0, 61.0), ("advent@400it", 0, 64.5),
         ("advent+minent@400it", 0, 63.0), ("advent@other", 0, 10.0),
     ])
-    chosen = experiments.select_variant(df, "@400it")
+    chosen = results.select_variant(df, "@400it")
     assert sorted(chosen["run"]) == ["seed0/advent", "seed0/advent+minent", "seed0/source_only_tgt_bn"]
-    table = experiments.summarize(chosen)
+    table = results.summarize(chosen)
     assert table.loc["AdvEnt", "gain vs BN control"] == pytest.approx(3.5)  # 64.5 - 61, not - 60
     assert table.loc["AdvEnt + MinEnt (ensemble)", "gain vs BN control"] == pytest.approx(2.0)
 
@@ -68,7 +68,7 @@ def test_results_block_says_what_produced_the_table_and_leaves_variants_out():
     df = _runs([("source_only", 0, 40.0), ("advent", 0, 50.0), ("advent@400it", 0, 51.0)],
                cpu="Some CPU", gpu="", torch="2.14.1", threads="2")
     df["wall_time_s"] = [10.0, float("nan"), 99.0]
-    block = experiments.results_block(df, wall_time_s=123.4)
+    block = results.results_block(df, wall_time_s=123.4)
     assert "| AdvEnt | 50.0 | 80.0 | +10.0 | - | 1 |" in block
     assert "advent@400it" not in block
     assert "2 runs over seeds [0]; machine: Some CPU (torch threads per run: 2); torch 2.14.1." in block
@@ -78,19 +78,19 @@ def test_results_block_says_what_produced_the_table_and_leaves_variants_out():
 
 def test_write_readme_block_replaces_only_the_marked_text(tmp_path):
     readme = tmp_path / "README.md"
-    begin = experiments.README_BEGIN.format(name="embedded")
-    end = experiments.README_END.format(name="embedded")
+    begin = results.README_BEGIN.format(name="embedded")
+    end = results.README_END.format(name="embedded")
     readme.write_text(f"# title\n\nbefore\n{begin}\nold table\n{end}\nafter\n")
-    experiments.write_readme_block(readme, "embedded", "| new | table |")
+    results.write_readme_block(readme, "embedded", "| new | table |")
     assert readme.read_text() == f"# title\n\nbefore\n{begin}\n| new | table |\n{end}\nafter\n"
     with pytest.raises(ValueError, match="segda:results other begin"):
-        experiments.write_readme_block(readme, "other", "x")
+        results.write_readme_block(readme, "other", "x")
 
 
 def test_ensemble_command_evaluates_the_members_sum_of_logits(tmp_path):
     import json
 
-    from segda import cli, evaluate, runs
+    from segda import cli, evaluate
     from segda.data import registry
 
     for preset in ("minent", "advent"):
@@ -99,7 +99,7 @@ def test_ensemble_command_evaluates_the_members_sum_of_logits(tmp_path):
                      "--run-root", str(tmp_path), "--name", "advent+minent@x"]) == 0
     written = json.loads((tmp_path / "seed1" / "advent+minent@x" / "metrics.json").read_text())
     assert written["ensemble"]["weights"] == [0.5, 0.5]
-    members = [runs.load_run(tmp_path / "seed1" / m) for m in ("advent@x", "minent@x")]
+    members = [train.load_run(tmp_path / "seed1" / m) for m in ("advent@x", "minent@x")]
     data = registry.build_datasets(members[0].config.data, members[0].config.model)
     direct = evaluate.evaluate([m.seg for m in members], data.val_target, weights=[0.5, 0.5])
     assert written["evals"][0]["target_miou"] == pytest.approx(direct.miou, abs=1e-12)
@@ -108,22 +108,22 @@ def test_ensemble_command_evaluates_the_members_sum_of_logits(tmp_path):
 def test_train_eval_and_suite_commands_end_to_end(tmp_path, capsys):
     import json
 
-    from segda import cli, evaluate, runs
+    from segda import cli, evaluate
     from segda.data import registry
 
     sets = [x for k, v in TINY.items() for x in ("--set", f"{k}={json.dumps(v)}")]
     assert cli.main(["train", "embedded/minent", "--run-dir", str(tmp_path / "t"), *sets]) == 0
     assert cli.main(["eval", "--checkpoint", str(tmp_path / "t" / "last.pth"), "--max-images", "4",
                      "--device", "cpu"]) == 0
-    run = runs.load_run(tmp_path / "t")
+    run = train.load_run(tmp_path / "t")
     data = registry.build_datasets(run.config.data, run.config.model)
     direct = evaluate.evaluate(run.seg, data.val_target, max_images=4, device="cpu")
     table = pd.read_csv(tmp_path / "t" / "eval_last_19cls.csv", index_col=0)
     assert table["mIoU"].iloc[0] == pytest.approx(100 * direct.miou, abs=1e-9)
 
     readme = tmp_path / "README.md"
-    readme.write_text(experiments.README_BEGIN.format(name="embedded") + "\n"
-                      + experiments.README_END.format(name="embedded") + "\n")
+    readme.write_text(results.README_BEGIN.format(name="embedded") + "\n"
+                      + results.README_END.format(name="embedded") + "\n")
     pre = [x for k, v in TINY.items() for x in ("--pretrain-set", f"{k}={json.dumps(v)}")]
     ada = [x for k, v in TINY.items() for x in ("--adapt-set", f"{k}={json.dumps(v)}")]
     capsys.readouterr()
@@ -131,7 +131,7 @@ def test_train_eval_and_suite_commands_end_to_end(tmp_path, capsys):
                      "--readme", str(readme)]) == 0
     assert "wall time" in capsys.readouterr().out
     rows = set(runs.collect(tmp_path / "suite")["run"])
-    assert rows == {f"seed7/{k}" for k in ("source_pretrain", "oracle", *experiments.ADAPTATION_PRESETS,
+    assert rows == {f"seed7/{k}" for k in ("source_pretrain", "oracle", *results.ADAPTATION_PRESETS,
                                            "advent+minent")}
     written = readme.read_text()
     assert "| AdvEnt + MinEnt (ensemble) |" in written and "This command's wall time:" in written

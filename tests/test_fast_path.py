@@ -44,7 +44,7 @@ def one_step(overrides, batch, term_norms=False):
     """
     cfg = config.load("embedded/source_only", {**BASE, **overrides})
     torch.manual_seed(0)
-    state = train.build_state(cfg, torch.device("cpu"))
+    state = methods.build_state(cfg, torch.device("cpu"))
     state.seg.train()
     seg_params = [p for p in state.seg.parameters() if p.requires_grad]
     disc_params = [p for d in state.discs.values() for p in d.parameters()]
@@ -70,9 +70,9 @@ def one_step(overrides, batch, term_norms=False):
     if term_norms:
         methods.discriminator_losses = disc_losses_spy
     try:
-        logged = train.train_step(
-            state, train.Batch(src_img.contiguous(memory_format=fmt), label),
-            train.Batch(tgt_img.contiguous(memory_format=fmt)), cfg,
+        logged = methods.train_step(
+            state, methods.Batch(src_img.contiguous(memory_format=fmt), label),
+            methods.Batch(tgt_img.contiguous(memory_format=fmt)), cfg,
         )
     finally:
         methods.discriminator_losses = disc_losses

@@ -94,12 +94,12 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, small_da
 
 def test_ensure_run_reuses_finished_runs_and_refuses_other_configs(tmp_path, small_data):
     cfg = _cfg(method="source_only", iters=2)
-    first = runs.ensure_run(tmp_path / "r", cfg, data=small_data)
-    again = runs.ensure_run(tmp_path / "r", cfg, data=small_data)
+    first = train.ensure_run(tmp_path / "r", cfg, data=small_data)
+    again = train.ensure_run(tmp_path / "r", cfg, data=small_data)
     a, b = first.seg.state_dict(), again.seg.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(ValueError, match="optim.lr"):
-        runs.ensure_run(tmp_path / "r", cfg.replace({"optim.lr": 0.1}), data=small_data)
+        train.ensure_run(tmp_path / "r", cfg.replace({"optim.lr": 0.1}), data=small_data)
     table = runs.collect(tmp_path)
     assert list(table["method"]) == ["source_only"]
 
@@ -124,13 +124,13 @@ def test_wall_time_is_recorded_and_summed_over_resumes(tmp_path, small_data):
 def test_write_results_writes_the_table_and_one_line_per_run(tmp_path, small_data):
     import pandas as pd
 
-    from segda import experiments
+    from segda import results
 
     with pytest.raises(RuntimeError, match=str(tmp_path)):
-        experiments.write_results(tmp_path)
+        results.write_results(tmp_path)
     cfg = _cfg(method="source_only", iters=1)
-    result = runs.ensure_run(tmp_path / "seed0" / "source_only", cfg, data=small_data)
-    text = experiments.write_results(tmp_path)
+    result = train.ensure_run(tmp_path / "seed0" / "source_only", cfg, data=small_data)
+    text = results.write_results(tmp_path)
     per_run = pd.read_csv(tmp_path / "runs.csv")
     assert list(per_run["method"]) == ["source_only"]
     table = pd.read_csv(tmp_path / "results.csv", index_col=0)
@@ -142,8 +142,8 @@ def test_write_results_writes_the_table_and_one_line_per_run(tmp_path, small_dat
     from segda import cli
 
     readme = tmp_path / "README.md"
-    readme.write_text("intro\n" + experiments.README_BEGIN.format(name="embedded") + "\n"
-                      + experiments.README_END.format(name="embedded") + "\noutro\n")
+    readme.write_text("intro\n" + results.README_BEGIN.format(name="embedded") + "\n"
+                      + results.README_END.format(name="embedded") + "\noutro\n")
     assert cli.main(["collect", str(tmp_path), "--readme", str(readme)]) == 0
     written = readme.read_text()
     assert written.startswith("intro\n") and written.endswith("\noutro\n")

@@ -5,7 +5,7 @@ import itertools
 import pytest
 import torch
 
-from segda import config, methods, train
+from segda import config, methods
 from segda.data import synthetic
 
 CASES = [
@@ -40,8 +40,8 @@ def _batches(cfg_s, n=2):
         s = [src[i] for i in idx]
         t = [tgt[i] for i in idx]
         yield (
-            train.Batch(torch.stack([x["image"] for x in s]), torch.stack([x["label"] for x in s])),
-            train.Batch(torch.stack([x["image"] for x in t])),
+            methods.Batch(torch.stack([x["image"] for x in s]), torch.stack([x["label"] for x in s])),
+            methods.Batch(torch.stack([x["image"] for x in t])),
         )
 
 
@@ -49,14 +49,14 @@ def _batches(cfg_s, n=2):
 def test_method_trains_a_few_steps(method, levels, tiny_embedded):
     torch.manual_seed(0)
     cfg = _cfg(method, levels)
-    state = train.build_state(cfg, torch.device("cpu"))
+    state = methods.build_state(cfg, torch.device("cpu"))
     state.seg.train()
     before = {k: v.clone() for k, v in state.seg.state_dict().items()}
     d_before = {lvl: [p.clone() for p in d.parameters()] for lvl, d in state.discs.items()}
     batches = _batches(tiny_embedded)
     for _ in range(3):
         src, tgt = next(batches)
-        logged = train.train_step(state, src, tgt, cfg)
+        logged = methods.train_step(state, src, tgt, cfg)
         assert all(torch.isfinite(v) for v in logged.values()), logged
     expected = methods.METHODS[method]
     assert "seg_main" in logged
@@ -80,14 +80,14 @@ def test_source_only_never_touches_target_and_control_only_moves_bn_stats(tiny_e
     torch.manual_seed(0)
     cfg_a = _cfg("source_only", "single")
     cfg_b = _cfg("source_only_tgt_bn", "single")
-    a = train.build_state(cfg_a, torch.device("cpu"))
-    b = train.build_state(cfg_b, torch.device("cpu"))
+    a = methods.build_state(cfg_a, torch.device("cpu"))
+    b = methods.build_state(cfg_b, torch.device("cpu"))
     b.seg.load_state_dict(a.seg.state_dict())
     a.seg.train()
     b.seg.train()
     src, tgt = next(_batches(tiny_embedded))
-    train.train_step(a, src, tgt, cfg_a)
-    train.train_step(b, src, tgt, cfg_b)
+    methods.train_step(a, src, tgt, cfg_a)
+    methods.train_step(b, src, tgt, cfg_b)
     sa, sb = a.seg.state_dict(), b.seg.state_dict()
     for k in sa:
         if "running" in k or "num_batches" in k:
@@ -99,7 +99,7 @@ def test_source_only_never_touches_target_and_control_only_moves_bn_stats(tiny_e
 @pytest.mark.parametrize("method", ["output_adv", "advent", "feature_adv"])
 def test_discriminators_get_gradients_only_in_their_own_step(method, tiny_embedded, monkeypatch):
     cfg = _cfg(method, "multi")
-    state = train.build_state(cfg, torch.device("cpu"))
+    state = methods.build_state(cfg, torch.device("cpu"))
     state.seg.train()
     seen = {}
     original = methods.discriminator_losses
@@ -127,7 +127,7 @@ def test_discriminators_get_gradients_only_in_their_own_step(method, tiny_embedd
 
     monkeypatch.setattr(state.opt_seg, "step", spy_step)
     src, tgt = next(_batches(tiny_embedded))
-    train.train_step(state, src, tgt, cfg)
+    methods.train_step(state, src, tgt, cfg)
     # No segmenter loss reached the discriminators' parameters ...
     assert all(g is None for g in seen["disc_grads_before"])
     # ... the discriminator losses did ...
@@ -143,20 +143,20 @@ def test_discriminators_get_gradients_only_in_their_own_step(method, tiny_embedd
 def test_adversarial_gradient_reaches_segmenter_through_frozen_discriminator(tiny_embedded):
     """With the segmentation loss switched off, only the adversarial term moves the heads."""
     cfg = _cfg("advent", "single", **{"method.lambda_seg_main": 0.0, "method.lambda_seg_aux": 0.0})
-    state = train.build_state(cfg, torch.device("cpu"))
+    state = methods.build_state(cfg, torch.device("cpu"))
     state.seg.train()
     src, tgt = next(_batches(tiny_embedded))
     head = state.seg.layer6.conv2d_list[0].weight
     before = head.clone()
-    train.train_step(state, src, tgt, cfg)
+    methods.train_step(state, src, tgt, cfg)
     assert not torch.equal(before, head)
 
 
 def test_class_ratio_prior_term_is_logged(tiny_embedded):
     cfg = _cfg("minent", "multi", **{"method.lambda_cp": 0.01})
-    state = train.build_state(cfg, torch.device("cpu"))
+    state = methods.build_state(cfg, torch.device("cpu"))
     state.seg.train()
     src, tgt = next(_batches(tiny_embedded))
     prior = torch.as_tensor(synthetic.source_class_prior(tiny_embedded), dtype=torch.float32)
-    logged = train.train_step(state, src, tgt, cfg, source_prior=prior)
+    logged = methods.train_step(state, src, tgt, cfg, source_prior=prior)
     assert "cp_main" in logged and torch.isfinite(logged["cp_main"])

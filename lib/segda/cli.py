@@ -1,7 +1,8 @@
 """Command line: ``python -m segda <command>``.
 
 Commands:
-  train       train one preset into a run folder (resumes when the folder has a checkpoint)
+  train       train one preset into a run folder (resumes when the folder has a checkpoint);
+              torchrun --nproc_per_node N -m segda train ... trains data-parallel
   eval        evaluate one checkpoint or an ensemble; writes a per-class table beside it
   suite       the embedded-benchmark experiment over seeds; prints the results table
   variant     one embedded preset with overrides over seeds (lambda sweeps, longer schedules)
@@ -19,45 +20,44 @@ import time
 from pathlib import Path
 
 
-def _parse_sets(items: list[str]) -> dict:
-    """``["optim.lr=1e-3", "method.levels=multi"]`` -> typed overrides (YAML scalars)."""
-    from segda.config import ConfigError, parse_yaml
-
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ConfigError(f"--set expects key=value, got {item!r}")
-        key, value = item.split("=", 1)
-        out[key] = parse_yaml(value)
-    return out
-
-
 def cmd_train(args) -> int:
-    from segda import config, runs
+    """Train one preset; under ``torchrun`` every rank joins the data-parallel run."""
+    from segda import config, distributed, methods, train
 
-    cfg = config.load(args.preset, _parse_sets(args.set))
-    print(cfg.to_yaml())
-    result = runs.ensure_run(args.run_dir, cfg, retrain=args.retrain)
-    final = result.final_eval or {}
-    print(f"done: iteration {result.state.iteration}, target mIoU "
-          f"{100 * final.get('target_miou', float('nan')):.2f}")
+    cfg = config.load(args.preset, config.parse_overrides(args.set))
+    methods.get(cfg.method.name)  # an unknown method is a config error before anything runs
+    dist = distributed.init_from_env(device=cfg.run.device) if distributed.launched_by_torchrun() \
+        else None
+    main = dist is None or dist.is_main
+    try:
+        if main:
+            print(cfg.to_yaml())
+        if dist is not None and main:
+            print(f"{dist.world_size} ranks, {cfg.data.batch_size} image(s) per domain per rank: "
+                  f"effective batch {dist.world_size * cfg.data.batch_size}", flush=True)
+        if args.stop_at is not None:
+            result = train.fit(cfg, args.run_dir, resume=not args.retrain, stop_at=args.stop_at,
+                               dist=dist)
+        else:
+            result = train.ensure_run(args.run_dir, cfg, retrain=args.retrain, dist=dist)
+        if main:
+            final = result.final_eval or {}
+            print(f"done: iteration {result.state.iteration}, target mIoU "
+                  f"{100 * final.get('target_miou', float('nan')):.2f}", flush=True)
+    finally:
+        if dist is not None:
+            distributed.destroy()
     return 0
 
 
 def _model_from_checkpoint(path: Path, args):
     import torch
 
-    from segda import config, models
+    from segda import checkpointing, config, models
 
     blob = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(blob, dict) and blob.get("format") == "segda-run-v1":
-        cfg = config.from_dict(blob["config"])
-        seg = models.build_segmenter(
-            cfg.model.name, cfg.model.num_classes, cfg.model.multi_level,
-            cfg.model.aspp_branches, cfg.model.bn_mode,
-        )
-        seg.load_state_dict(blob["segmenter"])
-        return seg, cfg
+    if checkpointing.is_run_checkpoint(blob):
+        return checkpointing.segmenter_from_run(blob)
     from segda.models import checkpoints
 
     branches = args.aspp_branches or checkpoints.aspp_branches_for(path.name)
@@ -105,15 +105,15 @@ def cmd_eval(args) -> int:
 
 
 def cmd_suite(args) -> int:
-    from segda import experiments, runs
+    from segda import config, experiments, results, runs
 
     t0 = time.perf_counter()
-    pre = _parse_sets(args.pretrain_set)
-    ada = _parse_sets(args.adapt_set)
+    pre = config.parse_overrides(args.pretrain_set)
+    ada = config.parse_overrides(args.adapt_set)
     for seed in args.seeds:
         experiments.run_seed(args.run_root, seed, pretrain_overrides=pre, adapt_overrides=ada)
     collected = runs.collect(args.run_root)
-    print(experiments.write_results(args.run_root, collected))
+    print(results.write_results(args.run_root, collected))
     wall = time.perf_counter() - t0
     print(f"wall time {wall:.0f} s")
     _write_readme(args, collected, wall)
@@ -124,19 +124,19 @@ def _write_readme(args, collected, wall_time_s: float | None = None) -> None:
     """--readme: the table, with its machine and wall time, between the README's markers."""
     if not args.readme:
         return
-    from segda import experiments
+    from segda import results
 
     if args.readme_variant:
-        collected = experiments.select_variant(collected, args.readme_variant)
-    block = experiments.results_block(collected, wall_time_s)
-    experiments.write_readme_block(args.readme, args.readme_block, block)
+        collected = results.select_variant(collected, args.readme_variant)
+    block = results.results_block(collected, wall_time_s)
+    results.write_readme_block(args.readme, args.readme_block, block)
     print(f"wrote the table into {args.readme} (block {args.readme_block!r})")
 
 
 def cmd_variant(args) -> int:
-    from segda import experiments
+    from segda import config, experiments
 
-    overrides = _parse_sets(args.set)
+    overrides = config.parse_overrides(args.set)
     for seed in args.seeds:
         result = experiments.run_variant(args.run_root, seed, args.preset, args.name, overrides)
         for ev in result.state.evals:
@@ -147,12 +147,12 @@ def cmd_variant(args) -> int:
 
 
 def cmd_ensemble(args) -> int:
-    from segda import experiments, runs
+    from segda import experiments, train
     from segda.data import registry
 
     for seed in args.seeds:
         root = Path(args.run_root) / f"seed{seed}"
-        results = {m: runs.load_run(root / m) for m in args.members}
+        results = {m: train.load_run(root / m) for m in args.members}
         cfg = results[args.members[0]].config
         res = experiments.evaluate_ensemble(
             args.run_root, seed, results, registry.build_datasets(cfg.data, cfg.model),
@@ -163,11 +163,11 @@ def cmd_ensemble(args) -> int:
 
 
 def cmd_collect(args) -> int:
-    from segda import experiments, runs
+    from segda import results, runs
 
     collected = runs.collect(args.run_root)
     try:
-        print(experiments.write_results(args.run_root, collected))
+        print(results.write_results(args.run_root, collected))
     except RuntimeError as err:
         print(err, file=sys.stderr)
         return 1
@@ -176,13 +176,13 @@ def cmd_collect(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from segda import experiments, notebooks_runner
+    from segda import config, notebooks_runner, results
 
     notebooks_runner.sweep(
         notebook=args.notebook, out_root=args.out, presets=args.presets, seeds=args.seeds,
-        parameters=_parse_sets(args.param),
+        parameters=config.parse_overrides(args.param),
     )
-    print(experiments.write_results(args.out))
+    print(results.write_results(args.out))
     return 0
 
 
@@ -205,11 +205,15 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train a preset into a run folder")
+    p = sub.add_parser("train", help="train a preset into a run folder (under torchrun: "
+                       "data-parallel over the ranks)")
     p.add_argument("preset")
     p.add_argument("--run-dir", required=True)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--retrain", action="store_true")
+    p.add_argument("--retrain", action="store_true",
+                   help="train again from the start, replacing what the folder holds")
+    p.add_argument("--stop-at", type=int, default=None,
+                   help="stop after this iteration (the run can be resumed)")
     p.set_defaults(fn=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate checkpoints (several = ensemble)")

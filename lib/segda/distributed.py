@@ -1,6 +1,9 @@
-"""Data-parallel training over several processes, one device each, launched by ``torchrun``.
+"""Data-parallel training: the process group and the collectives the training loop needs.
 
-    torchrun --nproc_per_node 4 -m segda.distributed paper/advent --run-dir runs/advent_x4 \\
+``torchrun`` launches the ordinary ``train`` command; it sees ``RANK`` / ``WORLD_SIZE`` in the
+environment and joins the group (:func:`init_from_env`)::
+
+    torchrun --nproc_per_node 4 -m segda train paper/advent --run-dir runs/advent_x4 \\
         --set data.root=data
 
 Every rank runs the same :func:`segda.train.fit` on its own images; the ranks stay identical.
@@ -28,9 +31,9 @@ How the ranks are kept in step
   (and the checkpoint) identical.
 * **Data.** Rank ``r`` of ``W`` with a per-rank batch ``B`` takes, at iteration ``k``, positions
   ``[(kW + r) B, (kW + r + 1) B)`` of the single-process stream of :mod:`segda.data.loaders`
-  (:class:`RankSampler`). The ranks therefore draw different images, and together they see at
-  iteration ``k`` exactly the batch ``k`` of a single-process run with batch ``W * B``, in the
-  same order; a resumed run continues the stream exactly.
+  (:class:`segda.data.loaders.RankSampler`). The ranks therefore draw different images, and
+  together they see at iteration ``k`` exactly the batch ``k`` of a single-process run with
+  batch ``W * B``, in the same order; a resumed run continues the stream exactly.
 * **Effective batch and learning rate.** Each step averages the gradients of ``W`` ranks, i.e.
   the gradient of the mean of the per-rank losses: an effective batch of ``W * B`` source and
   ``W * B`` target images (each rank's cross-entropy is a mean over its own valid pixels, and
@@ -45,24 +48,19 @@ How the ranks are kept in step
   the config; every rank reads ``last.pth`` to resume. Logged losses are means over the ranks,
   so a non-finite loss stops every rank at the same iteration. The world size is stored in the
   checkpoint and a resume with another world size is refused (it would draw other images).
-  Evaluation is split over the ranks and the confusion matrices are summed.
+  Evaluation is split over the ranks and the confusion matrices are summed
+  (:meth:`segda.metrics.ConfusionMatrix.reduce_from_all_processes`).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as tdist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
-
-from segda.data.loaders import InfiniteSampler, worker_init_fn
 
 
 @dataclass
@@ -108,11 +106,6 @@ class DistContext:
         tdist.all_reduce(out)
         return (out / self.world_size).cpu()
 
-    def sum_(self, tensor: torch.Tensor) -> torch.Tensor:
-        out = tensor.to(self.device).clone()
-        tdist.all_reduce(out)
-        return out.to(tensor.device)
-
     def sync_step(self, state) -> None:
         """Average gradients (segmenter and discriminators) and batch-norm running statistics."""
         modules = [state.seg, *state.discs.values()]
@@ -152,6 +145,11 @@ def _unflatten_into(flat: torch.Tensor, tensors: list[torch.Tensor]) -> None:
         offset += n
 
 
+def launched_by_torchrun() -> bool:
+    """True in a process that ``torchrun`` started as one of several ranks."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
+
+
 def init_from_env(backend: str | None = None, device: str = "auto") -> DistContext:
     """Join the process group ``torchrun`` describes (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
     ``MASTER_ADDR``, ``MASTER_PORT``). NCCL on CUDA devices, gloo on CPU."""
@@ -170,93 +168,7 @@ def init_from_env(backend: str | None = None, device: str = "auto") -> DistConte
     return DistContext(rank=rank, world_size=world, local_rank=local, device=dev)
 
 
-# ------------------------------------------------------------------------------------- data
-
-
-class RankSampler(Sampler):
-    """This rank's share of the single-process stream (see the module docstring).
-
-    Iteration ``k`` of rank ``r`` gets the ``B`` stream positions ``[(kW + r) B, (kW + r + 1) B)``,
-    so the ranks' batches at iteration ``k`` concatenate to batch ``k`` of the single-process
-    stream with batch ``W * B``.
-    """
-
-    def __init__(
-        self, size: int, batch_size: int, rank: int, world_size: int, seed: int = 0,
-        start_iter: int = 0, shuffle: bool = True, with_position: bool = False,
-    ) -> None:
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} is not in a world of {world_size}")
-        self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
-        self.stream = InfiniteSampler(size, seed=seed, start=start_iter * batch_size * world_size,
-                                      shuffle=shuffle, with_position=with_position)
-
-    def __iter__(self) -> Iterator:
-        it = iter(self.stream)
-        b, lo = self.batch_size, self.rank * self.batch_size
-        while True:
-            chunk = [next(it) for _ in range(b * self.world_size)]
-            yield from chunk[lo : lo + b]
-
-
-def build_rank_loader(
-    dataset: Dataset, batch_size: int, rank: int, world_size: int, seed: int = 0,
-    start_iter: int = 0, num_workers: int = 0, pin_memory: bool = False,
-) -> Iterator[dict]:
-    """Like :func:`segda.data.loaders.build_loader`, for one rank of ``world_size``."""
-    sampler = RankSampler(len(dataset), batch_size, rank, world_size, seed=seed,
-                          start_iter=start_iter,
-                          with_position=bool(getattr(dataset, "keyed_flip", False)))
-    worker_seed = int(np.random.SeedSequence([seed, rank]).generate_state(1)[0])
-    loader = DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-        pin_memory=pin_memory, drop_last=True,
-        worker_init_fn=worker_init_fn if num_workers > 0 else None,
-        generator=torch.Generator().manual_seed(worker_seed),
-        persistent_workers=num_workers > 0,
-    )
-    return iter(loader)
-
-
-# ------------------------------------------------------------------------------ entry point
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``torchrun --nproc_per_node N -m segda.distributed PRESET --run-dir DIR [--set k=v ...]``."""
-    from segda import config, runs, train
-    from segda.cli import _parse_sets
-
-    p = argparse.ArgumentParser(prog="torchrun --nproc_per_node N -m segda.distributed",
-                                description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("preset")
-    p.add_argument("--run-dir", required=True)
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--stop-at", type=int, default=None,
-                   help="stop after this iteration (the run can be resumed)")
-    args = p.parse_args(argv)
-    cfg = config.load(args.preset, _parse_sets(args.set))
-    ctx = init_from_env(device=cfg.run.device)
-    try:
-        saved = Path(args.run_dir) / "config.yaml"
-        if saved.exists():
-            old = config.from_dict(config.parse_yaml(saved.read_text()))
-            if old != cfg:
-                raise ValueError(f"{args.run_dir} holds a run with another config "
-                                 f"({runs._diff(old.to_dict(), cfg.to_dict())}); use another folder")
-        if ctx.is_main:
-            print(cfg.to_yaml())
-            print(f"{ctx.world_size} ranks, {cfg.data.batch_size} image(s) per domain per rank: "
-                  f"effective batch {ctx.world_size * cfg.data.batch_size}", flush=True)
-        result = train.fit(cfg, args.run_dir, dist=ctx, stop_at=args.stop_at)
-        if ctx.is_main:
-            final = result.final_eval or {}
-            print(f"done: iteration {result.state.iteration}, target mIoU "
-                  f"{100 * final.get('target_miou', float('nan')):.2f}", flush=True)
-    finally:
+def destroy() -> None:
+    """Leave the process group (the end of a data-parallel run)."""
+    if tdist.is_initialized():
         tdist.destroy_process_group()
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -19,7 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segda.losses import entropy_loss, upcast
 from segda.metrics import ConfusionMatrix, iou_table, mean_iou
+from segda.models.outputs import SegOutput, upsample_logits
 from segda.repro import resolve_device
 
 
@@ -38,23 +40,42 @@ class EvalResult:
 
 
 @contextlib.contextmanager
-def _eval_mode(models: Sequence[nn.Module]):
-    """Eval mode (running batch-norm statistics) inside the block; each model's mode restored."""
-    modes = [m.training for m in models]
-    for m in models:
+def eval_mode(*models: nn.Module | None):
+    """Eval mode (running batch-norm statistics) inside the block; each model's mode restored.
+    ``None`` entries are skipped (an absent discriminator)."""
+    present = [m for m in models if m is not None]
+    modes = [m.training for m in present]
+    for m in present:
         m.eval()
     try:
         yield
     finally:
-        for m, mode in zip(models, modes, strict=True):
+        for m, mode in zip(present, modes, strict=True):
             m.train(mode)
 
 
-def _item_batches(dataset, max_images: int | None, batch_size: int):
-    """Lists of at most ``batch_size`` items over the first ``max_images`` of ``dataset``."""
+def _item_batches(dataset, indices: Sequence[int], batch_size: int):
+    """Lists of at most ``batch_size`` items of ``dataset`` at ``indices``."""
+    for start in range(0, len(indices), batch_size):
+        yield [dataset[i] for i in indices[start : start + batch_size]]
+
+
+def _indices(dataset, max_images: int | None, rank: int = 0, world_size: int = 1) -> range:
+    """The first ``max_images`` images; rank ``r`` of ``W`` takes every ``W``-th of them."""
     n = len(dataset) if max_images is None else min(max_images, len(dataset))
-    for start in range(0, n, batch_size):
-        yield [dataset[i] for i in range(start, min(start + batch_size, n))]
+    return range(rank, n, world_size)
+
+
+def predict(
+    model: nn.Module, images: torch.Tensor, size: tuple[int, int], *,
+    align_corners: bool = True, amp: bool = False,
+) -> tuple[SegOutput, torch.Tensor]:
+    """One model's output on ``images`` and its main logits upsampled to ``size`` the papers'
+    way (bilinear, ``align_corners=True``), in at least float32. Runs in the model's current
+    mode; wrap it in :func:`eval_mode` and ``torch.no_grad()`` to predict."""
+    with torch.autocast(images.device.type, torch.bfloat16, enabled=amp):
+        out = model(images)
+    return out, upsample_logits(upcast(out.main), size, align_corners)
 
 
 @torch.no_grad()
@@ -80,9 +101,7 @@ def predict_logits(
         raise ValueError(f"combine must be 'logits' or 'probs', got {combine!r}")
     total = None
     for model, w in zip(models, weights, strict=True):
-        with torch.autocast(images.device.type, torch.bfloat16, enabled=amp):
-            main = model(images).main
-        up = F.interpolate(main.float(), size=size, mode="bilinear", align_corners=align_corners)
+        _, up = predict(model, images, size, align_corners=align_corners, amp=amp)
         term = w * (F.softmax(up, dim=1) if combine == "probs" else up)
         total = term if total is None else total + term
     return total
@@ -101,19 +120,24 @@ def evaluate(
     max_images: int | None = None,
     amp: bool = False,
     align_corners: bool = True,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> EvalResult:
     """Confusion matrix, per-class IoU and mIoU of one model or an ensemble on ``dataset``.
 
     Items of ``dataset`` are dicts with ``"image"`` (3, H, W) and ``"label"`` (h, w); logits
     are upsampled to the label's size, so full-resolution labels give the papers' protocol.
     Models are put in eval mode (running batch-norm statistics) and restored afterwards.
+    ``rank`` / ``world_size``: in a data-parallel run each rank evaluates every
+    ``world_size``-th image and the confusion matrices are summed over the ranks.
     """
     device = resolve_device(device) if isinstance(device, str) else device
     model_list = [models] if isinstance(models, nn.Module) else list(models)
     conf = ConfusionMatrix(num_classes)
     n = 0
-    with _eval_mode(model_list):
-        for items in _item_batches(dataset, max_images, batch_size):
+    with eval_mode(*model_list):
+        for items in _item_batches(dataset, _indices(dataset, max_images, rank, world_size),
+                                   batch_size):
             # Items of one batch share a label size (datasets resize to a fixed size).
             images = torch.stack([it["image"] for it in items]).to(device)
             labels = torch.stack([torch.as_tensor(it["label"]) for it in items]).to(device)
@@ -122,6 +146,8 @@ def evaluate(
             )
             conf.update(logits.argmax(1), labels)
             n += len(items)
+    if world_size > 1:
+        conf.reduce_from_all_processes(device)
     iou = conf.iou()
     return EvalResult(conf.matrix.cpu(), iou, mean_iou(iou), n)
 
@@ -138,8 +164,8 @@ def predicted_class_shares(
     """
     device = resolve_device(device) if isinstance(device, str) else device
     counts = torch.zeros(num_classes, dtype=torch.long)
-    with _eval_mode([model]):
-        for items in _item_batches(dataset, max_images, batch_size):
+    with eval_mode(model):
+        for items in _item_batches(dataset, _indices(dataset, max_images), batch_size):
             images = torch.stack([it["image"] for it in items]).to(device)
             pred = predict_logits(model, images, tuple(images.shape[-2:])).argmax(1)
             counts += torch.bincount(pred.reshape(-1).cpu(), minlength=num_classes)[:num_classes]
@@ -156,12 +182,10 @@ def mean_entropy(
     ADVENT's starting observation: low on source images (except at object boundaries), high
     on target images.
     """
-    from segda.losses import entropy_loss
-
     device = resolve_device(device) if isinstance(device, str) else device
     total, count = 0.0, 0
-    with _eval_mode([model]):
-        for items in _item_batches(dataset, max_images, batch_size):
+    with eval_mode(model):
+        for items in _item_batches(dataset, _indices(dataset, max_images), batch_size):
             images = torch.stack([it["image"] for it in items]).to(device)
             logits = predict_logits(model, images, tuple(images.shape[-2:]))
             total += float(entropy_loss(F.softmax(logits, dim=1))) * len(images)

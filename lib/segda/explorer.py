@@ -20,7 +20,6 @@ import functools
 import traceback
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,9 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segda import viz
+from segda import evaluate, methods, viz
 from segda.labels import CLASS_NAMES, IGNORE_INDEX
-from segda.models.outputs import SegOutput
+from segda.losses import upcast
+from segda.models.outputs import SegOutput, upsample_logits
 
 LAYERS: tuple[str, ...] = ("image", "ground truth", "prediction", "entropy", "discriminator")
 NO_HIGHLIGHT = "none"
@@ -46,8 +46,7 @@ def softmax_disc_input(out: SegOutput, size: tuple[int, int]) -> torch.Tensor:
     Upsampled with ``align_corners=True`` as both official loops do before the discriminator.
     Shape: -> ``(N, C, H, W)``.
     """
-    up = F.interpolate(out.main.float(), size=size, mode="bilinear", align_corners=True)
-    return F.softmax(up, dim=1)
+    return methods.disc_input(methods.METHODS["output_adv"], out.upsampled(size), "main")
 
 
 def disc_input_for_method(method, level: str = "main") -> DiscInputFn:
@@ -57,13 +56,10 @@ def disc_input_for_method(method, level: str = "main") -> DiscInputFn:
         method: a :class:`segda.methods.Method` or its name in ``METHODS``.
         level: the discriminator's level, ``"main"`` or ``"aux"``.
     """
-    from segda import methods
-
-    m = methods.METHODS[method] if isinstance(method, str) else method
+    m = methods.get(method) if isinstance(method, str) else method
 
     def fn(out: SegOutput, size: tuple[int, int]) -> torch.Tensor:
-        up = {level: methods.upsample(out.logits(level).float(), size, align_corners=True)}
-        return methods.discriminator_input(m, out, up, level)
+        return methods.disc_input(m, out.upsampled(size), level)
 
     return fn
 
@@ -127,20 +123,6 @@ def _device_of(module: nn.Module) -> torch.device:
     return param.device if param is not None else torch.device("cpu")
 
 
-@contextmanager
-def eval_mode(*modules: nn.Module | None):
-    """Put modules in eval mode (running batch-norm statistics) and restore their modes."""
-    present = [m for m in modules if m is not None]
-    modes = [m.training for m in present]
-    try:
-        for m in present:
-            m.eval()
-        yield
-    finally:
-        for m, mode in zip(present, modes, strict=True):
-            m.train(mode)
-
-
 @torch.no_grad()
 def predict(
     model: nn.Module,
@@ -153,18 +135,16 @@ def predict(
     Shape: image ``(3, H, W)`` (normalised as the model expects) -> logits ``(C, H, W)``,
     disc ``(H, W)``.
     """
-    with eval_mode(model, discriminator):
+    with evaluate.eval_mode(model, discriminator):
         x = image.unsqueeze(0).to(_device_of(model))
         size = (x.shape[-2], x.shape[-1])
-        out = model(x)
-        logits = F.interpolate(out.main.float(), size=size, mode="bilinear", align_corners=True)
+        out, logits = evaluate.predict(model, x, size)
         disc = None
         if discriminator is not None:
             d_in = (disc_input_fn or softmax_disc_input)(out, size)
-            d_out = discriminator(d_in.to(_device_of(discriminator))).float()
+            d_out = upcast(discriminator(d_in.to(_device_of(discriminator))))
             # The D output is at 1/32 of the input; upsample its logits, then squash.
-            d_up = F.interpolate(d_out, size=size, mode="bilinear", align_corners=True)
-            disc = torch.sigmoid(d_up)[0, 0].cpu()
+            disc = torch.sigmoid(upsample_logits(d_out, size))[0, 0].cpu()
     return Prediction(logits=logits[0].cpu(), disc=disc)
 
 
@@ -536,6 +516,6 @@ def build_explorer(
 
 __all__ = [
     "LAYERS", "NO_HIGHLIGHT", "Prediction", "PredictionCache", "available_layers",
-    "build_explorer", "compute_layer", "disc_input_for_method", "eval_mode", "explorer_grid",
+    "build_explorer", "compute_layer", "disc_input_for_method", "explorer_grid",
     "get_prediction", "layer_figure", "layers_for", "predict", "softmax_disc_input",
 ]

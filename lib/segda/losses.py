@@ -17,6 +17,15 @@ SOURCE_DOMAIN = 0.0
 TARGET_DOMAIN = 1.0
 # The official code adds 1e-30 inside the log so that p = 0 gives 0 * log(1e-30) = 0.
 LOG_EPS = 1e-30
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def upcast(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32 when it is in a half precision (bf16 autocast), otherwise unchanged.
+
+    Losses, softmax and logarithms run in at least float32; a float64 model stays float64.
+    """
+    return x.float() if x.dtype in HALF_DTYPES else x
 
 
 def seg_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -62,6 +62,16 @@ class ConfusionMatrix:
             return torch.zeros(self.num_classes, self.num_classes, dtype=torch.long)
         return self.mat
 
+    def reduce_from_all_processes(self, device: torch.device | None = None) -> None:
+        """Sum the matrix over the ranks of a data-parallel run (each rank counted its share
+        of the images); without a process group this does nothing. ``device``: where the
+        collective runs (the rank's device; a rank that saw no image has no matrix yet)."""
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return
+        total = self.matrix.to(device or self.matrix.device).clone()
+        torch.distributed.all_reduce(total)
+        self.mat = total
+
     def iou(self) -> np.ndarray:
         return per_class_iou(self.matrix)
 

@@ -104,9 +104,9 @@ def demo(out: Path, quick: bool = False) -> int:
         execute(path, executed, params, cwd=nb_dir)
         figures += len(export_figures(executed, out / "figures"))
         print(f"{name}: {time.perf_counter() - t:.0f} s", flush=True)
-    from segda import experiments
+    from segda import results
 
-    print(experiments.write_results(run_dir))
+    print(results.write_results(run_dir))
     print(f"{figures} figures in {out / 'figures'}; metrics in {run_dir / 'results.csv'} and "
           f"{run_dir / 'results.md'}")
     print(f"demo finished in {time.perf_counter() - t0:.0f} s; outputs under {out}")

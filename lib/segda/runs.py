@@ -1,78 +1,66 @@
-"""Run folders: train what is missing, reuse what is there, collect results into tables.
+"""Run folders: the only module that writes or reads their files, and tables over many of them.
 
-A run folder holds ``config.yaml``, ``last.pth``, ``history.csv`` and ``metrics.json``
-(written by :func:`segda.train.fit`). Notebooks call :func:`ensure_run` so that a later
-notebook reuses an earlier notebook's source-only checkpoint instead of retraining it, and a
-re-executed notebook picks up a finished run in seconds.
+A run folder holds:
+
+* ``config.yaml``: the run's configuration (written when the run starts);
+* ``last.pth`` (and ``iter_XXXXXX.pth`` snapshots): checkpoints (:mod:`segda.checkpointing`);
+* ``history.csv`` and ``metrics.json``: the loss history and the evaluations (written when the
+  run ends); an ensemble's folder holds only ``metrics.json``.
+
+Every file is written atomically. :func:`check_config` is the one check that a folder holds no
+run of another configuration; the library, the command line and data-parallel runs all use it.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from segda import checkpointing, repro
 from segda import config as config_mod
 from segda.config import TrainConfig
 
+if TYPE_CHECKING:
+    from segda.methods import TrainState
 
-def is_complete(run_dir: str | Path, cfg: TrainConfig) -> bool:
-    """True when ``run_dir`` holds a finished run of exactly ``cfg``."""
-    run_dir = Path(run_dir)
-    metrics, saved = run_dir / "metrics.json", run_dir / "config.yaml"
-    if not (metrics.exists() and saved.exists() and (run_dir / "last.pth").exists()):
-        return False
-    same = config_mod.from_dict(config_mod.parse_yaml(saved.read_text())) == cfg
-    done = json.loads(metrics.read_text()).get("iteration", -1) >= cfg.optim.early_stop
-    return same and done
+CONFIG = "config.yaml"
+METRICS = "metrics.json"
+HISTORY = "history.csv"
+CHECKPOINT = "last.pth"
 
 
-def ensure_run(run_dir: str | Path, cfg: TrainConfig, *, data=None, retrain: bool = False):
-    """Train ``cfg`` into ``run_dir`` unless a finished identical run is already there.
-
-    Returns a :class:`segda.train.RunResult` (loaded from disk when reused). A run folder with
-    a *different* config is an error, so results never silently mix configurations.
-    """
-    from segda import train
-
-    run_dir = Path(run_dir)
-    saved = run_dir / "config.yaml"
-    if saved.exists() and not retrain:
-        old = config_mod.from_dict(config_mod.parse_yaml(saved.read_text()))
-        if old != cfg:
-            diff = _diff(old.to_dict(), cfg.to_dict())
-            raise ValueError(
-                f"{run_dir} holds a run with another config ({diff}); use another run folder "
-                "or pass retrain=True"
-            )
-    if not retrain and is_complete(run_dir, cfg):
-        return load_run(run_dir, data=data)
-    return train.fit(cfg, run_dir, data=data, resume=not retrain)
+def write_config(run_dir: str | Path, cfg: TrainConfig) -> None:
+    checkpointing.write_text_atomic(Path(run_dir) / CONFIG, cfg.to_yaml())
 
 
-def load_run(run_dir: str | Path, data=None):
-    """Rebuild a :class:`segda.train.RunResult` from a run folder's ``last.pth``."""
-    from segda import checkpointing, repro, train
-
-    run_dir = Path(run_dir)
-    ckpt = checkpointing.load_run_checkpoint(run_dir / "last.pth")
-    cfg = config_mod.from_dict(ckpt["config"])
-    state = train.build_state(cfg, repro.resolve_device(cfg.run.device))
-    rng = repro.rng_state()
-    train.load_state_into(state, ckpt)
-    repro.set_rng_state(rng)  # loading a finished run must not disturb the caller's RNG
-    state.seg.eval()
-    return train.RunResult(state, cfg, run_dir, 0.0)
+def read_config(run_dir: str | Path) -> TrainConfig | None:
+    """The config a run folder holds, or ``None`` when it holds none."""
+    path = Path(run_dir) / CONFIG
+    if not path.exists():
+        return None
+    return config_mod.from_dict(config_mod.parse_yaml(path.read_text()))
 
 
-def _diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> str:
+def check_config(run_dir: str | Path, cfg: TrainConfig) -> None:
+    """Refuse a folder that holds a run of another configuration (results never mix)."""
+    old = read_config(run_dir)
+    if old is not None and old != cfg:
+        raise ValueError(
+            f"{run_dir} holds a run with another config ({diff(old.to_dict(), cfg.to_dict())}); "
+            "use another run folder, or retrain it (retrain=True; command line: --retrain)"
+        )
+
+
+def diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> str:
+    """The keys whose values differ between two nested config dicts, ``key: old -> new``."""
     out = []
     for key in sorted(set(a) | set(b)):
         va, vb = a.get(key), b.get(key)
         if isinstance(va, dict) and isinstance(vb, dict):
-            inner = _diff(va, vb, f"{prefix}{key}.")
+            inner = diff(va, vb, f"{prefix}{key}.")
             if inner:
                 out.append(inner)
         elif va != vb:
@@ -80,8 +68,40 @@ def _diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> str:
     return ", ".join(out)
 
 
+def write_metrics(run_dir: str | Path, metrics: dict[str, Any]) -> None:
+    checkpointing.write_text_atomic(Path(run_dir) / METRICS, json.dumps(metrics, indent=1))
+
+
 def read_metrics(run_dir: str | Path) -> dict[str, Any]:
-    return json.loads((Path(run_dir) / "metrics.json").read_text())
+    return json.loads((Path(run_dir) / METRICS).read_text())
+
+
+def write_summaries(run_dir: str | Path, state: TrainState, cfg: TrainConfig) -> None:
+    """``history.csv`` and ``metrics.json`` of a finished (or stopped) run."""
+    import pandas as pd
+
+    run_dir = Path(run_dir)
+    checkpointing.write_text_atomic(run_dir / HISTORY,
+                                    pd.DataFrame(state.history).to_csv(index=False))
+    write_metrics(run_dir, {
+        "method": cfg.method.name,
+        "levels": cfg.method.levels,
+        "seed": cfg.run.seed,
+        "train_on": cfg.data.train_on,
+        "iteration": state.iteration,
+        "evals": state.evals,
+        "wall_time_s": round(state.wall_time_s, 3),
+        "environment": repro.environment(),
+    })
+
+
+def is_complete(run_dir: str | Path, cfg: TrainConfig) -> bool:
+    """True when ``run_dir`` holds a finished run of exactly ``cfg``."""
+    run_dir = Path(run_dir)
+    if not ((run_dir / METRICS).exists() and (run_dir / CHECKPOINT).exists()):
+        return False
+    same = read_config(run_dir) == cfg
+    return same and read_metrics(run_dir).get("iteration", -1) >= cfg.optim.early_stop
 
 
 def collect(run_root: str | Path):
@@ -93,9 +113,9 @@ def collect(run_root: str | Path):
     from segda.labels import CLASS_NAMES
 
     rows = []
-    for metrics_path in sorted(Path(run_root).rglob("metrics.json")):
+    for metrics_path in sorted(Path(run_root).rglob(METRICS)):
         run_dir = metrics_path.parent
-        m = json.loads(metrics_path.read_text())
+        m = read_metrics(run_dir)
         if not m.get("evals"):
             continue
         last = m["evals"][-1]

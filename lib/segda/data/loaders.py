@@ -8,6 +8,11 @@ iteration ``k`` resumes exactly by building its loader with ``start_iter=k``.
 
 Datasets that set ``keyed_flip = True`` (the real datasets) receive ``(index, position)`` keys so
 that their random mirror is keyed by the draw too; others receive plain indices.
+
+In a data-parallel run, rank ``r`` of ``W`` with a per-rank batch ``B`` takes, at iteration
+``k``, positions ``[(kW + r) B, (kW + r + 1) B)`` of the same stream (:class:`RankSampler`): the
+ranks draw different images, and together they see at iteration ``k`` exactly batch ``k`` of a
+single-process run with batch ``W * B``, in the same order.
 """
 
 from __future__ import annotations
@@ -67,6 +72,32 @@ class InfiniteSampler(Sampler):
             epoch, offset = epoch + 1, 0
 
 
+class RankSampler(Sampler):
+    """Rank ``rank``'s share of the stream of :class:`InfiniteSampler` (see the module docstring).
+
+    Iteration ``k`` of rank ``r`` gets the ``B`` stream positions ``[(kW + r) B, (kW + r + 1) B)``,
+    so the ranks' batches at iteration ``k`` concatenate to batch ``k`` of the single-process
+    stream with batch ``W * B``. With one rank it is the single-process stream itself.
+    """
+
+    def __init__(
+        self, size: int, batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0,
+        start_iter: int = 0, shuffle: bool = True, with_position: bool = False,
+    ) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in a world of {world_size}")
+        self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
+        self.stream = InfiniteSampler(size, seed=seed, start=start_iter * batch_size * world_size,
+                                      shuffle=shuffle, with_position=with_position)
+
+    def __iter__(self) -> Iterator:
+        it = iter(self.stream)
+        b, lo = self.batch_size, self.rank * self.batch_size
+        while True:
+            chunk = [next(it) for _ in range(b * self.world_size)]
+            yield from chunk[lo : lo + b]
+
+
 def worker_init_fn(worker_id: int) -> None:
     """Seed python, numpy and torch in a worker from the seed the DataLoader gave it.
 
@@ -87,14 +118,21 @@ def build_loader(
     num_workers: int = 0,
     pin_memory: bool = False,
     shuffle: bool = True,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> Iterator[dict]:
     """An endless iterator of collated batches; batch ``k`` is the same for any ``start_iter <= k``.
 
-    Every batch is full (the stream never ends, so there is no last partial batch).
+    Every batch is full (the stream never ends, so there is no last partial batch). ``rank`` /
+    ``world_size``: this process's share in a data-parallel run (:class:`RankSampler`).
     """
-    sampler = InfiniteSampler(
-        len(dataset), seed=seed, start=start_iter * batch_size, shuffle=shuffle,
-        with_position=bool(getattr(dataset, "keyed_flip", False)),
+    sampler = RankSampler(
+        len(dataset), batch_size, rank, world_size, seed=seed, start_iter=start_iter,
+        shuffle=shuffle, with_position=bool(getattr(dataset, "keyed_flip", False)),
+    )
+    # Worker seeds: the run's seed on one process; one seed per rank in a data-parallel run.
+    worker_seed = seed if world_size == 1 else int(
+        np.random.SeedSequence([seed, rank]).generate_state(1)[0]
     )
     loader = DataLoader(
         dataset,
@@ -104,7 +142,7 @@ def build_loader(
         pin_memory=pin_memory,
         drop_last=True,
         worker_init_fn=worker_init_fn if num_workers > 0 else None,
-        generator=torch.Generator().manual_seed(seed),
+        generator=torch.Generator().manual_seed(worker_seed),
         persistent_workers=num_workers > 0,
     )
     return iter(loader)

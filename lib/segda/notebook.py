@@ -1,0 +1,130 @@
+"""What the teaching notebooks call: a config from papermill's parameters, runs trained or
+reused, and a comparison table of the rows a notebook trained.
+
+Notebook parameters are literals (papermill injects overrides after the parameters cell and
+does not recompute derived values), so the derivation lives here, in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from segda import config, experiments, train
+from segda.results import ROW_NAMES
+
+
+def notebook_config(
+    preset: str,
+    *,
+    dataset: str | None = None,
+    data_root: str | None = None,
+    model: str | None = None,
+    max_iters: int | None = None,
+    batch_size: int | None = None,
+    image_size: Sequence[int] | None = None,
+    device: str = "auto",
+    seed: int = 0,
+    amp: bool = False,
+    progress: bool = False,
+    eval_images: int | None = None,
+    extra: dict | None = None,
+) -> config.TrainConfig:
+    """A config from the notebooks' papermill parameters (literals) on top of a preset.
+
+    ``max_iters`` is the number of iterations to run. Presets whose poly schedule ends where
+    the run ends (the embedded ones) get both ``optim.max_iters`` and ``optim.early_stop``;
+    the paper presets keep their 250k-iteration schedule horizon and only stop earlier,
+    as the official code does. ``image_size`` is ``[W, H]`` for both domains; ``None`` keeps
+    the preset's sizes (1280x720 / 1024x512 for the paper rows).
+    """
+    base = config.load(preset)
+    over: dict = {"run.seed": seed, "run.device": device, "run.amp": amp,
+                  "run.progress": progress}
+    if dataset is not None:
+        over["data.dataset"] = dataset
+    if data_root is not None:
+        over["data.root"] = data_root
+    if model is not None:
+        over["model.name"] = model
+    if max_iters is not None:
+        over["optim.early_stop"] = max_iters
+        if base.optim.max_iters == base.optim.early_stop:
+            over["optim.max_iters"] = max_iters
+    if batch_size is not None:
+        over["data.batch_size"] = batch_size
+    if eval_images is not None:
+        over["run.eval_max_images"] = eval_images
+    if image_size is not None:
+        over["data.source_size"] = list(image_size)
+        over["data.target_size"] = list(image_size)
+    over.update(extra or {})
+    return config.load(preset, over)
+
+
+def run_folder(run_dir: str | Path, preset: str, seed: int) -> Path:
+    return Path(run_dir) / f"seed{seed}" / preset.split("/")[-1]
+
+
+def train_preset(
+    preset: str,
+    run_dir: str | Path,
+    *,
+    pretrain_iters: int | None = None,
+    data=None,
+    **params,
+):
+    """Train (or reuse from ``run_dir``) one preset as a notebook asks for it.
+
+    Embedded adaptation presets warm-start from the source-only checkpoint of the same seed
+    (``embedded/source_pretrain`` with ``max_iters = pretrain_iters``), which is trained
+    first when missing; notebooks therefore share one source-only model per seed.
+    """
+    seed = params.get("seed", 0)
+    extra = dict(params.pop("extra", None) or {})
+    if experiments.is_warm_started(preset):
+        pre_cfg = notebook_config("embedded/source_pretrain",
+                                  **{**params, "max_iters": pretrain_iters})
+        extra["model.init_checkpoint"] = str(
+            experiments.warm_start(Path(run_dir) / f"seed{seed}", pre_cfg, data)
+        )
+    elif preset.startswith("embedded/"):
+        params = {**params, "max_iters": pretrain_iters or params.get("max_iters")}
+    cfg = notebook_config(preset, extra=extra, **params)
+    if data is not None and cfg.data.train_on != "source":
+        data = None  # an oracle trains on labelled target images: its own datasets
+    return train.ensure_run(run_folder(run_dir, preset, seed), cfg, data=data)
+
+
+def sibling(preset: str, name: str) -> str:
+    """The preset ``name`` of the same family: ``sibling("paper/advent", "minent")`` is
+    ``"paper/minent"``, so a notebook run at paper scale compares against paper-scale runs."""
+    family = preset.split("/")[0] if "/" in preset else "embedded"
+    return f"{family}/{name}"
+
+
+def train_rows(presets: Sequence[str], run_dir: str | Path, **kwargs) -> dict:
+    """``{preset name: RunResult}`` for several presets (trained or reused)."""
+    return {p.split("/")[-1]: train_preset(p, run_dir, **kwargs) for p in presets}
+
+
+def compare(results: dict):
+    """Target and source mIoU (%) of trained runs (their final evaluation), with gains against
+    the first two rows: pass plain source-only and the batch-norm control first."""
+    import pandas as pd
+
+    rows = {}
+    for name, res in results.items():
+        final = res.final_eval or {}
+        rows[ROW_NAMES.get(name, name)] = {
+            "target mIoU": 100 * final.get("target_miou", np.nan),
+            "source mIoU": 100 * final.get("source_miou", np.nan),
+        }
+    df = pd.DataFrame.from_dict(rows, orient="index")
+    names = list(df.index)
+    if len(names) >= 2:
+        df["gain vs source-only"] = df["target mIoU"] - df.loc[names[0], "target mIoU"]
+        df["gain vs BN control"] = df["target mIoU"] - df.loc[names[1], "target mIoU"]
+    return df.round(2)

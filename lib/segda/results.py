@@ -1,0 +1,143 @@
+"""Results tables: mean +/- std over seeds with paired gains, files, and the README's table.
+
+:func:`summarize` turns :func:`segda.runs.collect`'s one-row-per-run table into one row per
+method; gains are paired per seed (every adaptation row of a seed starts from the same
+pretrained checkpoint). :func:`write_results` writes results.md/.csv and runs.csv beside the
+runs; :func:`write_readme_block` puts a table between a README's markers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from segda import runs
+
+ADAPTATION_PRESETS: tuple[str, ...] = (
+    "source_only", "source_only_tgt_bn", "feature_adv", "output_adv_single",
+    "output_adv_multi", "minent", "minent_cp", "advent",
+)
+ENSEMBLE_ROW = "advent+minent"
+ROW_NAMES = {
+    "source_only": "source-only", "source_only_tgt_bn": "source-only + target BN (control)",
+    "feature_adv": "feature-level adversarial", "output_adv_single": "AdaptSegNet single-level",
+    "output_adv_multi": "AdaptSegNet multi-level", "minent": "MinEnt", "minent_cp": "MinEnt + CP",
+    "advent": "AdvEnt", "advent+minent": "AdvEnt + MinEnt (ensemble)",
+    "oracle": "oracle (target-trained)", "source_pretrain": "source-only (pretrained checkpoint)",
+}
+
+
+def summarize(df):
+    """Mean +/- std over seeds per method, with gains against source-only and the BN control."""
+    import pandas as pd
+
+    df = df.copy()
+    df["key"] = df["run"].str.split("/").str[-1]
+    grouped = df.groupby("key")
+    table = pd.DataFrame({
+        "target mIoU": grouped["target_miou"].mean(),
+        "std": grouped["target_miou"].std(ddof=1),
+        "source mIoU": grouped["source_miou"].mean(),
+        "seeds": grouped["seed"].nunique(),
+    })
+    for ref, col in (("source_only", "gain vs source-only"),
+                     ("source_only_tgt_bn", "gain vs BN control")):
+        if ref in table.index:
+            # Paired per seed: the same pretrained checkpoint underlies both rows.
+            base = df[df["key"] == ref].set_index("seed")["target_miou"]
+            gains = df.assign(g=df["target_miou"] - df["seed"].map(base)).groupby("key")["g"]
+            table[col] = gains.mean()
+    order = ["source_pretrain", *ADAPTATION_PRESETS, ENSEMBLE_ROW, "oracle"]
+    # Variants (run_variant) follow the main rows, under their folder names.
+    table = table.reindex([k for k in order if k in table.index]
+                          + sorted(k for k in table.index if k not in order))
+    table.index = [ROW_NAMES.get(k, k) for k in table.index]
+    return table
+
+
+def format_table(table, digits: int = 1) -> str:
+    """Markdown with mean +/- std."""
+    cols = ["method", "target mIoU (mean +/- std)", "source mIoU", "gain vs source-only",
+            "gain vs BN control", "seeds"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for name, row in table.iterrows():
+        std = "" if np.isnan(row["std"]) else f" +/- {row['std']:.{digits}f}"
+
+        def fmt(v, signed=False):
+            if v is None or (isinstance(v, float) and np.isnan(v)):
+                return "-"
+            return f"{v:+.{digits}f}" if signed else f"{v:.{digits}f}"
+
+        lines.append("| " + " | ".join([
+            name, f"{row['target mIoU']:.{digits}f}{std}", fmt(row["source mIoU"]),
+            fmt(row.get("gain vs source-only"), True), fmt(row.get("gain vs BN control"), True),
+            str(int(row["seeds"])),
+        ]) + " |")
+    return "\n".join(lines)
+
+
+def write_results(run_dir: str | Path, collected=None) -> str:
+    """Collect every finished run under ``run_dir`` (unless ``collected`` already holds
+    :func:`segda.runs.collect`'s table) into results.md/.csv and runs.csv; return the table."""
+    run_dir = Path(run_dir)
+    collected = runs.collect(run_dir) if collected is None else collected
+    if collected.empty:
+        raise RuntimeError(f"no finished runs under {run_dir}")
+    table = summarize(collected)
+    text = format_table(table)
+    collected.to_csv(run_dir / "runs.csv", index=False)
+    table.to_csv(run_dir / "results.csv")
+    (run_dir / "results.md").write_text(text + "\n")
+    return text
+
+
+def select_variant(collected, suffix: str):
+    """The runs whose folder name ends with ``suffix`` (e.g. ``"@400it"``), renamed without it,
+    so that :func:`summarize` pairs them with each other (``advent@400it`` against
+    ``source_only_tgt_bn@400it``) exactly as it pairs the main rows."""
+    key = collected["run"].str.split("/").str[-1]
+    chosen = collected[key.str.endswith(suffix)].copy()
+    chosen["run"] = chosen["run"].str.removesuffix(suffix)
+    return chosen
+
+
+README_BEGIN = "<!-- segda:results {name} begin (written by python -m segda collect --readme) -->"
+README_END = "<!-- segda:results {name} end -->"
+
+
+def results_block(collected, wall_time_s: float | None = None) -> str:
+    """The main table (variants left out) and a line saying what produced it."""
+    table = summarize(collected)
+    table = table.loc[[k for k in table.index if k in ROW_NAMES.values()]]
+    main = collected[collected["run"].str.split("/").str[-1].isin(list(ROW_NAMES))]
+    machines = sorted({" / ".join(x for x in (r.cpu, r.gpu) if isinstance(x, str) and x)
+                       for r in main.itertuples()} - {""})
+    torches = sorted({t for t in main["torch"] if isinstance(t, str) and t})
+    threads = sorted({str(t) for t in main.get("threads", []) if str(t) not in ("", "nan")})
+    timed = main["wall_time_s"].dropna()
+    lines = [format_table(table), ""]
+    lines.append(f"{len(main)} runs over seeds {sorted(set(main['seed']))}; "
+                 f"machine: {'; '.join(machines) or 'not recorded'}"
+                 + (f" (torch threads per run: {', '.join(threads)})" if threads else "")
+                 + f"; torch {', '.join(torches) or '?'}.")
+    lines.append(f"Training wall time recorded for {len(timed)} of {len(main)} runs: "
+                 f"{timed.sum():.0f} s in all." if len(timed) else
+                 "Training wall time: not recorded in these runs' metrics.")
+    if wall_time_s is not None:
+        lines.append(f"This command's wall time: {wall_time_s:.0f} s.")
+    return "\n".join(lines)
+
+
+def write_readme_block(readme: str | Path, name: str, block: str) -> None:
+    """Replace the text between ``name``'s begin/end markers in ``readme`` (atomically)."""
+    readme = Path(readme)
+    text = readme.read_text()
+    begin, end = README_BEGIN.format(name=name), README_END.format(name=name)
+    if text.count(begin) != 1 or text.count(end) != 1 or text.index(begin) > text.index(end):
+        raise ValueError(f"{readme} needs exactly one pair of markers, in order:\n{begin}\n{end}")
+    head, rest = text.split(begin)
+    _, tail = rest.split(end)
+    tmp = readme.with_name(readme.name + ".tmp")
+    tmp.write_text(f"{head}{begin}\n{block}\n{end}{tail}")
+    tmp.replace(readme)
