@@ -43,23 +43,16 @@ def notebook_config(
     base = config.load(preset)
     over: dict = {"run.seed": seed, "run.device": device, "run.amp": amp,
                   "run.progress": progress}
-    if dataset is not None:
-        over["data.dataset"] = dataset
-    if data_root is not None:
-        over["data.root"] = data_root
-    if model is not None:
-        over["model.name"] = model
-    if max_iters is not None:
-        over["optim.early_stop"] = max_iters
-        if base.optim.max_iters == base.optim.early_stop:
-            over["optim.max_iters"] = max_iters
-    if batch_size is not None:
-        over["data.batch_size"] = batch_size
-    if eval_images is not None:
-        over["run.eval_max_images"] = eval_images
-    if image_size is not None:
-        over["data.source_size"] = list(image_size)
-        over["data.target_size"] = list(image_size)
+    optional = {  # parameter value -> the config keys it sets; None keeps the preset's
+        "data.dataset": dataset, "data.root": data_root, "model.name": model,
+        "optim.early_stop": max_iters, "data.batch_size": batch_size,
+        "run.eval_max_images": eval_images,
+        "data.source_size": None if image_size is None else list(image_size),
+        "data.target_size": None if image_size is None else list(image_size),
+    }
+    over.update({k: v for k, v in optional.items() if v is not None})
+    if max_iters is not None and base.optim.max_iters == base.optim.early_stop:
+        over["optim.max_iters"] = max_iters
     over.update(extra or {})
     return config.load(preset, over)
 
