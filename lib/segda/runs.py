@@ -13,6 +13,7 @@ run of another configuration; the library, the command line and data-parallel ru
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,13 @@ CONFIG = "config.yaml"
 METRICS = "metrics.json"
 HISTORY = "history.csv"
 CHECKPOINT = "last.pth"
+
+
+def config_hash(cfg: TrainConfig) -> str:
+    """A short stable digest of a configuration: the first 8 hex digits of the SHA-256 of its
+    canonical YAML (``cfg.to_yaml()``). Equal configs hash equally, across processes and
+    machines."""
+    return hashlib.sha256(cfg.to_yaml().encode()).hexdigest()[:8]
 
 
 def write_config(run_dir: str | Path, cfg: TrainConfig) -> None:
@@ -88,6 +96,7 @@ def write_summaries(run_dir: str | Path, state: TrainState, cfg: TrainConfig) ->
         "levels": cfg.method.levels,
         "seed": cfg.run.seed,
         "train_on": cfg.data.train_on,
+        "config_hash": config_hash(cfg),
         "iteration": state.iteration,
         "evals": state.evals,
         "wall_time_s": round(state.wall_time_s, 3),
