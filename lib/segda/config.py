@@ -52,6 +52,13 @@ class DataConfig:
     palette_shift: float = 0.3  # embedded benchmark only: strength of the target's palette
     light_shift: float = 0.3  # embedded benchmark only: strength of the target's lighting
     embedded_seed: int = 0  # embedded benchmark only: which generated world
+    # Subsets of the real datasets: a list file, one name per line as in the official lists
+    # (gta5_list/train.txt, cityscapes_list/{train,val}.txt); "" = the official list, whose
+    # count is checked. source_list names GTA5/SYNTHIA images, target_list Cityscapes train,
+    # val_list Cityscapes val.
+    source_list: str = ""
+    target_list: str = ""
+    val_list: str = ""
 
 
 @dataclass(frozen=True)

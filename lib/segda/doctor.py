@@ -14,6 +14,7 @@ from pathlib import Path
 
 from segda.data import cityscapes, gta5, synthia
 from segda.data.checks import Finding
+from segda.data.prepare_cli import add_list_argument, parse_lists
 
 __all__ = ["DATASETS", "Finding", "diagnose", "main", "run"]
 
@@ -22,18 +23,21 @@ DATASETS = {m.NAME: m for m in (gta5, cityscapes, synthia)}
 _MARK = {"ok": "[ok]     ", "warn": "[warn]   ", "problem": "[PROBLEM]"}
 
 
-def diagnose(dataset: str, root: str | Path) -> list[Finding]:
+def diagnose(dataset: str, root: str | Path, lists: dict[str, str] | None = None) -> list[Finding]:
+    """The findings of ``dataset``'s module about ``root``; ``lists`` (split -> list file)
+    replaces official lists, as the prepare scripts' ``--list``."""
     root = Path(root)
     module = DATASETS[dataset]
     if not root.is_dir():
         return [Finding("problem", f"{dataset} root does not exist: {root}",
                         f"download the dataset (data_scripts/README.md), then run: "
                         f"{module.PREPARE_COMMAND.format(root=root)}")]
-    return module.check(root)
+    return module.check(root, lists=lists)
 
 
-def run(dataset: str, root: str | Path, write: Callable[[str], None] = print) -> int:
-    findings = diagnose(dataset, root)
+def run(dataset: str, root: str | Path, write: Callable[[str], None] = print,
+        lists: dict[str, str] | None = None) -> int:
+    findings = diagnose(dataset, root, lists)
     write(f"segda doctor: {dataset} at {Path(root)}")
     for f in findings:
         write(f"{_MARK[f.level]} {f.message}")
@@ -49,8 +53,10 @@ def main(argv: list[str] | None = None) -> int:
         "\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True, choices=sorted(DATASETS))
     parser.add_argument("--root", required=True, help="dataset folder")
+    add_list_argument(parser)
     args = parser.parse_args(argv)
-    return run(args.dataset, args.root)
+    lists = parse_lists(args.list, DATASETS[args.dataset].SPLITS, parser)
+    return run(args.dataset, args.root, lists=lists)
 
 
 if __name__ == "__main__":

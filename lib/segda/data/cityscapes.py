@@ -24,7 +24,7 @@ resized to 1024x512, as both papers do.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -37,7 +37,10 @@ from segda.data.real import (
     DatasetError,
     MissingFilesError,
     SegmentationFiles,
+    check_list_splits,
+    from_list,
     list_files,
+    read_list,
     read_report,
     require_root,
     run_conversions,
@@ -50,6 +53,7 @@ from segda.labels import IGNORE_INDEX, LABEL_ID_TO_TRAIN_ID
 
 NAME = "cityscapes"
 SPLIT_COUNTS = {"train": 2975, "val": 500}
+SPLITS = tuple(SPLIT_COUNTS)
 PREPARE_COMMAND = "python data_scripts/prepare_cityscapes.py --root {root}"
 IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_IDS_SUFFIX = "_gtFine_labelIds.png"
@@ -70,8 +74,9 @@ def official_list(split: str) -> list[str]:
     return text.split()
 
 
-def prepare_hint(root: str | Path) -> str:
-    return PREPARE_COMMAND.format(root=root)
+def prepare_hint(root: str | Path, lists: Mapping[str, str | Path] | None = None) -> str:
+    extra = "".join(f" --list {split}={path}" for split, path in (lists or {}).items())
+    return PREPARE_COMMAND.format(root=root) + extra
 
 
 def stem(name: str) -> str:
@@ -113,7 +118,8 @@ class Cityscapes(SegmentationFiles):
     """Cityscapes ``train`` (target, usually without labels) or ``val`` (evaluation).
 
     ``names=None`` uses the full official list for the split and requires every image to be
-    present; pass list lines for a subset. ``with_labels`` defaults to ``split == "val"``.
+    present; pass list lines (``city/..._leftImg8bit.png``), or ``list_file``, a file of such
+    lines (as ``cityscapes_list/val.txt``), for a subset. ``with_labels`` defaults to ``split == "val"``.
     ``label_size="auto"`` keeps val labels at full resolution (``None``) and resizes train
     labels to the image size. Labels are the converted ``*_gtFine_labelTrainIds.png``.
     """
@@ -133,8 +139,13 @@ class Cityscapes(SegmentationFiles):
         flip_seed: int = 0,
         names: Sequence[str] | None = None,
         check_labels: bool = True,
+        list_file: str | Path | None = None,
     ) -> None:
         root = require_root(root, NAME, PREPARE_COMMAND)
+        if list_file and names is not None:
+            raise ValueError("pass names or list_file, not both")
+        if list_file:
+            names = read_list(list_file)
         full = names is None
         names = official_list(split) if full else [str(n) for n in names]
         with_labels = split == "val" if with_labels is None else with_labels
@@ -155,7 +166,8 @@ class Cityscapes(SegmentationFiles):
                 f"{summarize(missing)}. Re-extract leftImg8bit_trainvaltest.zip."
             )
         if missing:
-            raise MissingFilesError(f"Cityscapes images missing in {image_dir}: {summarize(missing)}")
+            raise MissingFilesError(f"Cityscapes images{from_list(list_file)} missing in "
+                                    f"{image_dir}: {summarize(missing)}")
         labels = None
         if with_labels:
             label_dir = root / "gtFine" / split
@@ -164,8 +176,9 @@ class Cityscapes(SegmentationFiles):
             absent = [n for n in label_names if n not in present_labels]
             if absent:
                 raise MissingFilesError(
-                    f"{len(absent)} train-id labels missing in {label_dir} (e.g. "
-                    f"{summarize(absent, 3)}). Run: {prepare_hint(root)}"
+                    f"{len(absent)} train-id labels{from_list(list_file)} missing in "
+                    f"{label_dir} (e.g. {summarize(absent, 3)}). Run: "
+                    f"{prepare_hint(root, {split: list_file} if list_file else None)}"
                 )
             labels = [label_dir / n for n in label_names]
         self.split = split
@@ -201,20 +214,25 @@ def prepare(
     overwrite: bool = False,
     allow_partial: bool = False,
     workers: int = 1,
+    lists: Mapping[str, str | Path] | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Check images and gtFine against the official lists, write train-id labels, write the report.
 
     ``allow_partial`` converts the listed files that are present instead of requiring all.
+    ``lists`` maps a split to a list file (one ``city/..._leftImg8bit.png`` per line) that
+    replaces the official list; every file it names must be present.
     """
     root = require_root(root, NAME, PREPARE_COMMAND)
+    lists = check_list_splits(lists, SPLITS)
     lut = label_id_to_train_id_lut()
     check_lut_agrees(lut)
     report = read_report(root) or {}
     report.update({"dataset": "cityscapes", "official_counts": dict(SPLIT_COUNTS)})
     report.setdefault("class_pixels", {})
     for split in splits:
-        names = official_list(split)
+        list_file = lists.get(split)
+        names = read_list(list_file) if list_file else official_list(split)
         image_dir, label_dir = root / "leftImg8bit" / split, root / "gtFine" / split
         images = present_names(image_dir, names)
         want = [stem(n) + (POLYGONS_SUFFIX if from_polygons else LABEL_IDS_SUFFIX) for n in names]
@@ -223,6 +241,12 @@ def prepare(
         miss_src = [w for w in want if w not in sources]
         log(f"{split}: {len(images)}/{len(names)} images in {image_dir}, "
             f"{len(sources)}/{len(names)} gtFine files in {label_dir}")
+        if (miss_img or miss_src) and list_file:
+            raise MissingFilesError(
+                f"Cityscapes {split}: {len(miss_img)} images and {len(miss_src)} gtFine files "
+                f"named by list {list_file} are missing in {root} (e.g. "
+                f"{summarize(miss_img + miss_src, 3)})"
+            )
         if (miss_img or miss_src) and not allow_partial:
             hint = _layout_hint(root) or f"; download: {DOWNLOAD_HELP.format(root=root)}"
             raise CountMismatchError(
@@ -244,6 +268,7 @@ def prepare(
         report.setdefault("splits", {})[split] = {
             "images": len(images), "gtFine": len(sources),
             "missing_images": miss_img, "missing_gtFine": miss_src,
+            **({"list": str(list_file)} if list_file else {}),
         }
     path = write_report(root, report)
     log(f"wrote {path}")
@@ -288,26 +313,32 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
 # ------------------------------------------------------------------------------------ checks
 
 
-def check(root: Path) -> list[Finding]:
+def check(root: Path, lists: Mapping[str, str | Path] | None = None) -> list[Finding]:
     """What the doctor reports about a Cityscapes folder: images, gtFine and train-id labels
-    of the official lists, decoding."""
+    of the official lists (or of the list files ``lists[split]``), decoding."""
+    lists = check_list_splits(lists, SPLITS)
     out = []
     if (root / "data" / "leftImg8bit").is_dir() and not (root / "leftImg8bit").is_dir():
         return [Finding("problem", f"{root} has AdaptSegNet's extra data/ level",
                         f"use --root {root / 'data'}")]
     download = DOWNLOAD_HELP.format(root=root)
-    prep = prepare_hint(root)
+    prep = prepare_hint(root, lists)
     try:
         import cityscapesscripts  # noqa: F401
     except ImportError:
         out.append(Finding("warn", "cityscapesscripts is not installed (needed to prepare labels)",
                            "pip install cityscapesscripts"))
     for split in ("train", "val"):
-        names = official_list(split)
+        try:
+            names = read_list(lists[split]) if split in lists else official_list(split)
+        except DatasetError as err:
+            out.append(Finding("problem", str(err), "give an existing list file"))
+            continue
+        which = f"list {lists[split]}" if split in lists else "official list"
         images = present_names(root / "leftImg8bit" / split, names)
         miss = [n for n in names if n not in images]
         out.append(checks.count(len(names) - len(miss), len(names),
-                                f"{split} images (official list)", download, miss))
+                                f"{split} images ({which})", download, miss))
         label_dir = root / "gtFine" / split
         ids = [stem(n) + LABEL_IDS_SUFFIX for n in names]
         train_ids = [stem(n) + TRAIN_IDS_SUFFIX for n in names]

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -36,8 +36,11 @@ from segda.data.real import (
     LabelValueError,
     MissingFilesError,
     SegmentationFiles,
+    check_list_splits,
+    from_list,
     list_files,
     png_size,
+    read_list,
     read_report,
     require_root,
     run_conversions,
@@ -50,6 +53,7 @@ from segda.labels import label_id_lut
 from segda.weights import sha256_file
 
 NAME = "gta5"
+SPLITS = ("train",)  # one list: AdaptSegNet's gta5_list/train.txt (ADVENT's all.txt)
 GTA5_COUNT = 24966
 PREPARE_COMMAND = "python data_scripts/prepare_gta5.py --root {root}"
 DOWNLOAD_PAGE = "https://download.visinf.tu-darmstadt.de/data/from_games/"
@@ -71,17 +75,18 @@ def train_id_name(name: str) -> str:
     return name[: -len(".png")] + LABEL_SUFFIX
 
 
-def prepare_hint(root: str | Path) -> str:
-    return PREPARE_COMMAND.format(root=root)
+def prepare_hint(root: str | Path, list_file: str | Path | None = None) -> str:
+    return PREPARE_COMMAND.format(root=root) + (f" --list {list_file}" if list_file else "")
 
 
 class GTA5(SegmentationFiles):
     """GTA5 images with converted train-id labels.
 
     ``ids=None`` uses the full official list and then insists on all 24,966 images being
-    present (:class:`CountMismatchError` otherwise); pass a list of names (``"00001.png"``) for
-    a subset. Pairs excluded by the prepare step (report) are skipped unless ``exclude`` is
-    given explicitly. Defaults are the official ones: 1280x720, caffe normalisation, no flip.
+    present (:class:`CountMismatchError` otherwise); pass a list of names (``"00001.png"``), or
+    ``list_file``, a file with one name per line (as ``gta5_list/train.txt``), for a subset.
+    Pairs excluded by the prepare step (report) are skipped unless ``exclude`` is given
+    explicitly. Defaults are the official ones: 1280x720, caffe normalisation, no flip.
     """
 
     dataset_name = NAME
@@ -98,8 +103,13 @@ class GTA5(SegmentationFiles):
         ids: Sequence[str] | None = None,
         exclude: Sequence[str] | None = None,
         check_labels: bool = True,
+        list_file: str | Path | None = None,
     ) -> None:
         root = require_root(root, NAME, PREPARE_COMMAND)
+        if list_file and ids is not None:
+            raise ValueError("pass ids or list_file, not both")
+        if list_file:
+            ids = read_list(list_file)
         full = ids is None
         ids = official_ids() if full else [str(i) for i in ids]
         present_images = list_files(root / "images")
@@ -118,7 +128,8 @@ class GTA5(SegmentationFiles):
                 "ids=[...] to use a subset."
             )
         if missing:
-            raise MissingFilesError(f"GTA5 images missing in {root / 'images'}: {summarize(missing)}")
+            raise MissingFilesError(f"GTA5 images{from_list(list_file)} missing in "
+                                    f"{root / 'images'}: {summarize(missing)}")
         report = read_report(root) or {}
         skip = set(report.get("excluded", []) if exclude is None else exclude)
         ids = [i for i in ids if i not in skip]
@@ -127,7 +138,7 @@ class GTA5(SegmentationFiles):
             raise MissingFilesError(
                 f"{len(unconverted)} converted labels missing in {root / 'labels'} "
                 f"(e.g. {summarize([train_id_name(i) for i in unconverted], 3)}). "
-                f"Run: {prepare_hint(root)}"
+                f"Run: {prepare_hint(root, list_file)}"
             )
         super().__init__(
             root,
@@ -180,14 +191,15 @@ def _convert_one(args: tuple[str, str, str, bool, bool]) -> dict:
     return entry
 
 
-def scan(root: str | Path) -> dict:
-    """Counts of original images/labels and which of the official pairs are missing."""
+def scan(root: str | Path, ids: Sequence[str] | None = None) -> dict:
+    """Counts of original images/labels and which of the pairs named by ``ids`` (default: the
+    official list) are missing."""
     root = Path(root)
     images = {n for n in list_files(root / "images") if _NAME.match(n)}
     labels = list_files(root / "labels")  # originals and converted files
     converted = {n for n in labels if n.endswith(LABEL_SUFFIX)}
     originals = {n for n in labels if _NAME.match(n)}
-    ids = official_ids()
+    ids = official_ids() if ids is None else list(ids)
     return {
         "images": len(images),
         "labels": len(originals),
@@ -246,18 +258,30 @@ def prepare(
     allow_partial: bool = False,
     workers: int = 1,
     archives: str | Path | None = None,
+    lists: Mapping[str, str | Path] | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Verify counts, convert labels to train ids, write the JSON report; returns the report.
 
     ``allow_partial`` converts whatever pairs are present instead of requiring all 24,966.
-    Already converted labels are kept (and their report entries reused) unless ``overwrite``.
+    ``lists={"train": FILE}`` converts the pairs a list file names (one name per line, as
+    ``gta5_list/train.txt``), each of which must be present; report entries of other pairs are
+    kept. Already converted labels are kept (and their entries reused) unless ``overwrite``.
     """
     root = require_root(root, NAME, PREPARE_COMMAND)
-    counts = scan(root)
+    list_file = check_list_splits(lists, SPLITS).get("train")
+    listed = read_list(list_file) if list_file else None
+    counts = scan(root, listed)
+    expected = f"{len(listed)} named by {list_file}" if listed else f"official count {GTA5_COUNT}"
     log(f"GTA5 at {root}: {counts['images']} images, {counts['labels']} labels "
-        f"(official count {GTA5_COUNT}), {counts['converted']} already converted")
+        f"({expected}), {counts['converted']} already converted")
     pairs_missing = sorted(set(counts["missing_images"]) | set(counts["missing_labels"]))
+    if pairs_missing and listed is not None:
+        raise MissingFilesError(
+            f"{len(pairs_missing)} GTA5 pairs named by list {list_file} are incomplete in {root} "
+            f"(images missing: {summarize(counts['missing_images'], 3) or 'none'}; labels "
+            f"missing: {summarize(counts['missing_labels'], 3) or 'none'})"
+        )
     if pairs_missing and not allow_partial:
         raise CountMismatchError(
             f"{len(pairs_missing)} of the {GTA5_COUNT} GTA5 pairs are incomplete "
@@ -268,7 +292,7 @@ def prepare(
     old = read_report(root) or {}
     old_entries = _entries_from_report(old)
     skip = set(pairs_missing)
-    ids = [i for i in official_ids() if i not in skip]
+    ids = [i for i in (listed or official_ids()) if i not in skip]
     jobs, entries = [], []
     for name in ids:
         out = root / "labels" / train_id_name(name)
@@ -280,6 +304,9 @@ def prepare(
                          exclude_mismatched, strict_ids))
     log(f"converting {len(jobs)} labels ({len(entries)} reused)")
     entries += run_conversions(_convert_one, jobs, workers, chunksize=64)
+    if listed is not None:  # a subset: keep what earlier runs recorded about the other pairs
+        done = set(ids)
+        entries += [e for n, e in old_entries.items() if n not in done]
     entries.sort(key=lambda e: e["name"])
     mismatched = [e for e in entries if "size_mismatch" in e]
     for e in mismatched:
@@ -306,6 +333,8 @@ def prepare(
         "archive_sha256_note": "no SHA-256 is published for the GTA5 archives; these are the "
         "sums of the files this copy was extracted from, for later comparison",
     }
+    if list_file:
+        report["list"] = str(list_file)
     if archives is not None:
         report["archive_sha256"] = hash_archives(archives)
     path = write_report(root, report)
@@ -327,21 +356,29 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
 # ------------------------------------------------------------------------------------ checks
 
 
-def check(root: Path) -> list[Finding]:
-    """What the doctor reports about a GTA5 folder: counts, conversion, report, decoding."""
+def check(root: Path, lists: Mapping[str, str | Path] | None = None) -> list[Finding]:
+    """What the doctor reports about a GTA5 folder: counts (of the official list, or of the
+    list file ``lists["train"]``), conversion, report, decoding."""
+    list_file = check_list_splits(lists, SPLITS).get("train")
+    try:
+        listed = read_list(list_file) if list_file else None
+    except DatasetError as err:
+        return [Finding("problem", str(err), "give an existing list file, one name per line")]
+    ids = listed or official_ids()
     fix_download = (f"download the 10 image and 10 label zips from {DOWNLOAD_PAGE} and "
                     f"extract them into {root}")
-    s = scan(root)
+    s = scan(root, ids)
+    named = f" (named by {list_file})" if list_file else ""
     out = [
-        checks.count(s["images"], GTA5_COUNT, f"images in {root / 'images'}", fix_download,
-                     s["missing_images"]),
-        checks.count(s["labels"], GTA5_COUNT, f"labels in {root / 'labels'}", fix_download,
-                     s["missing_labels"]),
+        checks.count(len(ids) - len(s["missing_images"]), len(ids),
+                     f"images in {root / 'images'}{named}", fix_download, s["missing_images"]),
+        checks.count(len(ids) - len(s["missing_labels"]), len(ids),
+                     f"labels in {root / 'labels'}{named}", fix_download, s["missing_labels"]),
     ]
-    if s["unexpected_images"]:
+    if s["unexpected_images"] and listed is None:
         out.append(Finding("warn", f"{len(s['unexpected_images'])} image names outside the "
                            f"official list (e.g. {summarize(s['unexpected_images'], 3)}); ignored"))
-    prep = prepare_hint(root)
+    prep = prepare_hint(root, list_file)
     report = read_report(root)
     excluded = set((report or {}).get("excluded", []))
     todo = sorted(set(s["unconverted"]) - excluded)
@@ -364,7 +401,7 @@ def check(root: Path) -> list[Finding]:
                            f"({rule}){': ' + summarize(names) if names else ''}; "
                            f"{len(excluded)} pairs excluded"))
     absent = set(s["missing_images"])
-    first = next((i for i in official_ids() if i not in absent), None)
+    first = next((i for i in ids if i not in absent), None)
     if first is not None:
         out.append(checks.decodes(root / "images" / first))
         conv = root / "labels" / train_id_name(first)

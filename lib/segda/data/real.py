@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import os
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from multiprocessing import Pool
 from pathlib import Path
 from typing import Any
@@ -82,6 +82,32 @@ def require_root(root: str | Path, dataset: str, prepare_command: str) -> Path:
             f"then run: {prepare_command.format(root=root)}"
         )
     return root
+
+
+def read_list(path: str | Path) -> list[str]:
+    """The names in a list file: one per line, as in the official lists (AdaptSegNet/ADVENT
+    ``gta5_list/train.txt``, ``cityscapes_list/{train,val}.txt``); blank lines are skipped."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise MissingFilesError(f"list file not found: {path}")
+    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not names:
+        raise DatasetError(f"list file {path} names no files; write one name per line")
+    return names
+
+
+def check_list_splits(lists: Mapping[str, str | Path] | None, splits: Sequence[str]) -> dict:
+    """``lists`` (split -> list file) as a dict; an unknown split is an error."""
+    lists = dict(lists or {})
+    unknown = sorted(set(lists) - set(splits))
+    if unknown:
+        raise ValueError(f"list files given for splits {unknown}; this dataset has {list(splits)}")
+    return lists
+
+
+def from_list(list_file: str | Path | None) -> str:
+    """`` (named by list L)`` for error messages about files a list names; empty without one."""
+    return f" (named by list {list_file})" if list_file else ""
 
 
 def list_files(folder: Path) -> set[str]:

@@ -104,12 +104,15 @@ def _real(data: DataConfig, model: ModelConfig) -> DomainData:
 
         src_root = root / "SYNTHIA"
     cs_root = root / "Cityscapes"
-    src_train = Source(src_root, size=data.source_size, normalization=norm, flip=data.flip)
+    # A list file ("" = the official list) selects a subset, without the official count check.
+    src_train = Source(src_root, size=data.source_size, normalization=norm, flip=data.flip,
+                       list_file=data.source_list or None)
     tgt_train = Cityscapes(
         cs_root, split="train", size=data.target_size, normalization=norm,
-        with_labels=data.train_on == "target", flip=data.flip,
+        with_labels=data.train_on == "target", flip=data.flip, list_file=data.target_list or None,
     )
-    tgt_val = Cityscapes(cs_root, split="val", size=data.target_size, normalization=norm)
+    tgt_val = Cityscapes(cs_root, split="val", size=data.target_size, normalization=norm,
+                         list_file=data.val_list or None)
     if data.train_on == "target":
         src_train = tgt_train
     return DomainData(

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -34,9 +34,12 @@ from segda.data.real import (
     LabelValueError,
     MissingFilesError,
     SegmentationFiles,
+    check_list_splits,
     decode,
+    from_list,
     list_files,
     png_size,
+    read_list,
     read_report,
     require_root,
     run_conversions,
@@ -48,6 +51,7 @@ from segda.data.stats import label_class_counts
 from segda.labels import CLASS_SUBSETS, IGNORE_INDEX
 
 NAME = "synthia"
+SPLITS = ("train",)  # one list (no official one exists; every RGB/*.png by default)
 SYNTHIA_COUNT = 9400
 PREPARE_COMMAND = "python data_scripts/prepare_synthia.py --root {root}"
 NATIVE_SIZE = (1280, 760)
@@ -88,14 +92,15 @@ def train_id_name(name: str) -> str:
     return name[: -len(".png")] + LABEL_SUFFIX
 
 
-def prepare_hint(root: str | Path) -> str:
-    return PREPARE_COMMAND.format(root=root)
+def prepare_hint(root: str | Path, list_file: str | Path | None = None) -> str:
+    return PREPARE_COMMAND.format(root=root) + (f" --list {list_file}" if list_file else "")
 
 
 class SYNTHIA(SegmentationFiles):
     """SYNTHIA-RAND-CITYSCAPES images with converted train-id labels.
 
-    ``ids=None`` takes every ``RGB/*.png`` and requires all 9,400; pass names for a subset.
+    ``ids=None`` takes every ``RGB/*.png`` and requires all 9,400; pass names, or
+    ``list_file`` (one name per line, e.g. ``0000000.png``), for a subset.
     ``size=None`` (default) keeps the native 1280x760 (no resize). ``classes`` (19, 16 or 13) sets labels
     outside that protocol's classes to ignore.
     """
@@ -114,8 +119,13 @@ class SYNTHIA(SegmentationFiles):
         ids: Sequence[str] | None = None,
         classes: int = 19,
         check_labels: bool = True,
+        list_file: str | Path | None = None,
     ) -> None:
         root = require_root(root, NAME, PREPARE_COMMAND)
+        if list_file and ids is not None:
+            raise ValueError("pass ids or list_file, not both")
+        if list_file:
+            ids = read_list(list_file)
         if classes not in CLASS_SUBSETS:
             raise ValueError(f"classes must be one of {sorted(CLASS_SUBSETS)}, got {classes}")
         present = {n for n in list_files(root / "RGB") if NAME_PATTERN.match(n)}
@@ -135,15 +145,15 @@ class SYNTHIA(SegmentationFiles):
             ids = [str(i) for i in ids]
             missing = [i for i in ids if i not in present]
             if missing:
-                raise MissingFilesError(f"SYNTHIA images missing in {root / 'RGB'}: "
-                                        f"{summarize(missing)}")
+                raise MissingFilesError(f"SYNTHIA images{from_list(list_file)} missing in "
+                                        f"{root / 'RGB'}: {summarize(missing)}")
         label_dir = root.joinpath(*LABEL_DIR)
         converted = list_files(label_dir)
         absent = [train_id_name(i) for i in ids if train_id_name(i) not in converted]
         if absent:
             raise MissingFilesError(
                 f"{len(absent)} converted labels missing in {label_dir} (e.g. "
-                f"{summarize(absent, 3)}). Run: {prepare_hint(root)}"
+                f"{summarize(absent, 3)}). Run: {prepare_hint(root, list_file)}"
             )
         self.classes = classes
         keep = torch.zeros(256, dtype=torch.bool)
@@ -203,18 +213,31 @@ def prepare(
     strict_ids: bool = False,
     allow_partial: bool = False,
     workers: int = 1,
+    lists: Mapping[str, str | Path] | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
-    """Verify counts, convert the 16-bit labels to train-id PNGs, write the JSON report."""
+    """Verify counts, convert the 16-bit labels to train-id PNGs, write the JSON report.
+
+    ``lists={"train": FILE}`` converts only the pairs a list file names (one name per line),
+    each of which must be present, instead of checking the official count.
+    """
     root = require_root(root, NAME, PREPARE_COMMAND)
+    list_file = check_list_splits(lists, SPLITS).get("train")
     label_dir = root.joinpath(*LABEL_DIR)
     images = {n for n in list_files(root / "RGB") if NAME_PATTERN.match(n)}
     labels = {n for n in list_files(label_dir) if NAME_PATTERN.match(n)}
-    log(f"SYNTHIA at {root}: {len(images)} images, {len(labels)} labels "
-        f"(official count {SYNTHIA_COUNT})")
+    listed = read_list(list_file) if list_file else None
+    expected = f"{len(listed)} named by {list_file}" if listed else f"official count {SYNTHIA_COUNT}"
+    log(f"SYNTHIA at {root}: {len(images)} images, {len(labels)} labels ({expected})")
     unpaired = sorted(images ^ labels)
     complete = len(images) == SYNTHIA_COUNT and not unpaired
-    if not complete and not allow_partial:
+    if listed is not None:
+        absent = [f"RGB/{n}" for n in listed if n not in images]
+        absent += [f"{'/'.join(LABEL_DIR)}/{n}" for n in listed if n not in labels]
+        if absent:
+            raise MissingFilesError(f"{len(absent)} SYNTHIA files named by list {list_file} are "
+                                    f"missing in {root}: {summarize(absent)}")
+    elif not complete and not allow_partial:
         raise CountMismatchError(
             f"SYNTHIA at {root}: {len(images)} images and {len(labels)} labels, expected "
             f"{SYNTHIA_COUNT} pairs ({len(unpaired)} unpaired, e.g. {summarize(unpaired, 3)}). "
@@ -222,7 +245,7 @@ def prepare(
         )
     report = read_report(root) or {}
     done = report.get("class_pixels", {})
-    names = sorted(images & labels)
+    names = listed if listed is not None else sorted(images & labels)
     jobs = [(str(label_dir / n), str(label_dir / train_id_name(n)), strict_ids) for n in names
             if overwrite or n not in done or not (label_dir / train_id_name(n)).exists()]
     log(f"converting {len(jobs)} labels ({len(names) - len(jobs)} already done)")
@@ -240,6 +263,8 @@ def prepare(
         "class_pixels": done,
         "unknown_label_ids": unknown,
     })
+    if list_file:
+        report["list"] = str(list_file)
     path = write_report(root, report)
     log(f"wrote {path}")
     return report
@@ -254,19 +279,36 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
 # ------------------------------------------------------------------------------------ checks
 
 
-def check(root: Path) -> list[Finding]:
-    """What the doctor reports about a SYNTHIA folder: counts, conversion, label bit depth,
-    image size, decoding."""
-    prep = prepare_hint(root)
+def check(root: Path, lists: Mapping[str, str | Path] | None = None) -> list[Finding]:
+    """What the doctor reports about a SYNTHIA folder: counts (official, or of the list file
+    ``lists["train"]``), conversion, label bit depth, image size, decoding."""
+    list_file = check_list_splits(lists, SPLITS).get("train")
+    try:
+        listed = read_list(list_file) if list_file else None
+    except DatasetError as err:
+        return [Finding("problem", str(err), "give an existing list file, one name per line")]
+    prep = prepare_hint(root, list_file)
     fix = f"extract SYNTHIA_RAND_CITYSCAPES into {root} (RGB/ and GT/LABELS/)"
     label_dir = root.joinpath(*LABEL_DIR)
     images = sorted(n for n in list_files(root / "RGB") if NAME_PATTERN.match(n))
     files = list_files(label_dir)
     labels = sorted(n for n in files if NAME_PATTERN.match(n))
-    out = [
-        checks.count(len(images), SYNTHIA_COUNT, f"images in {root / 'RGB'}", fix, []),
-        checks.count(len(labels), SYNTHIA_COUNT, f"labels in {label_dir}", fix, []),
-    ]
+    if listed is None:
+        out = [
+            checks.count(len(images), SYNTHIA_COUNT, f"images in {root / 'RGB'}", fix, []),
+            checks.count(len(labels), SYNTHIA_COUNT, f"labels in {label_dir}", fix, []),
+        ]
+    else:
+        named = f" (named by {list_file})"
+        have_img, have_lab = set(images), set(labels)
+        images = [n for n in listed if n in have_img]
+        labels = [n for n in listed if n in have_lab]
+        out = [
+            checks.count(len(images), len(listed), f"images in {root / 'RGB'}{named}", fix,
+                         [n for n in listed if n not in have_img]),
+            checks.count(len(labels), len(listed), f"labels in {label_dir}{named}", fix,
+                         [n for n in listed if n not in have_lab]),
+        ]
     todo = [n for n in labels if train_id_name(n) not in files]
     if not labels:
         pass
