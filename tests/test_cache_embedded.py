@@ -60,9 +60,9 @@ def test_registry_reads_a_matching_cache(cached_root, tmp_path):
 
 def test_registry_ignores_a_cache_of_another_config(cached_root):
     # the cache is 16x32 with palette shift 0.3; this run asks for 0.5
+    data = registry.build_datasets(small(cached_root, palette_shift=0.5))
     with pytest.warns(UserWarning) as record:
-        data = registry.build_datasets(small(cached_root, palette_shift=0.5))
-    assert data.val_target.cache_file is None
+        assert data.val_target.cache_file is None
     msg = str(record[0].message)
     assert str(cached_root / "embedded") in msg and "palette_shift=0.5" in msg
     assert "cache_embedded.py" in msg and "--palette-shift 0.5" in msg

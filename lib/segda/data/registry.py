@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,24 +19,50 @@ from segda.data.stats import class_frequencies
 DATASETS = ("embedded", "gta5_cityscapes", "synthia_cityscapes")
 
 
-@dataclass
-class DomainData:
-    """The splits a run uses. ``train_source`` is labelled; ``train_target`` is used without
-    labels (except by an oracle, whose ``train_source`` *is* the labelled target split)."""
+SPLITS = ("train_source", "train_target", "val_source", "val_target")
 
-    train_source: Any
-    train_target: Any
-    val_source: Any | None
-    val_target: Any
-    name: str = "embedded"
-    prior_fn: Any = None
-    normalization: str = "embedded"  # how images were normalised (for display)
+
+class DomainData:
+    """The splits a run uses, each built on first access.
+
+    ``train_source`` is labelled; ``train_target`` is used without labels (except by an
+    oracle, whose ``train_source`` *is* the labelled target split); ``val_source`` may be None.
+    A split is built only when it is first read, so evaluating on ``val_target`` needs only
+    that split's files, and a missing dataset is reported (with the command that fixes it)
+    by the first split that needs it.
+
+    Args:
+        build: for each name in :data:`SPLITS`, a function of no arguments returning the split.
+        name: the dataset name (``DataConfig.dataset``).
+        normalization: how images were normalised (for :func:`segda.viz.to_display`).
+    """
+
+    def __init__(self, build: dict[str, Callable[[], Any]], name: str = "embedded",
+                 normalization: str = "embedded") -> None:
+        missing = [s for s in SPLITS if s not in build]
+        if missing:
+            raise ValueError(f"DomainData needs a builder for every split; missing {missing}")
+        self._build = dict(build)
+        self._built: dict[str, Any] = {}
+        self.name = name
+        self.normalization = normalization
+
+    def _split(self, split: str) -> Any:
+        if split not in self._built:
+            self._built[split] = self._build[split]()
+        return self._built[split]
+
+    train_source = property(lambda self: self._split("train_source"))
+    train_target = property(lambda self: self._split("train_target"))
+    val_source = property(lambda self: self._split("val_source"))
+    val_target = property(lambda self: self._split("val_target"))
 
     def source_prior(self) -> np.ndarray:
         """Pixel share of each class in the source training labels (ADVENT's CP prior)."""
-        if self.prior_fn is None:
-            raise ValueError(f"dataset {self.name!r} has no source class prior")
-        return self.prior_fn()
+        return class_frequencies(self.train_source)
+
+    def __repr__(self) -> str:
+        return f"DomainData(name={self.name!r}, built={sorted(self._built)})"
 
 
 def resolve_normalization(data: DataConfig, model: ModelConfig) -> str:
@@ -67,7 +93,6 @@ def _embedded(data: DataConfig) -> DomainData:
         height=h_src, width=w_src, palette_shift=data.palette_shift,
         light_shift=data.light_shift, seed=data.embedded_seed,
     )
-
     cache_dir = Path(data.root) / embedded_cache.FOLDER
 
     def make(domain: str, split: str, flip: bool = False):
@@ -78,16 +103,14 @@ def _embedded(data: DataConfig) -> DomainData:
         return synthetic.SyntheticStreetScenes(domain, split, scfg, flip=flip, cache=True)
 
     # Only the training splits are mirrored (as the real datasets); evaluation never is.
-    src_train = make("source", "train", data.flip)
-    tgt_train = make("target", "train", data.flip)
-    src_val = make("source", "val")
-    tgt_val = make("target", "val")
-    if data.train_on == "target":
-        src_train = tgt_train
-    return DomainData(
-        train_source=src_train, train_target=tgt_train, val_source=src_val, val_target=tgt_val,
-        name="embedded", prior_fn=lambda: class_frequencies(src_train),
-    )
+    out = DomainData({
+        "train_source": lambda: (out.train_target if data.train_on == "target"
+                                 else make("source", "train", data.flip)),
+        "train_target": lambda: make("target", "train", data.flip),
+        "val_source": lambda: make("source", "val"),
+        "val_target": lambda: make("target", "val"),
+    }, name="embedded")
+    return out
 
 
 def _real(data: DataConfig, model: ModelConfig) -> DomainData:
@@ -104,19 +127,25 @@ def _real(data: DataConfig, model: ModelConfig) -> DomainData:
 
         src_root = root / "SYNTHIA"
     cs_root = root / "Cityscapes"
+
     # A list file ("" = the official list) selects a subset, without the official count check.
-    src_train = Source(src_root, size=data.source_size, normalization=norm, flip=data.flip,
-                       list_file=data.source_list or None)
-    tgt_train = Cityscapes(
-        cs_root, split="train", size=data.target_size, normalization=norm,
-        with_labels=data.train_on == "target", flip=data.flip, list_file=data.target_list or None,
-    )
-    tgt_val = Cityscapes(cs_root, split="val", size=data.target_size, normalization=norm,
-                         list_file=data.val_list or None)
-    if data.train_on == "target":
-        src_train = tgt_train
-    return DomainData(
-        train_source=src_train, train_target=tgt_train, val_source=None, val_target=tgt_val,
-        name=data.dataset, prior_fn=lambda: class_frequencies(src_train),
-        normalization=norm,
-    )
+    def source():
+        return Source(src_root, size=data.source_size, normalization=norm, flip=data.flip,
+                      list_file=data.source_list or None)
+
+    def target_train():
+        return Cityscapes(cs_root, split="train", size=data.target_size, normalization=norm,
+                          with_labels=data.train_on == "target", flip=data.flip,
+                          list_file=data.target_list or None)
+
+    def target_val():
+        return Cityscapes(cs_root, split="val", size=data.target_size, normalization=norm,
+                          list_file=data.val_list or None)
+
+    out = DomainData({
+        "train_source": lambda: out.train_target if data.train_on == "target" else source(),
+        "train_target": target_train,
+        "val_source": lambda: None,
+        "val_target": target_val,
+    }, name=data.dataset, normalization=norm)
+    return out
