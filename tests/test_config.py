@@ -16,7 +16,9 @@ def test_every_preset_loads_and_validates():
 def test_paper_presets_carry_the_official_values():
     adv = config.load("paper/advent")
     assert (adv.optim.lr, adv.optim.momentum, adv.optim.weight_decay) == (2.5e-4, 0.9, 5e-4)
-    assert (adv.optim.max_iters, adv.optim.early_stop) == (250000, 120000)
+    # train_advent loops over range(EARLY_STOP + 1): 120,001 updates, the last saved as
+    # model_120000; train_minent loops over range(EARLY_STOP) (official_facts 3.3, 3.4).
+    assert (adv.optim.max_iters, adv.optim.early_stop) == (250000, 120001)
     assert (adv.optim.lr_disc, adv.optim.disc_betas) == (1e-4, (0.9, 0.99))
     assert (adv.method.lambda_adv_main, adv.method.lambda_adv_aux) == (0.001, 0.0002)
     assert adv.model.aspp_branches == 4 and adv.model.bn_mode == "train"
@@ -26,6 +28,7 @@ def test_paper_presets_carry_the_official_values():
     assert asn.data.source_size == (1280, 720) and asn.data.target_size == (1024, 512)
     minent = config.load("paper/minent")
     assert (minent.method.lambda_ent_main, minent.method.lambda_ent_aux) == (0.001, 0.0002)
+    assert minent.optim.early_stop == 120000
 
 
 def test_overrides_dotted_and_nested():
