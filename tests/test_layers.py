@@ -22,7 +22,7 @@ LAYERS: dict[str, int] = {
     "data": 2, "methods": 2, "evaluate": 2,
     # upper: the run folder, the fit loop, experiments and results, figures
     "checkpointing": 3, "runs": 4, "train": 5, "results": 5, "experiments": 6, "viz": 3,
-    "explorer": 6, "notebook": 7, "doctor": 3,
+    "explorer": 6, "notebook": 7, "doctor": 3, "ledger": 6,
     # top: entry points
     "distributed": 8, "notebooks_runner": 8, "cli": 9, "__main__": 10, "__init__": 10,
 }

@@ -8,6 +8,7 @@ Commands:
   variant     one embedded preset with overrides over seeds (lambda sweeps, longer schedules)
   ensemble    evaluate an ensemble of finished embedded runs per seed (AdvEnt + MinEnt)
   collect     gather every run's metrics under a folder into one table
+  ledger      evaluate every kept snapshot of runs: last iterate, best snapshot, over seeds
   sweep       execute a notebook with papermill over methods/presets and seeds
   demo        run the notebook sequence (or the library pipeline) at demo scale
 """
@@ -175,6 +176,15 @@ def cmd_collect(args) -> int:
     return 0
 
 
+def cmd_ledger(args) -> int:
+    from segda import config, ledger
+
+    text = ledger.ledger(args.runs, args.out, max_images=args.max_images, device=args.device,
+                         overrides=config.parse_overrides(args.set))
+    print(text)
+    return 0
+
+
 def cmd_sweep(args) -> int:
     from segda import config, notebooks_runner, results
 
@@ -259,6 +269,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run_root")
     _add_readme_args(p)
     p.set_defaults(fn=cmd_collect)
+
+    p = sub.add_parser("ledger", help="evaluate every kept snapshot of runs (seeds grouped): "
+                       "last iterate, best snapshot (the papers' rule), mean +/- std, the papers' number")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR",
+                   help="run folders, or folders searched for run folders")
+    p.add_argument("--out", help="where ledger.md/.csv go (default: the runs' common folder)")
+    p.add_argument("--max-images", type=int, help="validation images (default: the whole split)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="where the validation split is read, e.g. data.root=DIR")
+    p.set_defaults(fn=cmd_ledger)
 
     p = sub.add_parser("sweep", help="papermill a notebook over presets and seeds")
     p.add_argument("--notebook", required=True)
