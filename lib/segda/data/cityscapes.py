@@ -234,9 +234,9 @@ def prepare(
         list_file = lists.get(split)
         names = read_list(list_file) if list_file else official_list(split)
         image_dir, label_dir = root / "leftImg8bit" / split, root / "gtFine" / split
-        images = present_names(image_dir, names)
+        images = present_names(image_dir, names) & set(names)
         want = [stem(n) + (POLYGONS_SUFFIX if from_polygons else LABEL_IDS_SUFFIX) for n in names]
-        sources = present_names(label_dir, want)
+        sources = present_names(label_dir, want) & set(want)  # the folders hold other files too
         miss_img = [n for n in names if n not in images]
         miss_src = [w for w in want if w not in sources]
         log(f"{split}: {len(images)}/{len(names)} images in {image_dir}, "
