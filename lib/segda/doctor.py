@@ -1,4 +1,4 @@
-"""``python -m segda.doctor --dataset gta5|cityscapes|synthia --root PATH``
+"""``python -m segda.doctor --dataset gta5|cityscapes|synthia --root PATH [--full] [--list ...]``
 
 Looks at a dataset folder and prints, line by line, what is present, what is missing and the
 command that fixes it. Exit status: 0 when the dataset is ready to train/evaluate on (warnings
@@ -23,21 +23,22 @@ DATASETS = {m.NAME: m for m in (gta5, cityscapes, synthia)}
 _MARK = {"ok": "[ok]     ", "warn": "[warn]   ", "problem": "[PROBLEM]"}
 
 
-def diagnose(dataset: str, root: str | Path, lists: dict[str, str] | None = None) -> list[Finding]:
+def diagnose(dataset: str, root: str | Path, lists: dict[str, str] | None = None,
+             full: bool = False) -> list[Finding]:
     """The findings of ``dataset``'s module about ``root``; ``lists`` (split -> list file)
-    replaces official lists, as the prepare scripts' ``--list``."""
+    replaces official lists, as the prepare scripts' ``--list``; ``full`` decodes every file."""
     root = Path(root)
     module = DATASETS[dataset]
     if not root.is_dir():
         return [Finding("problem", f"{dataset} root does not exist: {root}",
                         f"download the dataset (data_scripts/README.md), then run: "
                         f"{module.PREPARE_COMMAND.format(root=root)}")]
-    return module.check(root, lists=lists)
+    return module.check(root, lists=lists, full=full)
 
 
 def run(dataset: str, root: str | Path, write: Callable[[str], None] = print,
-        lists: dict[str, str] | None = None) -> int:
-    findings = diagnose(dataset, root, lists)
+        lists: dict[str, str] | None = None, full: bool = False) -> int:
+    findings = diagnose(dataset, root, lists, full)
     write(f"segda doctor: {dataset} at {Path(root)}")
     for f in findings:
         write(f"{_MARK[f.level]} {f.message}")
@@ -54,9 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", required=True, choices=sorted(DATASETS))
     parser.add_argument("--root", required=True, help="dataset folder")
     add_list_argument(parser)
+    parser.add_argument("--full", action="store_true",
+                        help="decode every file (slow: minutes on the full datasets) and list "
+                        "every bad one; by default only the first file of each kind is decoded")
     args = parser.parse_args(argv)
     lists = parse_lists(args.list, DATASETS[args.dataset].SPLITS, parser)
-    return run(args.dataset, args.root, lists=lists)
+    return run(args.dataset, args.root, lists=lists, full=args.full)
 
 
 if __name__ == "__main__":

@@ -313,9 +313,11 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
 # ------------------------------------------------------------------------------------ checks
 
 
-def check(root: Path, lists: Mapping[str, str | Path] | None = None) -> list[Finding]:
+def check(root: Path, lists: Mapping[str, str | Path] | None = None,
+          full: bool = False) -> list[Finding]:
     """What the doctor reports about a Cityscapes folder: images, gtFine and train-id labels
-    of the official lists (or of the list files ``lists[split]``), decoding."""
+    of the official lists (or of the list files ``lists[split]``), decoding (of one image per
+    split, or with ``full`` of every file, each bad one named)."""
     lists = check_list_splits(lists, SPLITS)
     out = []
     if (root / "data" / "leftImg8bit").is_dir() and not (root / "leftImg8bit").is_dir():
@@ -355,7 +357,13 @@ def check(root: Path, lists: Mapping[str, str | Path] | None = None) -> list[Fin
             why = "" if split == "val" else " (only needed to train an oracle)"
             out.append(Finding(level, f"{split} train-id labels: {len(train_ids) - len(miss_t)}/"
                                f"{len(train_ids)}{why}", prep))
-        if len(miss) < len(names):
+        if full:
+            out += checks.decode_all([root / "leftImg8bit" / split / n for n in names
+                                      if n in images], "image8", f"{split} images")
+            for files, what in ((ids, "gtFine labelIds"), (train_ids, "train-id labels")):
+                out += checks.decode_all([label_dir / f for f in files if f in present], "label8",
+                                         f"{split} {what}")
+        elif len(miss) < len(names):
             first = next(n for n in names if n in images)
             out.append(checks.decodes(root / "leftImg8bit" / split / first))
     return out

@@ -356,9 +356,11 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
 # ------------------------------------------------------------------------------------ checks
 
 
-def check(root: Path, lists: Mapping[str, str | Path] | None = None) -> list[Finding]:
+def check(root: Path, lists: Mapping[str, str | Path] | None = None,
+          full: bool = False) -> list[Finding]:
     """What the doctor reports about a GTA5 folder: counts (of the official list, or of the
-    list file ``lists["train"]``), conversion, report, decoding."""
+    list file ``lists["train"]``), conversion, report, decoding (of the first pair, or with
+    ``full`` of every file, each bad one named)."""
     list_file = check_list_splits(lists, SPLITS).get("train")
     try:
         listed = read_list(list_file) if list_file else None
@@ -402,7 +404,16 @@ def check(root: Path, lists: Mapping[str, str | Path] | None = None) -> list[Fin
                            f"{len(excluded)} pairs excluded"))
     absent = set(s["missing_images"])
     first = next((i for i in ids if i not in absent), None)
-    if first is not None:
+    if full:
+        no_label, unconverted = set(s["missing_labels"]), set(s["unconverted"])
+        labelled = [i for i in ids if i not in no_label]
+        out += checks.decode_all([root / "images" / i for i in ids if i not in absent], "image8",
+                                 f"images in {root / 'images'}")
+        out += checks.decode_all([root / "labels" / i for i in labelled], "label8",
+                                 f"labels in {root / 'labels'}")
+        out += checks.decode_all([root / "labels" / train_id_name(i) for i in labelled
+                                  if i not in unconverted], "label8", "converted train-id labels")
+    elif first is not None:
         out.append(checks.decodes(root / "images" / first))
         conv = root / "labels" / train_id_name(first)
         if conv.exists():

@@ -68,6 +68,10 @@ class CorruptImageError(DatasetError):
     """A PNG cannot be decoded (truncated or not a PNG)."""
 
 
+class BitDepthError(DatasetError, ValueError):
+    """A PNG has another bit depth than its folder's files (16-bit where 8-bit is expected)."""
+
+
 class SizeMismatchError(DatasetError, ValueError):
     """An image and its label have different sizes."""
 
@@ -128,15 +132,24 @@ def summarize(names: Sequence[str], limit: int = 5) -> str:
 # ---------------------------------------------------------------------------------- decoding
 
 
-def png_size(path: str | Path) -> tuple[int, int]:
-    """(width, height) from a PNG's IHDR chunk, without decoding the pixels."""
+PNG_COLOUR_TYPES = {0: "grey", 2: "RGB", 3: "palette", 4: "grey+alpha", 6: "RGBA"}
+
+
+def png_header(path: str | Path) -> tuple[int, int, int, int]:
+    """``(width, height, bit depth, colour type)`` from a PNG's IHDR chunk, without decoding
+    the pixels (colour types: :data:`PNG_COLOUR_TYPES`)."""
     path = Path(path)
     with open(path, "rb") as f:
-        head = f.read(24)
-    if len(head) < 24 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        head = f.read(26)
+    if len(head) < 26 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
         raise CorruptImageError(f"not a PNG file (or truncated header): {path}")
     width, height = struct.unpack(">II", head[16:24])
-    return int(width), int(height)
+    return int(width), int(height), head[24], head[25]
+
+
+def png_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) from a PNG's IHDR chunk, without decoding the pixels."""
+    return png_header(path)[:2]
 
 
 def decode(path: str | Path, mode: ImageReadMode = ImageReadMode.UNCHANGED) -> torch.Tensor:
@@ -154,7 +167,13 @@ def decode(path: str | Path, mode: ImageReadMode = ImageReadMode.UNCHANGED) -> t
 
 def read_rgb(path: str | Path) -> torch.Tensor:
     """``(3, H, W)`` uint8 RGB (a palette, grey or alpha channel is converted away)."""
-    return decode(path, ImageReadMode.RGB)
+    image = decode(path, ImageReadMode.RGB)
+    if image.dtype != torch.uint8:  # torchvision keeps 16 bits; they would pass as 0..65535
+        raise BitDepthError(
+            f"{path}: a 16-bit PNG where an 8-bit image is expected; is this the right file "
+            "(e.g. not a SYNTHIA GT/LABELS file in an image folder)?"
+        )
+    return image
 
 
 def read_label(path: str | Path) -> torch.Tensor:

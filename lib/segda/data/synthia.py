@@ -279,9 +279,11 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
 # ------------------------------------------------------------------------------------ checks
 
 
-def check(root: Path, lists: Mapping[str, str | Path] | None = None) -> list[Finding]:
+def check(root: Path, lists: Mapping[str, str | Path] | None = None,
+          full: bool = False) -> list[Finding]:
     """What the doctor reports about a SYNTHIA folder: counts (official, or of the list file
-    ``lists["train"]``), conversion, label bit depth, image size, decoding."""
+    ``lists["train"]``), conversion, label bit depth, image size, decoding (of the first pair,
+    or with ``full`` of every file, each bad one named)."""
     list_file = check_list_splits(lists, SPLITS).get("train")
     try:
         listed = read_list(list_file) if list_file else None
@@ -317,7 +319,15 @@ def check(root: Path, lists: Mapping[str, str | Path] | None = None) -> list[Fin
                            f"(e.g. {summarize(todo, 3)})", prep))
     else:
         out.append(Finding("ok", f"converted train-id labels: {len(labels)}"))
-    if labels:
+    if full:
+        out += checks.decode_all([root / "RGB" / n for n in images], "image8",
+                                 f"images in {root / 'RGB'}")
+        out += checks.decode_all([label_dir / n for n in labels], "label16",
+                                 f"labels in {label_dir}")
+        out += checks.decode_all([label_dir / train_id_name(n) for n in labels
+                                  if train_id_name(n) in files], "label8",
+                                 "converted train-id labels")
+    elif labels:
         try:
             raw = decode(label_dir / labels[0])
             if raw.dtype.itemsize == 1:
@@ -328,7 +338,8 @@ def check(root: Path, lists: Mapping[str, str | Path] | None = None) -> list[Fin
         except DatasetError as err:
             out.append(Finding("problem", str(err), "extract the file again"))
     if images:
-        out.append(checks.decodes(root / "RGB" / images[0]))
+        if not full:
+            out.append(checks.decodes(root / "RGB" / images[0]))
         try:
             w, h = png_size(root / "RGB" / images[0])
             if (w, h) != NATIVE_SIZE:
