@@ -432,6 +432,102 @@ def test_torchvision_resnet101_keys_map(meta_multi):
     assert sorted((k, list(v.shape)) for k, v in mapped.items()) == sorted(backbone)
 
 
+@pytest.fixture(scope="module")
+def torchvision_resnet101() -> nn.Module:
+    """torchvision's ResNet-101, randomly initialised (no download), with random BN statistics
+    and affine parameters so that a BN tensor mapped to the wrong place would show."""
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(4)
+    net = torchvision.models.resnet101(weights=None)
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5, generator=g)
+                m.bias.normal_(0.0, 0.1, generator=g)
+                m.running_mean.normal_(0.0, 0.1, generator=g)
+                m.running_var.uniform_(0.5, 2.0, generator=g)
+    return net.eval()
+
+
+def _stem(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return net.maxpool(net.relu(net.bn1(net.conv1(x))))  # same attribute names in both
+
+
+def test_torchvision_resnet101_maps_every_backbone_tensor(torchvision_resnet101, scratch_multi):
+    tv = torchvision_resnet101
+    mapped = torchvision_resnet101_to_deeplab(tv.state_dict())
+    assert set(tv.state_dict()) - set(mapped) == {"fc.weight", "fc.bias"}
+    backbone = {k: v for k, v in scratch_multi.state_dict().items()
+                if not k.startswith(("layer5.", "layer6."))}
+    assert {k: v.shape for k, v in mapped.items()} == {k: v.shape for k, v in backbone.items()}
+    report = load_state_dict_checked(scratch_multi, mapped, kind="init")
+    assert report.ok and sorted(report.loaded) == sorted(backbone)
+    assert {k.split(".")[0] for k in report.kept_init} == {"layer5", "layer6"}
+    for k, v in scratch_multi.state_dict().items():
+        if k in mapped:
+            assert torch.equal(v, mapped[k]), k
+
+    # Where the architectures agree, the mapped DeepLab computes what torchvision computes.
+    scratch_multi.eval()
+    try:
+        with torch.no_grad():
+            x = torch.randn(1, 3, 33, 65, generator=torch.Generator().manual_seed(6))
+            # stem conv output 17x33 (odd): ceil- and floor-mode max-pools agree
+            ours, theirs = _stem(scratch_multi, x), _stem(tv, x)
+            torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+            ours, theirs = scratch_multi.layer1(ours), tv.layer1(theirs)
+            torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+            # layer2: same size, but the stride sits on conv1 (caffe) vs conv2 (torchvision)
+            ours, theirs = scratch_multi.layer2(ours), tv.layer2(theirs)
+            assert ours.shape == theirs.shape == (1, 512, 5, 9)
+            assert not torch.allclose(ours, theirs)
+            # layer3/4: dilation instead of stride, so DeepLab keeps the resolution
+            assert scratch_multi.layer3(ours).shape[2:] == (5, 9)
+            assert tv.layer3(theirs).shape[2:] == (3, 5)
+            # an even stem output (input 32x64): DeepLab's ceil-mode pool is one larger
+            y = torch.randn(1, 3, 32, 64)
+            assert _stem(scratch_multi, y).shape[2:] == (9, 17)
+            assert _stem(tv, y).shape[2:] == (8, 16)
+    finally:
+        scratch_multi.train()
+
+
+def test_convert_torchvision_resnet101_command(torchvision_resnet101, scratch_multi, tmp_path,
+                                               capsys, monkeypatch):
+    import importlib.util
+
+    from segda import weights
+
+    spec = importlib.util.spec_from_file_location(
+        "convert", Path(__file__).resolve().parents[1] / "data_scripts/convert_torchvision_resnet101.py")
+    command = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(command)
+    fake = tmp_path / "resnet101-63fe2227.pth"  # torchvision's name, but not its file
+    torch.save(torchvision_resnet101.state_dict(), fake)
+    out = tmp_path / "init.pth"
+    assert command.main(["--input", str(fake), "--output", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert str(fake) in err and "63fe2227" in err and not out.exists()
+    assert "download it again from https://download.pytorch.org/models/resnet101-63fe2227.pth" in err
+    # a file under a name torchvision does not use is converted, unchecked
+    mine = fake.rename(tmp_path / "my_resnet101.pth")
+    assert command.main(["--input", str(mine), "--output", str(out)]) == 0
+    assert "is not checked" in capsys.readouterr().out
+    report = load_checkpoint(scratch_multi, out)  # kind="auto": the Scale. prefix marks an init
+    assert report.kind == "init" and report.ok and not report.dropped
+    assert torch.equal(scratch_multi.state_dict()["layer3.22.bn3.running_var"],
+                       torchvision_resnet101.state_dict()["layer3.22.bn3.running_var"])
+    # a known name whose SHA-256 matches is accepted
+    digest = weights.sha256_file(mine)
+    known = mine.rename(tmp_path / f"resnet101-{digest[:8]}.pth")
+    monkeypatch.setitem(weights.TORCHVISION_RESNET101, known.name, "test URL")
+    assert command.main(["--input", str(known), "--output", str(out)]) == 0
+    assert f"SHA-256 {digest} matches" in capsys.readouterr().out
+    assert command.main(["--input", str(tmp_path / "absent.pth")]) == 1
+    assert f"no file {tmp_path / 'absent.pth'}" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(("name", "branches"), [
     ("GTA2Cityscapes_multi-ed35151c.pth", 2),
     ("http://vllab.ucmerced.edu/ytsai/CVPR18/GTA2Cityscapes_vgg-ac4ac9f6.pth", 2),

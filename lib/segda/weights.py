@@ -141,10 +141,23 @@ AdaptSegNet#108). Options, best first:
      1BMTTMCNkV98pjZh_rU0Pp47zeVqF3MEc from layumi/AdaBoost_Seg#2, content unconfirmed), put it
      in the weights folder and check it:  python data_scripts/download_weights.py --verify
      PATH --name deeplab_init_asn   (its SHA-256 must start with {prefix}).
-  3. torchvision's ImageNet ResNet-101 mapped onto the DeepLab-v2 keys with
-     segda.models.checkpoints.torchvision_resnet101_to_deeplab (an ImageNet-only start, RGB
-     input normalised with ImageNet statistics: set normalization="imagenet"; expect lower
-     numbers than the papers, whose init also saw COCO)."""
+  3. torchvision's ImageNet ResNet-101, downloaded by you and mapped onto the DeepLab-v2 keys
+     (segda.models.checkpoints.torchvision_resnet101_to_deeplab):
+       python data_scripts/convert_torchvision_resnet101.py --input resnet101-63fe2227.pth
+     An ImageNet-only start with RGB input normalised by ImageNet statistics: set
+     data.normalization=imagenet; expect lower numbers than the papers, whose init also saw
+     COCO (data_scripts/README.md lists how the two networks differ)."""
+
+# torchvision's ImageNet ResNet-101 files (torchvision.models.ResNet101_Weights). As for
+# model_zoo files, the hex digits in the name are the leading digits of the file's SHA-256
+# (torch.hub's check_hash convention), so a file under one of these names can be verified.
+TORCHVISION_RESNET101 = {
+    "resnet101-63fe2227.pth": "https://download.pytorch.org/models/resnet101-63fe2227.pth "
+                              "(ResNet101_Weights.IMAGENET1K_V1)",
+    "resnet101-cd907fc2.pth": "https://download.pytorch.org/models/resnet101-cd907fc2.pth "
+                              "(ResNet101_Weights.IMAGENET1K_V2)",
+}
+DEFAULT_TORCHVISION_INIT = DEFAULT_DIR / "deeplab_init_torchvision_resnet101.pth"
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -263,3 +276,53 @@ def status_table() -> list[dict]:
          "what": s.what}
         for s in WEIGHTS.values()
     ]
+
+
+def convert_torchvision_resnet101(
+    src: str | Path, dst: str | Path = DEFAULT_TORCHVISION_INIT,
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Write a DeepLab-v2 init file from a torchvision ImageNet ResNet-101 ``.pth``.
+
+    A file named as one of torchvision's (:data:`TORCHVISION_RESNET101`) must have the SHA-256
+    its name announces (:class:`ChecksumMismatchError` otherwise); any other name is converted
+    with its SHA-256 printed but not checked. The output holds the backbone under the official
+    init's ``Scale.`` prefix, so ``model.init_checkpoint`` loads it as an init (``kind="auto"``):
+    see :func:`segda.models.checkpoints.torchvision_resnet101_to_deeplab` for what the mapping
+    does and how the two networks differ. Train from it with ``data.normalization=imagenet``.
+    """
+    import torch
+
+    from segda.models.checkpoints import INIT_PREFIX, torchvision_resnet101_to_deeplab
+
+    src, dst = Path(src), Path(dst)
+    if not src.is_file():
+        raise WeightsError(f"no file {src}; download torchvision's ResNet-101 first, e.g. "
+                           f"{TORCHVISION_RESNET101['resnet101-63fe2227.pth']}")
+    if src.name in TORCHVISION_RESNET101:
+        prefix = expected_prefix_from_filename(src.name)
+        try:
+            digest = verify(src, prefix)
+        except ChecksumMismatchError as err:
+            raise ChecksumMismatchError(
+                f"{err}: {src} is not torchvision's {src.name} (truncated or another file); "
+                f"download it again from {TORCHVISION_RESNET101[src.name]}"
+            ) from None
+        log(f"{src}: SHA-256 {digest} matches torchvision's {src.name}")
+    else:
+        log(f"{src}: not one of torchvision's file names ({', '.join(TORCHVISION_RESNET101)}), "
+            f"so its SHA-256 ({sha256_file(src)}) is not checked")
+    state = torch.load(src, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"{src} does not hold a state_dict (a dict of tensors)")
+    try:
+        mapped = torchvision_resnet101_to_deeplab(state)
+    except ValueError as err:
+        raise WeightsError(f"{src}: {err}") from None
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + ".part")
+    torch.save({INIT_PREFIX + k: v for k, v in mapped.items()}, tmp)
+    tmp.replace(dst)
+    log(f"wrote {dst}: {len(mapped)} backbone tensors; train with --set "
+        f"model.init_checkpoint={dst} --set data.normalization=imagenet")
+    return dst

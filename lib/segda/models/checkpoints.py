@@ -30,7 +30,8 @@ import torch
 from torch import nn
 
 KINDS = ("auto", "init", "adapted", "discriminator")
-_INIT_PREFIX = "Scale."
+INIT_PREFIX = "Scale."  # the wrapper module of the original multi-scale DeepLab
+_INIT_PREFIX = INIT_PREFIX
 _INIT_CLASSIFIER = "layer5."
 # AdaptSegNet FCDiscriminator attribute -> index in the nn.Sequential FCDiscriminator.
 _ASN_DISC_NAMES = {"conv1": "0", "conv2": "2", "conv3": "4", "conv4": "6", "classifier": "8"}
@@ -210,13 +211,28 @@ def load_checkpoint(
 def torchvision_resnet101_to_deeplab(state_dict: Mapping[str, torch.Tensor]) -> dict:
     """Map torchvision's ImageNet ResNet-101 weights onto :class:`DeepLabV2ResNet101` keys.
 
-    The names and shapes coincide key for key (``conv1``, ``bn1``, ``layerX.Y.convK/bnK``,
-    ``layerX.0.downsample.{0,1}``), so the map only drops the 1000-way ``fc`` classifier. Load
-    the result with ``kind="init"``. It is an *approximate* init, not the official one:
-    torchvision's bottleneck has its stride on the 3x3 ``conv2`` while the DeepLab model
-    strides on the 1x1 ``conv1``, the weights were trained without dilation, and torchvision
-    expects RGB inputs in [0, 1] normalised by mean/std whereas the caffe init expects
-    mean-subtracted BGR in [0, 255].
+    The backbone's names and shapes coincide key for key (``conv1``, ``bn1``,
+    ``layerX.Y.convK/bnK``, ``layerX.0.downsample.{0,1}``, BN running statistics and
+    ``num_batches_tracked``), so the map keeps every tensor and only drops the 1000-way ``fc``
+    classifier. Load the result with ``kind="init"`` (or save it under the ``Scale.`` prefix,
+    as ``data_scripts/convert_torchvision_resnet101.py`` does, and ``kind="auto"`` finds it).
+
+    It is an *approximate* init, not the official one: the same weights compute something else
+    from layer2 on. Precisely, for the same tensors:
+
+    * the stem (``conv1``, ``bn1``, ReLU) and ``layer1`` are the same function;
+    * the stem max-pool: DeepLab uses ``ceil_mode=True``, torchvision ``ceil_mode=False``;
+      outputs agree when the stem conv's output size is odd in both dimensions (input
+      ``H = 33`` or ``65``, not 32 or 64), and DeepLab's is one larger otherwise;
+    * ``layer2.0``: DeepLab (caffe) puts the stride 2 on the first 1x1 conv (``conv1``),
+      torchvision (ResNet v1.5) on the 3x3 ``conv2``; the sizes agree but the values do not;
+    * ``layer3`` and ``layer4``: torchvision downsamples by 2 in each (stride on ``conv2`` and
+      ``downsample.0`` of block 0, no dilation); DeepLab keeps stride 1 and dilates every 3x3
+      conv by 2 (``layer3``) and 4 (``layer4``), for an output stride of 8 instead of 32;
+    * input: torchvision expects RGB in [0, 1] normalised with the ImageNet mean/std
+      (``data.normalization=imagenet``); the caffe init expects BGR in 0..255 minus the mean;
+    * BN layers have the same eps (1e-5) and momentum (0.1); DeepLab freezes their affine
+      parameters during training.
     """
     out = {k: v for k, v in state_dict.items() if not k.startswith("fc.")}
     if "conv1.weight" not in out or "layer4.2.conv3.weight" not in out:
