@@ -19,6 +19,11 @@ Splits: the official lists of AdaptSegNet/ADVENT (``cityscapes_list/train.txt``,
 ``val.txt``, 500 lines: frankfurt 267, lindau 59, munster 174), shipped in ``segda/splits``.
 Evaluation uses val at full resolution (2048x1024 labels, ``label_size=None``) with the image
 resized to 1024x512, as both papers do.
+
+Everything about Cityscapes lives here: the layout and the :class:`Cityscapes` dataset,
+:func:`prepare` (run by ``data_scripts/prepare_cityscapes.py``, whose own options
+:func:`add_prepare_arguments` declares), and :func:`check`, what
+``python -m segda.doctor --dataset cityscapes`` reports.
 """
 
 from __future__ import annotations

@@ -15,6 +15,10 @@ which the :class:`GTA5` dataset reads to skip excluded pairs.
 
 No checksums are published for the GTA5 archives; :func:`hash_archives` records SHA-256 sums of
 the zips you downloaded, so a later copy can be compared with yours.
+
+Everything about GTA5 lives here: the layout and the :class:`GTA5` dataset, :func:`prepare`
+(run by ``data_scripts/prepare_gta5.py``, whose own options :func:`add_prepare_arguments`
+declares), and :func:`check`, what ``python -m segda.doctor --dataset gta5`` reports.
 """
 
 from __future__ import annotations

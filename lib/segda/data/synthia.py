@@ -13,6 +13,11 @@ terrain (16), truck (18) and train (20) are mapped too but do not occur in the d
 results are reported on 16 classes (ADVENT) or 13 (AdaptSegNet; ADVENT's mIoU*), see
 ``segda.labels.CLASS_SUBSETS``. ``SYNTHIA(..., classes=16)`` additionally sets labels outside
 the chosen protocol to ignore; train ids stay in the 19-class numbering either way.
+
+Everything about SYNTHIA lives here: the layout and the :class:`SYNTHIA` dataset,
+:func:`prepare` (run by ``data_scripts/prepare_synthia.py``, whose own options
+:func:`add_prepare_arguments` declares), and :func:`check`, what
+``python -m segda.doctor --dataset synthia`` reports.
 """
 
 from __future__ import annotations
