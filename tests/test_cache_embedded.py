@@ -79,3 +79,10 @@ def test_a_cache_the_generator_no_longer_renders_is_ignored(tmp_path):
     path.write_bytes(path.read_bytes()[:100])  # truncated
     with pytest.warns(UserWarning, match=f"{path}.*cannot read it"):
         assert embedded_cache.load_verified(tmp_path, "target", "val", config) is None
+
+
+def test_a_cache_of_another_split_is_ignored(cached_root, tmp_path):
+    config = synthetic.SyntheticConfig(height=16, width=32)
+    (tmp_path / "target_val.npz").write_bytes((cached_root / "embedded/source_val.npz").read_bytes())
+    with pytest.warns(UserWarning, match=r"target_val\.npz: it holds source/val, not target/val"):
+        assert embedded_cache.load_verified(tmp_path, "target", "val", config) is None

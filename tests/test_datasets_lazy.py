@@ -70,3 +70,8 @@ def test_oracle_source_is_the_target_split():
                                               train_on="target"))
     assert data.train_source is data.train_target
     assert data.train_source.domain == "target"
+
+
+def test_every_split_needs_a_builder():
+    with pytest.raises(ValueError, match=r"missing \['val_source', 'val_target'\]"):
+        registry.DomainData({"train_source": list, "train_target": list})

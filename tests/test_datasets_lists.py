@@ -154,3 +154,38 @@ def test_prepare_scripts_and_doctor_take_lists(root, capsys):
     assert doctor.main(["--dataset", "gta5", "--root", str(root / "GTA5"), "--list",
                         str(missing)]) == 1
     assert f"list file not found: {missing}" in capsys.readouterr().out
+
+
+def test_list_argument_errors(root, tmp_path, capsys):
+    lst = write_list(root / "lists/gta5.txt", ["00001.png"])
+    with pytest.raises(ValueError, match=r"list files given for splits \['val'\]; this dataset "
+                                         r"has \['train'\]"):
+        gta5.prepare(root / "GTA5", lists={"val": lst}, log=lambda s: None)
+    with pytest.raises(ValueError, match="pass ids or list_file, not both"):
+        gta5.GTA5(root / "GTA5", ids=["00001.png"], list_file=lst)
+    with pytest.raises(ValueError, match="pass names or list_file, not both"):
+        cs.Cityscapes(root / "Cityscapes", split="val", names=CITY["val"], list_file=lst)
+    with pytest.raises(SystemExit) as done:
+        load_script("prepare_gta5").main(["--root", str(root / "GTA5"), "--list", str(lst),
+                                          "--list", str(lst)])
+    assert done.value.code == 2 and "--list given twice for train" in capsys.readouterr().err
+
+
+def test_synthia_lists(tmp_path):
+    from segda.data import miniature, synthia
+
+    mini = miniature.make_miniature(tmp_path / "mini", init=False)
+    lst = write_list(tmp_path / "syn.txt", ["0000002.png", "0000000.png"])
+    report = synthia.prepare(mini.synthia, lists={"train": lst}, log=lambda s: None)
+    assert sorted(report["class_pixels"]) == ["0000000.png", "0000002.png"]
+    assert synthia.SYNTHIA(mini.synthia, list_file=lst).names == ["0000002.png", "0000000.png"]
+    bad = write_list(tmp_path / "bad.txt", ["0000000.png", "0000007.png"])
+    with pytest.raises(MissingFilesError) as err:
+        synthia.prepare(mini.synthia, lists={"train": bad}, log=lambda s: None)
+    assert "RGB/0000007.png" in str(err.value) and str(bad) in str(err.value)
+    with pytest.raises(MissingFilesError) as err:
+        synthia.SYNTHIA(mini.synthia, list_file=bad)
+    assert "0000007.png" in str(err.value) and f"named by list {bad}" in str(err.value)
+    findings = synthia.check(mini.synthia, lists={"train": tmp_path / "none.txt"})
+    assert [f.level for f in findings] == ["problem"]
+    assert f"list file not found: {tmp_path / 'none.txt'}" in findings[0].message

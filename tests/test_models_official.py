@@ -526,6 +526,13 @@ def test_convert_torchvision_resnet101_command(torchvision_resnet101, scratch_mu
     assert f"SHA-256 {digest} matches" in capsys.readouterr().out
     assert command.main(["--input", str(tmp_path / "absent.pth")]) == 1
     assert f"no file {tmp_path / 'absent.pth'}" in capsys.readouterr().err
+    for content, why in (({"model": {"conv1.weight": torch.zeros(1)}, "epoch": 3},
+                          "does not hold a state_dict"),
+                         ({"conv1.weight": torch.zeros(1)}, "does not look like a torchvision")):
+        other = tmp_path / "other.pth"
+        torch.save(content, other)
+        assert command.main(["--input", str(other), "--output", str(out)]) == 1
+        assert f"{other}" in (err := capsys.readouterr().err) and why in err
 
 
 @pytest.mark.parametrize(("name", "branches"), [
