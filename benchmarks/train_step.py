@@ -15,8 +15,15 @@ Tables (Markdown on stdout; ``--out`` appends them to a file):
 * ``--eval``: evaluation at the papers' protocol (1024x512 in, logits upsampled to 2048x1024
   with ``align_corners=True``, argmax, confusion matrix on the device), ms per image.
 
-CPU (default): the small model at 64x128, batch 8 per domain. GPU: DeepLab-v2 ResNet-101 at the
-papers' sizes (source 1280x720, target 1024x512, batch 1).
+CPU (default): the small model at 64x128, batch 8 per domain, each row starting from its
+embedded preset (``embedded/advent`` ...: Adam, the embedded discriminator width), i.e. the step
+the notebooks run. GPU: DeepLab-v2 ResNet-101 at the papers' sizes (source 1280x720, target
+1024x512, batch 1).
+
+Every per-method row also counts the step's floating-point operations (convolutions and matrix
+products, forward and backward, by ``torch.utils.flop_counter``) and reports the achieved
+GFLOP/s beside the machine's fp32 matrix-product throughput measured in the same run at the
+same thread count (a 2048x2048 ``matmul``): the physical limit a step can approach.
 
     python benchmarks/train_step.py --device cpu
     python benchmarks/train_step.py --device cuda --ablate --methods advent:multi
@@ -55,6 +62,12 @@ ABLATION = [
     ("+ torch.compile of the step's stages", {"run.compile": "default"}),
     ("+ CUDA graphs", {"run.cuda_graphs": True}),
 ]
+# The embedded preset each CPU row starts from (the step the notebooks run).
+EMBEDDED_PRESETS = {("source_only", "multi"): "source_only", ("feature_adv", "single"): "feature_adv",
+                    ("output_adv", "single"): "output_adv_single",
+                    ("output_adv", "multi"): "output_adv_multi", ("minent", "multi"): "minent",
+                    ("advent", "multi"): "advent", ("advent", "single"): "advent",
+                    ("minent", "single"): "minent", ("source_only", "single"): "source_only"}
 COMPILE_COST_S = 150  # a rough upper bound of one compiled row's compile time (ResNet-101, GPU)
 
 
@@ -77,7 +90,36 @@ def make_config(args, method: str, levels: str, switches: dict) -> config.TrainC
         "run.device": args.device, "run.progress": False,
         **REFERENCE, "run.compile_backend": args.compile_backend, **switches,
     }
-    return config.load(None, over)
+    preset = None
+    if args.device == "cpu":
+        preset = f"embedded/{EMBEDDED_PRESETS.get((method, levels), 'source_only')}"
+        for key in ("optim.optimizer", "optim.param_groups", "model.name"):
+            over.pop(key)  # the preset's (Adam, unique listing, the small model)
+        over["model.name"] = args.model
+    return config.load(preset, over)
+
+
+def step_gflop(cfg, device) -> float:
+    """Floating-point operations of one training step (forward and backward of every
+    convolution and matrix product), in GFLOP."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(0)
+    state = methods.build_state(cfg, device)
+    state.seg.train()
+    src, tgt = make_batches(cfg, device)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        methods.train_step(state, src, tgt, cfg)
+    return counter.get_total_flops() / 1e9
+
+
+def matmul_gflops(device, n: int = 2048, reps: int = 8) -> float:
+    """Measured fp32 throughput of an n x n matrix product on ``device``, GFLOP/s."""
+    g = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(n, n, generator=g).to(device) for _ in range(2))
+    ms = median_ms(lambda: a @ b, 2, reps, device)
+    return 2 * n**3 / (ms / 1000) / 1e9
 
 
 def make_batches(cfg, device, seed=0):
@@ -170,11 +212,15 @@ class Budget:
 def run_methods(args, emit, budget: Budget) -> None:
     fast = fast_switches(args)
     label = ", ".join(f"{k.split('.')[1]}={v}" for k, v in fast.items())
-    emit(f"\n### Reference vs fast mode per method\n\nfast = {label}\n")
+    device = repro.resolve_device(args.device)
+    peak_rate = matmul_gflops(device)
+    emit(f"\n### Reference vs fast mode per method\n\nfast = {label}\n\n"
+         f"fp32 matmul throughput of this device at {torch.get_num_threads()} thread(s), measured "
+         f"in this run: {peak_rate:.0f} GFLOP/s\n")
     mem = "peak GiB (allocated) ref / fast" if args.device.startswith("cuda") else "peak GiB"
     emit(f"| method | levels | reference ms/it | fast ms/it | speed-up | {mem} | "
-         "loss Δ fast vs ref (it 0) |")
-    emit("|---|---|---|---|---|---|---|")
+         "loss Δ fast vs ref (it 0) | GFLOP/it | GFLOP/s ref / fast (% of matmul) |")
+    emit("|---|---|---|---|---|---|---|---|---|")
     rows = [tuple(m.split(":")) for m in args.methods] if args.methods else METHOD_ROWS
     for method, levels in rows:
         cost = 2 * args.eager_row_s + (budget.compile_s if "run.compile" in fast else 0)
@@ -184,11 +230,16 @@ def run_methods(args, emit, budget: Budget) -> None:
         try:
             ref_ms, ref_mem, ref_loss, _ = time_training(args, method, levels, {})
             fast_ms, fast_mem, fast_loss, _ = time_training(args, method, levels, fast)
+            gflop = step_gflop(make_config(args, method, levels, {}), device)
         except Exception as err:  # noqa: BLE001 - a failed row must not hide the others
-            emit(f"| {method} | {levels} | failed: {type(err).__name__}: {str(err)[:120]} | | | | |")
+            emit(f"| {method} | {levels} | failed: {type(err).__name__}: {str(err)[:120]} "
+                 "| | | | | | |")
             continue
+        rates = [gflop / (ms / 1000) for ms in (ref_ms, fast_ms)]
         emit(f"| {method} | {levels} | {ref_ms:.1f} | {fast_ms:.1f} | x{ref_ms / fast_ms:.2f} "
-             f"| {fmt_mem(ref_mem)} / {fmt_mem(fast_mem)} | {loss_delta(fast_loss, ref_loss):.1e} |")
+             f"| {fmt_mem(ref_mem)} / {fmt_mem(fast_mem)} | {loss_delta(fast_loss, ref_loss):.1e} "
+             f"| {gflop:.1f} | {rates[0]:.0f} ({100 * rates[0] / peak_rate:.0f}%) / "
+             f"{rates[1]:.0f} ({100 * rates[1] / peak_rate:.0f}%) |")
 
 
 def run_ablation(args, emit, budget: Budget) -> None:
@@ -330,7 +381,11 @@ def main(argv=None) -> None:
     p.add_argument("--budget-s", type=float, default=0,
                    help="skip rows that would end after this many seconds (0: no limit)")
     p.add_argument("--out", default=None, help="append the tables to this Markdown file")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default: torch's, i.e. OMP_NUM_THREADS or the cores)")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     gpu = args.device.startswith("cuda")
     args.model = args.model or ("deeplabv2_resnet101" if gpu else "small")
     args.source_size = args.source_size or ((1280, 720) if gpu else (128, 64))
