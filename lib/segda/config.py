@@ -12,6 +12,7 @@ values of the wrong type raise :class:`ConfigError` naming the key. There is no 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -155,6 +156,24 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
+# Numbers with a lower bound (rates, weights and counts); a value below it is a config error.
+LOWER_BOUNDS: dict[str, float] = {
+    "model.num_classes": 1,
+    "data.batch_size": 1,
+    "data.num_workers": 0,
+    **{f"method.{name}": 0.0 for name in (
+        "lambda_seg_main", "lambda_seg_aux", "lambda_adv_main", "lambda_adv_aux",
+        "lambda_ent_main", "lambda_ent_aux", "lambda_cp", "cp_mu")},
+    "method.disc_ndf": 1,
+    **{f"optim.{name}": 0.0 for name in (
+        "lr", "head_lr_mult", "momentum", "weight_decay", "lr_disc", "poly_power")},
+    "optim.max_iters": 1,
+    "optim.early_stop": 0,
+    **{f"run.{name}": 0 for name in (
+        "log_every", "eval_every", "eval_max_images", "checkpoint_every")},
+}
+
+
 def _to_plain(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: _to_plain(v) for k, v in obj.items()}
@@ -194,7 +213,15 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             except ConfigError:
                 continue
         raise ConfigError(f"{key!r} has the wrong type: {value!r}")
+    if tp is float and isinstance(value, str):
+        # YAML 1.1 reads 1e-4 and 1e6 (no dot) as strings; any Python float literal is a number.
+        try:
+            value = float(value)
+        except ValueError:
+            raise ConfigError(f"{key!r} must be a number, got {value!r}") from None
     if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ConfigError(f"{key!r} must be a finite number, got {value!r}")
         return float(value)
     if tp is int and isinstance(value, int) and not isinstance(value, bool):
         return value
@@ -233,10 +260,13 @@ def _validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError("'method.levels' is 'multi' but 'model.multi_level' is false")
     if cfg.model.aspp_branches not in (1, 2, 3, 4):
         raise ConfigError(f"'model.aspp_branches' must be 1..4, got {cfg.model.aspp_branches}")
+    for key, low in LOWER_BOUNDS.items():
+        section, name = key.split(".")
+        value = plain[section][name]
+        if value < low:
+            raise ConfigError(f"{key!r} must be at least {low}, got {value!r}")
     if cfg.optim.early_stop > cfg.optim.max_iters:
         raise ConfigError("'optim.early_stop' must not exceed 'optim.max_iters'")
-    if cfg.data.batch_size < 1:
-        raise ConfigError("'data.batch_size' must be at least 1")
     return cfg
 
 
@@ -275,8 +305,13 @@ _StrictLoader.add_constructor(
 
 
 def parse_yaml(text: str) -> Any:
-    """Parse YAML strictly (duplicate keys are errors)."""
-    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - SafeLoader subclass
+    """Parse YAML strictly (duplicate keys are errors); malformed YAML is a :class:`ConfigError`
+    (and so are tags that would build Python objects: the loader is a safe one)."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - SafeLoader subclass
+    except yaml.YAMLError as err:
+        problem = " ".join(str(err).split())
+        raise ConfigError(f"not valid YAML ({problem})") from None
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:
@@ -287,13 +322,20 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
         if "=" not in item:
             raise ConfigError(f"--set expects key=value, got {item!r}")
         key, value = item.split("=", 1)
-        out[key] = parse_yaml(value)
+        try:
+            out[key] = parse_yaml(value)
+        except ConfigError as err:
+            raise ConfigError(f"--set {key}={value}: {err}") from None
     return out
 
 
 def read_preset(name: str | Path) -> dict[str, Any]:
     """The preset's YAML content (a partial config), without its ``description`` entry."""
-    data = parse_yaml(preset_path(name).read_text()) or {}
+    path = preset_path(name)
+    try:
+        data = parse_yaml(path.read_text()) or {}
+    except ConfigError as err:
+        raise ConfigError(f"preset {path}: {err}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"preset {str(name)!r} must be a mapping")
     data.pop("description", None)
