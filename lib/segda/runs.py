@@ -5,16 +5,26 @@ A run folder holds:
 * ``config.yaml``: the run's configuration (written when the run starts);
 * ``last.pth`` (and ``iter_XXXXXX.pth`` snapshots): checkpoints (:mod:`segda.checkpointing`);
 * ``history.csv`` and ``metrics.json``: the loss history and the evaluations (written when the
-  run ends); an ensemble's folder holds only ``metrics.json``.
+  run ends); an ensemble's folder holds only ``metrics.json``;
+* ``.lock``: the lock a training process holds on the folder (:func:`lock`).
 
 Every file is written atomically. :func:`check_config` is the one check that a folder holds no
 run of another configuration; the library, the command line and data-parallel runs all use it.
+A result is bound to the run that produced it: ``metrics.json`` records the config's hash
+(:func:`config_hash`) and the final iteration, and :func:`is_complete` and :func:`collect`
+check them against ``config.yaml`` (and ``train.ensure_run`` against ``last.pth``); a retrain
+deletes the results before it writes the new config (:func:`clear_results`). Reading a damaged
+file raises :class:`RunFileError`, which names the file and says what to do.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,13 +41,39 @@ CONFIG = "config.yaml"
 METRICS = "metrics.json"
 HISTORY = "history.csv"
 CHECKPOINT = "last.pth"
+LOCK = ".lock"
+
+
+class RunFileError(ValueError):
+    """A run folder's file is damaged; the message names it and says what to do."""
+
+
+class RunLockedError(RuntimeError):
+    """Another process is training into the run folder."""
+
+
+class ConfigMismatchError(ValueError):
+    """The run folder holds a run of another configuration."""
 
 
 def config_hash(cfg: TrainConfig) -> str:
     """A short stable digest of a configuration: the first 8 hex digits of the SHA-256 of its
     canonical YAML (``cfg.to_yaml()``). Equal configs hash equally, across processes and
     machines."""
-    return hashlib.sha256(cfg.to_yaml().encode()).hexdigest()[:8]
+    return _digest(cfg.to_yaml().encode())
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:8]
+
+
+def _config_file_hash(run_dir: Path) -> str | None:
+    """The hash of the ``config.yaml`` a run folder holds, as written: equal to the
+    :func:`config_hash` recorded in its ``metrics.json`` when both come from one run (even
+    after a later segda adds config fields, which changes ``config_hash`` of the re-read
+    config)."""
+    path = run_dir / CONFIG
+    return _digest(path.read_bytes()) if path.exists() else None
 
 
 def write_config(run_dir: str | Path, cfg: TrainConfig) -> None:
@@ -49,14 +85,26 @@ def read_config(run_dir: str | Path) -> TrainConfig | None:
     path = Path(run_dir) / CONFIG
     if not path.exists():
         return None
-    return config_mod.from_dict(config_mod.parse_yaml(path.read_text()))
+    fix = (f"retrain the folder (--retrain; library: retrain=True), or delete {path} to resume "
+           f"from {CHECKPOINT}, whose own config is checked")
+    try:
+        data = config_mod.parse_yaml(path.read_text())
+    except (config_mod.ConfigError, UnicodeDecodeError) as err:
+        raise RunFileError(f"{path} is damaged ({err}); {fix}") from None
+    if not isinstance(data, dict):
+        what = "empty" if data is None else f"not a config mapping (it holds {data!r:.60})"
+        raise RunFileError(f"{path} is {what}; it should hold the run's configuration; {fix}")
+    try:
+        return config_mod.from_dict(data)
+    except config_mod.ConfigError as err:
+        raise RunFileError(f"{path} does not hold a valid config ({err}); {fix}") from None
 
 
 def check_config(run_dir: str | Path, cfg: TrainConfig) -> None:
     """Refuse a folder that holds a run of another configuration (results never mix)."""
     old = read_config(run_dir)
     if old is not None and old != cfg:
-        raise ValueError(
+        raise ConfigMismatchError(
             f"{run_dir} holds a run with another config ({diff(old.to_dict(), cfg.to_dict())}); "
             "use another run folder, or retrain it (retrain=True; command line: --retrain)"
         )
@@ -81,7 +129,20 @@ def write_metrics(run_dir: str | Path, metrics: dict[str, Any]) -> None:
 
 
 def read_metrics(run_dir: str | Path) -> dict[str, Any]:
-    return json.loads((Path(run_dir) / METRICS).read_text())
+    """A run folder's ``metrics.json``; :class:`RunFileError` when it is damaged."""
+    path = Path(run_dir) / METRICS
+    try:
+        metrics = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        problem = "empty" if path.stat().st_size == 0 else f"not valid JSON: {err}"
+        metrics = problem
+    if not isinstance(metrics, dict):
+        problem = metrics if isinstance(metrics, str) else "not a JSON object"
+        raise RunFileError(
+            f"{path} is damaged ({problem}). Rerun the train command on {Path(run_dir)} to "
+            f"rewrite it from {CHECKPOINT}, or delete it to leave the run out of the tables"
+        )
+    return metrics
 
 
 def write_summaries(run_dir: str | Path, state: TrainState, cfg: TrainConfig) -> None:
@@ -105,12 +166,103 @@ def write_summaries(run_dir: str | Path, state: TrainState, cfg: TrainConfig) ->
 
 
 def is_complete(run_dir: str | Path, cfg: TrainConfig) -> bool:
-    """True when ``run_dir`` holds a finished run of exactly ``cfg``."""
+    """True when ``run_dir`` holds a finished run of exactly ``cfg``: its ``config.yaml`` is
+    ``cfg``, and its ``metrics.json`` records that file's hash and the final iteration. A
+    damaged or stale ``metrics.json`` (of another config, or from before segda recorded the
+    hash) is not a result: the run is then resumed from its checkpoint, which rewrites it."""
     run_dir = Path(run_dir)
     if not ((run_dir / METRICS).exists() and (run_dir / CHECKPOINT).exists()):
         return False
-    same = read_config(run_dir) == cfg
-    return same and read_metrics(run_dir).get("iteration", -1) >= cfg.optim.early_stop
+    if read_config(run_dir) != cfg:
+        return False
+    try:
+        metrics = read_metrics(run_dir)
+    except RunFileError as err:
+        warnings.warn(f"{err}; the run is resumed, which rewrites it", stacklevel=2)
+        return False
+    return (metrics.get("config_hash") == _config_file_hash(run_dir)
+            and metrics.get("iteration", -1) >= cfg.optim.early_stop)
+
+
+def clear_results(run_dir: str | Path) -> None:
+    """Delete what a run wrote before it is retrained: ``metrics.json`` first, so that a run
+    killed mid-way never leaves a result next to another run's files, then ``history.csv`` and
+    the checkpoints. The caller writes the new ``config.yaml`` afterwards."""
+    run_dir = Path(run_dir)
+    for path in [run_dir / METRICS, run_dir / HISTORY, run_dir / CHECKPOINT,
+                 *sorted(run_dir.glob("iter_*.pth"))]:
+        path.unlink(missing_ok=True)
+        if path.name == METRICS:
+            _sync_dir(run_dir)  # the removal is on disk before anything else changes
+    _sync_dir(run_dir)
+
+
+def _sync_dir(folder: Path) -> None:
+    if not folder.is_dir() or os.name != "posix":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+_HELD: dict[Path, list] = {}  # run folders this process has locked: [fd, depth]
+
+
+@contextlib.contextmanager
+def lock(run_dir: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``run_dir`` (``fcntl.flock`` on its ``.lock`` file) for the
+    block; another process that asks for it fails at once with :class:`RunLockedError` naming
+    the holder's pid. The operating system releases the lock when the holder dies. Re-entrant
+    within a process; a no-op where ``fcntl`` is missing (Windows)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    key = run_dir.resolve()
+    if key in _HELD:
+        _HELD[key][1] += 1
+        try:
+            yield
+        finally:
+            _HELD[key][1] -= 1
+        return
+    path = run_dir / LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise RunLockedError(
+            f"{run_dir} is in use: another training process (pid {holder}) holds its lock "
+            f"({path}). Wait for it to finish or stop it, or train into another folder"
+        ) from None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        _HELD[key] = [fd, 1]
+        yield
+    finally:
+        _HELD.pop(key, None)
+        os.ftruncate(fd, 0)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _stale(run_dir: Path, metrics: dict[str, Any]) -> str:
+    """Why ``metrics`` is not the result of the run ``run_dir`` holds ("" when it is)."""
+    held = _config_file_hash(run_dir)
+    if "config_hash" not in metrics or held is None:
+        return ""  # an ensemble's folder, or a run from before segda recorded the hash
+    if metrics["config_hash"] != held:
+        return (f"it was computed by a run of another config (hash {metrics['config_hash']}; "
+                f"{CONFIG}: {held}); rerun the train command on {run_dir} to finish its run")
+    return ""
 
 
 def collect(run_root: str | Path):
@@ -126,6 +278,10 @@ def collect(run_root: str | Path):
         run_dir = metrics_path.parent
         m = read_metrics(run_dir)
         if not m.get("evals"):
+            continue
+        stale = _stale(run_dir, m)
+        if stale:
+            warnings.warn(f"{metrics_path} is left out: {stale}", stacklevel=2)
             continue
         last = m["evals"][-1]
         env = m.get("environment", {})

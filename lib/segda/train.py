@@ -4,10 +4,15 @@ The step itself is :func:`segda.methods.train_step` (the same for every method);
 format is :mod:`segda.checkpointing`; the run folder's files are written by :mod:`segda.runs`.
 :func:`ensure_run` trains a run unless a finished run of the same config is already there,
 which is how notebooks and experiments share runs.
+
+A training process holds its run folder's lock (:func:`segda.runs.lock`; in a data-parallel run,
+rank 0 holds it), resumes only a checkpoint of the same config, and never writes a checkpoint
+whose tensors are not all finite, so ``last.pth`` is always a state worth resuming.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Iterator
@@ -26,6 +31,11 @@ from segda.methods import Batch, TrainState
 
 class NonFiniteLossError(RuntimeError):
     """A loss became NaN or infinite; the run stops and its last checkpoint is left intact."""
+
+
+class NonFiniteStateError(NonFiniteLossError):
+    """A tensor of the training state (a weight, a batch-norm statistic, an optimizer moment)
+    became NaN or infinite; the run stops before writing it, leaving the last checkpoint."""
 
 
 @dataclass
@@ -67,13 +77,40 @@ def _batches(dataset, cfg: TrainConfig, seed: int, start_iter: int, device, dist
         )
 
 
-def _check_finite(values: dict[str, float], it: int, last_ckpt: Path | None) -> None:
+def _kept(last_ckpt: Path | None, saved_at: int | None) -> str:
+    """What a stopped run leaves: its last checkpoint (every tensor finite), or none."""
+    if last_ckpt is None or saved_at is None:
+        return "no checkpoint was written"
+    return f"{last_ckpt} (iteration {saved_at}, every tensor finite) is kept untouched"
+
+
+def _check_finite(values: dict[str, float], it: int, kept: str) -> None:
     bad = {k: v for k, v in values.items() if not math.isfinite(v)}
     if bad:
-        where = f"the last good checkpoint is {last_ckpt}" if last_ckpt else "no checkpoint yet"
         raise NonFiniteLossError(
-            f"non-finite loss at iteration {it}: {bad}; the run stopped and {where} is kept "
-            "untouched (lower the learning rate or lambdas, or check the labels)"
+            f"non-finite loss at iteration {it}: {bad}; the run stopped and {kept} "
+            "(lower the learning rate or lambdas, or check the labels)"
+        )
+
+
+def _training_state(state: TrainState) -> dict[str, Any]:
+    """The tensors a checkpoint holds: modules (parameters and buffers) and optimizers."""
+    return {
+        "segmenter": state.seg.state_dict(),
+        "discriminators": {k: d.state_dict() for k, d in state.discs.items()},
+        "opt_seg": state.opt_seg.state_dict(),
+        "opt_discs": {k: o.state_dict() for k, o in state.opt_discs.items()},
+    }
+
+
+def _check_state_finite(state: TrainState, kept: str) -> None:
+    bad = checkpointing.non_finite(_training_state(state))
+    if bad:
+        shown = ", ".join(bad[:4]) + (f", ... {len(bad) - 4} more" if len(bad) > 4 else "")
+        raise NonFiniteStateError(
+            f"non-finite values in the training state at iteration {state.iteration}: "
+            f"{len(bad)} tensor(s) ({shown}); the run stopped without writing them and {kept} "
+            "(lower the learning rate or lambdas, or check the labels)"
         )
 
 
@@ -92,27 +129,43 @@ def fit(
         cfg: the run's configuration.
         run_dir: folder for ``last.pth`` (checkpoints), ``history.csv``, ``metrics.json`` and
             ``config.yaml``; ``None`` keeps everything in memory. A folder that holds a run of
-            another config is refused unless ``resume=False`` (a retrain).
+            another config is refused unless ``resume=False`` (a retrain), and so is a folder
+            another process is training into (:class:`segda.runs.RunLockedError`).
         data: a :class:`segda.data.registry.DomainData`; built from ``cfg.data`` when omitted.
-        resume: continue from ``run_dir/last.pth`` when it exists.
+        resume: continue from ``run_dir/last.pth`` when it exists (a checkpoint of the same
+            config, every tensor finite); ``False`` retrains: the folder's results and
+            checkpoints are deleted first.
         stop_at: stop after this iteration (for tests and interruption drills); the schedule
             still follows ``optim.max_iters`` and the run can be resumed.
         dist: a :class:`segda.distributed.DistContext` when this process is one rank of a
             data-parallel run (see :mod:`segda.distributed`); its device replaces
             ``run.device``, and only rank 0 writes files.
     """
+    main = dist is None or dist.is_main
+    run_dir = Path(run_dir) if run_dir is not None else None
+    held = runs.lock(run_dir) if run_dir is not None and main else contextlib.nullcontext()
+    with held:
+        return _fit(cfg, run_dir, data, resume, stop_at, dist)
+
+
+def _fit(cfg: TrainConfig, run_dir: Path | None, data, resume: bool, stop_at: int | None,
+         dist) -> RunResult:
     t0 = time.perf_counter()
     device = dist.device if dist is not None else repro.resolve_device(cfg.run.device)
     world = dist.world_size if dist is not None else 1
     main = dist is None or dist.is_main
     method = methods.get(cfg.method.name)
-    run_dir = Path(run_dir) if run_dir is not None else None
+    if run_dir and main and run_dir.is_dir():
+        checkpointing.remove_temporaries(run_dir)  # left by a killed write; we hold the lock
     if run_dir and resume:
         runs.check_config(run_dir, cfg)
+    elif run_dir and main:
+        runs.clear_results(run_dir)  # a retrain: no result of the old run may survive it
     repro.seed_everything(cfg.run.seed)
     data = data if data is not None else registry.build_datasets(cfg.data, cfg.model)
     state = methods.build_state(cfg, device)
     last_ckpt = run_dir / runs.CHECKPOINT if run_dir else None
+    saved_at: int | None = None  # the iteration last.pth holds
     if run_dir and main:
         runs.write_config(run_dir, cfg)
     if dist is not None:
@@ -120,11 +173,13 @@ def fit(
     if resume and last_ckpt is not None and last_ckpt.exists():
         ckpt = checkpointing.load_run_checkpoint(last_ckpt)
         if int(ckpt.get("world_size", 1)) != world:
-            raise ValueError(
+            raise checkpointing.CheckpointError(
                 f"{last_ckpt} was written by a run over {ckpt.get('world_size', 1)} process(es); "
                 f"resuming it over {world} would draw other images. Resume with the same number."
             )
+        _check_same_config(last_ckpt, ckpt, cfg)
         checkpointing.load_state_into(state, ckpt)
+        saved_at = state.iteration
         del ckpt
     elif cfg.model.init_checkpoint:
         checkpointing.load_segmenter_weights(state.seg, cfg.model.init_checkpoint,
@@ -163,7 +218,7 @@ def fit(
             pending[:] = averaged
         for it, terms in pending:
             values = {k: float(v) for k, v in terms.items()}
-            _check_finite(values, it, last_ckpt if last_ckpt and last_ckpt.exists() else None)
+            _check_finite(values, it, _kept(last_ckpt, saved_at))
             state.history.append({"iteration": it, **values})
             if writer:
                 for k, v in values.items():
@@ -188,7 +243,8 @@ def fit(
         if run_dir and cfg.run.checkpoint_every and done % cfg.run.checkpoint_every == 0:
             flush()
             clock()
-            _save(state, cfg, run_dir, keep=cfg.run.keep_snapshots)
+            _save(state, cfg, run_dir, cfg.run.keep_snapshots, _kept(last_ckpt, saved_at))
+            saved_at = state.iteration
     flush()
     if bar is not None:
         bar.close()
@@ -200,7 +256,7 @@ def fit(
         dist.check_in_sync([state.seg, *state.discs.values()])
     clock()
     if run_dir:
-        _save(state, cfg, run_dir, keep=False)
+        _save(state, cfg, run_dir, False, _kept(last_ckpt, saved_at))
         if main:
             runs.write_summaries(run_dir, state, cfg)
     if writer:
@@ -230,7 +286,22 @@ def _evaluate_into(state: TrainState, data, cfg: TrainConfig, device, writer) ->
     state.evals.append(entry)
 
 
-def _save(state: TrainState, cfg: TrainConfig, run_dir: Path, keep: bool) -> None:
+def _check_same_config(path: Path, ckpt: dict[str, Any], cfg: TrainConfig) -> None:
+    """Refuse to resume a checkpoint written by a run of another config."""
+    old = checkpointing.config_of(ckpt, path)
+    if old != cfg:
+        raise checkpointing.CheckpointError(
+            f"{path} was written by a run of another config "
+            f"({runs.diff(old.to_dict(), cfg.to_dict())}); resuming it would mix two runs. "
+            "Use another run folder, or retrain this one (retrain=True; command line: --retrain)"
+        )
+
+
+def _save(state: TrainState, cfg: TrainConfig, run_dir: Path, keep: bool, kept: str) -> None:
+    """Write ``last.pth`` (and a snapshot when ``keep``), only when every tensor of the state
+    is finite (every rank checks its own copy, which data-parallel training keeps equal, so all
+    stop together)."""
+    _check_state_finite(state, kept)
     dist = state.dist
     if dist is None or dist.is_main:
         blob = checkpointing.run_state(state, cfg)
@@ -269,18 +340,25 @@ def ensure_run(run_dir: str | Path, cfg: TrainConfig, *, data=None, retrain: boo
     configurations.
     """
     run_dir = Path(run_dir)
-    if not retrain:
-        runs.check_config(run_dir, cfg)
-        if runs.is_complete(run_dir, cfg):
-            return load_run(run_dir, data=data)
-    return fit(cfg, run_dir, data=data, resume=not retrain, dist=dist)
+    main = dist is None or dist.is_main
+    with runs.lock(run_dir) if main else contextlib.nullcontext():
+        if not retrain:
+            runs.check_config(run_dir, cfg)
+            if runs.is_complete(run_dir, cfg):
+                result = load_run(run_dir, data=data)
+                # The result must be this checkpoint's: same config, same final iteration.
+                if (result.config == cfg and result.state.iteration
+                        == runs.read_metrics(run_dir).get("iteration")):
+                    return result
+        return fit(cfg, run_dir, data=data, resume=not retrain, dist=dist)
 
 
 def load_run(run_dir: str | Path, data=None) -> RunResult:
     """Rebuild a :class:`RunResult` from a run folder's ``last.pth``."""
     run_dir = Path(run_dir)
-    ckpt = checkpointing.load_run_checkpoint(run_dir / runs.CHECKPOINT)
-    cfg = checkpointing.config_of(ckpt)
+    path = run_dir / runs.CHECKPOINT
+    ckpt = checkpointing.load_run_checkpoint(path)
+    cfg = checkpointing.config_of(ckpt, path)
     state = methods.build_state(cfg, repro.resolve_device(cfg.run.device))
     rng = repro.rng_state()
     checkpointing.load_state_into(state, ckpt)
