@@ -52,13 +52,13 @@ def cmd_train(args) -> int:
 
 
 def _model_from_checkpoint(path: Path, args):
-    import torch
-
     from segda import checkpointing, config, models
 
-    blob = torch.load(path, map_location="cpu", weights_only=True)
+    blob = checkpointing.load_file(path)  # errors name the file; pickled code is refused
     if checkpointing.is_run_checkpoint(blob):
-        return checkpointing.segmenter_from_run(blob)
+        checkpointing.check_finite({"segmenter": blob["segmenter"]}, path, "evaluating it")
+        return checkpointing.segmenter_from_run(blob, path)
+    checkpointing.check_finite(blob, path, "evaluating it")
     from segda.models import checkpoints
 
     branches = args.aspp_branches or checkpoints.aspp_branches_for(path.name)
@@ -72,9 +72,21 @@ def _model_from_checkpoint(path: Path, args):
 def cmd_eval(args) -> int:
     from segda import evaluate, metrics
     from segda.data import registry
+    from segda.labels import CLASS_NAMES
 
+    if args.max_images is not None and args.max_images < 1:
+        raise evaluate.EvaluationError(
+            f"--max-images must be at least 1 (omit it to evaluate every image), got "
+            f"{args.max_images}")
     paths = [Path(p) for p in args.checkpoint]
     loaded = [_model_from_checkpoint(p, args) for p in paths]
+    for path, (_, cfg) in zip(paths, loaded, strict=True):
+        if cfg.model.num_classes != len(CLASS_NAMES):
+            raise evaluate.EvaluationError(
+                f"{path} holds a model of {cfg.model.num_classes} classes; eval reports the "
+                f"{len(CLASS_NAMES)} Cityscapes classes (and their 16/13-class subsets), so it "
+                f"needs a {len(CLASS_NAMES)}-class model. Evaluate this one from Python with "
+                "segda.evaluate.evaluate on labels of its classes")
     seg_models = [m for m, _ in loaded]
     base = loaded[0][1]
     overrides = {"data.dataset": args.dataset or base.data.dataset}
@@ -295,4 +307,20 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=cmd_demo)
 
     args = parser.parse_args(argv)
-    return args.fn(args)
+    try:
+        return args.fn(args)
+    except _user_errors() as err:  # the message names the file or key and the fix
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors caused by an input (a config value, a file, a folder in use), reported in one
+    line without a traceback."""
+    from segda import checkpointing, config, evaluate, runs, train
+    from segda.models.checkpoints import CheckpointMismatchError
+
+    return (config.ConfigError, checkpointing.CheckpointError, checkpointing.DiskFullError,
+            runs.RunFileError, runs.RunLockedError, runs.ConfigMismatchError,
+            train.NonFiniteLossError, evaluate.EvaluationError, CheckpointMismatchError,
+            FileNotFoundError)

@@ -19,10 +19,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segda.labels import IGNORE_INDEX
 from segda.losses import entropy_loss, upcast
 from segda.metrics import ConfusionMatrix, iou_table, mean_iou
 from segda.models.outputs import SegOutput, upsample_logits
 from segda.repro import resolve_device
+
+
+class EvaluationError(ValueError):
+    """An evaluation that would give a meaningless number: no image, no labelled pixel, or
+    labels and predictions over different classes."""
 
 
 @dataclass
@@ -133,7 +139,13 @@ def evaluate(
     """
     device = resolve_device(device) if isinstance(device, str) else device
     model_list = [models] if isinstance(models, nn.Module) else list(models)
+    if max_images is not None and max_images < 1:
+        raise EvaluationError(f"max_images must be at least 1 (None: every image), got {max_images}")
+    if len(dataset) == 0:
+        raise EvaluationError("the evaluation split holds no image")
     conf = ConfusionMatrix(num_classes)
+    outside = torch.zeros((), dtype=torch.long, device=device)  # labels no class of the model
+    top_label = torch.zeros((), dtype=torch.long, device=device)
     n = 0
     with eval_mode(*model_list):
         for items in _item_batches(dataset, _indices(dataset, max_images, rank, world_size),
@@ -144,10 +156,36 @@ def evaluate(
             logits = predict_logits(
                 model_list, images, tuple(labels.shape[-2:]), weights, combine, align_corners, amp
             )
+            if logits.shape[1] != num_classes:
+                raise EvaluationError(
+                    f"the model predicts {logits.shape[1]} classes but num_classes is "
+                    f"{num_classes}; evaluate it with num_classes={logits.shape[1]} on labels "
+                    f"of {logits.shape[1]} classes"
+                )
+            # Counted on the device, checked once at the end (no synchronisation per batch).
+            valid = labels != IGNORE_INDEX
+            bad = valid & ((labels < 0) | (labels >= num_classes))
+            outside += bad.sum()
+            top_label = torch.maximum(top_label, torch.where(valid, labels, 0).max().long())
             conf.update(logits.argmax(1), labels)
             n += len(items)
+    if world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(outside)  # every rank raises, or none
+        torch.distributed.all_reduce(top_label, op=torch.distributed.ReduceOp.MAX)
+    if int(outside) > 0:
+        raise EvaluationError(
+            f"{int(outside)} labelled pixels hold class ids outside 0..{num_classes - 1} (up to "
+            f"{int(top_label)}): the labels have more classes than the model's {num_classes}. "
+            "Evaluate a model trained on these labels' classes (model.num_classes = "
+            f"{int(top_label) + 1} or more), or labels of {num_classes} classes"
+        )
     if world_size > 1:
         conf.reduce_from_all_processes(device)
+    if int(conf.matrix.sum()) == 0:
+        raise EvaluationError(
+            f"no labelled pixel in the {n} evaluated image(s) (every label is {IGNORE_INDEX}): "
+            "the mIoU would be NaN; check the labels of the evaluation split"
+        )
     iou = conf.iou()
     return EvalResult(conf.matrix.cpu(), iou, mean_iou(iou), n)
 
