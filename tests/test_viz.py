@@ -148,6 +148,23 @@ def test_bar_plots_have_one_bar_per_class_and_result():
     assert sum(heights) == pytest.approx(100.0)
 
 
+def test_bar_plots_leave_out_classes_absent_everywhere():
+    iou = np.full(NUM_CLASSES, np.nan)
+    iou[[0, 2, 13]] = [0.9, 0.5, 0.3]
+    other = iou.copy()
+    other[2] = np.nan  # absent in one result only: kept
+    fig = viz.plot_per_class_bars({"a": iou, "b": other})
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["road", "building", "car"]
+    assert len(ax.patches) == 2 * 3
+    freqs = np.zeros(NUM_CLASSES)
+    freqs[[0, 8]] = [3, 1]
+    fig = viz.plot_class_frequencies({"only": freqs})
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["road", "vegetation"]
+    assert [p.get_height() for p in ax.patches] == pytest.approx([75.0, 25.0])
+
+
 def test_iou_heatmap_and_legend():
     df = iou_table({"a": np.linspace(0, 1, NUM_CLASSES), "b": np.full(NUM_CLASSES, np.nan)})
     fig = viz.plot_iou_heatmap(df)
@@ -234,7 +251,10 @@ def test_build_explorer_interactive(models, discs, dataset):
     assert list(box.layer_dropdown.options) == [
         "image", "ground truth", "prediction", "entropy",
     ]
-    assert list(box.highlight_dropdown.options) == ["none", *CLASS_NAMES]
+    # Only the classes that occur in the dataset's labels are offered.
+    present = sorted({int(c) for i in range(len(dataset)) for c in np.unique(dataset[i]["label"])}
+                     - {IGNORE_INDEX})
+    assert list(box.highlight_dropdown.options) == ["none", *(CLASS_NAMES[c] for c in present)]
     assert box.error is None and ("source_only", 0) in box.cache
 
     box.index_slider.value = 1
@@ -247,6 +267,32 @@ def test_build_explorer_interactive(models, discs, dataset):
     assert box.error is None and box.last.shape == (H, W, 3)
     box.method_dropdown.value = "source_only"  # no D: layer falls back to prediction
     assert box.layer_dropdown.value == "prediction" and box.error is None
+    box.highlight_dropdown.value = "none"
+    box.compare_dropdown.value = "output_adv"  # two models side by side
+    assert box.error is None and box.last_beside is not None
+    expected = explorer.layers_for(models, dataset, 1, "output_adv", "prediction")
+    assert np.array_equal(box.last_beside, expected)
+    box.compare_dropdown.value = "none"
+    assert box.last_beside is None
+
+
+def test_present_classes_lists_what_the_labels_hold():
+    class Labels:
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            return {"label": np.array([[0, 13], [IGNORE_INDEX, 2 + 3 * i]])}
+
+    assert explorer.present_classes(Labels()) == [0, 2, 5, 13]
+
+
+def test_layer_figure_scales_a_discriminator_map_to_its_values():
+    d_map = np.array([[0.4, 0.45], [0.5, 0.55]], dtype=np.float32)
+    fig = explorer.layer_figure([d_map, d_map + 0.01], ["a", "b"], scale_to_data=True)
+    image = fig.axes[0].images[0]
+    assert image.get_clim() == pytest.approx((0.4, 0.56))
+    assert [ax.get_title() for ax in fig.axes if ax.images] == ["a", "b"]
 
 
 def test_build_explorer_static_figure(models, discs):

@@ -327,21 +327,47 @@ def available_layers(
     )
 
 
-def layer_figure(array: np.ndarray, title: str = "", legend_ids: Sequence[int] | None = None):
-    """One layer as a figure: a colour bar for scalar maps, a class legend for label maps."""
-    fig, axes = viz.new_figure(1, 1, (7.5, 7.5 * array.shape[0] / array.shape[1] + 0.6))
-    ax = axes[0, 0]
-    ax.set_xticks([])
-    ax.set_yticks([])
-    if array.ndim == 2:
-        im = ax.imshow(array, cmap=MAP_CMAP, vmin=0.0, vmax=1.0, interpolation="nearest")
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
-    else:
-        ax.imshow(array, interpolation="nearest")
+def present_classes(dataset, max_items: int = 20) -> list[int]:
+    """The train ids that occur in the first ``max_items`` labels of ``dataset`` (the classes
+    worth offering for highlighting; the embedded benchmark draws 10 of the 19)."""
+    found: set[int] = set()
+    for i in range(min(max_items, len(dataset))):
+        label = dataset[i].get("label")
+        if label is None:
+            return list(range(len(CLASS_NAMES)))
+        found |= {int(c) for c in np.unique(np.asarray(viz.as_numpy(label)))}
+    return sorted(c for c in found if c != IGNORE_INDEX and c < len(CLASS_NAMES))
+
+
+def layer_figure(
+    arrays: np.ndarray | Sequence[np.ndarray],
+    titles: str | Sequence[str] = "",
+    legend_ids: Sequence[int] | None = None,
+    scale_to_data: bool = False,
+):
+    """One layer (or the same layer of two models side by side) as a figure: a colour bar for
+    scalar maps (over [0, 1], or over the values shown with ``scale_to_data``: a discriminator
+    map at 2x4 outputs would otherwise be one flat colour), a class legend for label maps."""
+    arrays = [arrays] if isinstance(arrays, np.ndarray) else list(arrays)
+    titles = [titles] if isinstance(titles, str) else list(titles)
+    h, w = arrays[0].shape[:2]
+    fig, axes = viz.new_figure(1, len(arrays), (7.5 * len(arrays), 7.5 * h / w + 0.6))
+    lo, hi = 0.0, 1.0
+    if scale_to_data and arrays[0].ndim == 2:
+        lo, hi = min(float(a.min()) for a in arrays), max(float(a.max()) for a in arrays)
+        hi = max(hi, lo + 1e-6)
+    for ax, array, title in zip(axes[0], arrays, titles, strict=True):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if array.ndim == 2:
+            im = ax.imshow(array, cmap=MAP_CMAP, vmin=lo, vmax=hi, interpolation="nearest")
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+        else:
+            ax.imshow(array, interpolation="nearest")
+        ax.set_title(title, fontsize=10)
     if legend_ids is not None and len(legend_ids):
-        ax.legend(handles=viz.legend_patches(legend_ids), loc="center left",
-                  bbox_to_anchor=(1.01, 0.5), fontsize=7, frameon=False)
-    ax.set_title(title, fontsize=10)
+        axes[0, -1].legend(handles=viz.legend_patches(legend_ids), loc="center left",
+                           bbox_to_anchor=(1.01, 0.5), fontsize=7, frameon=False)
     fig.tight_layout()
     return fig
 
@@ -414,14 +440,21 @@ def _explorer_box_class():
             layers = available_layers(names[0], discriminators, self.has_labels)
             self.layer_dropdown = widgets.Dropdown(options=layers, value="prediction",
                                                    description="layer")
+            classes = present_classes(dataset) if self.has_labels else range(len(CLASS_NAMES))
             self.highlight_dropdown = widgets.Dropdown(
-                options=(NO_HIGHLIGHT, *CLASS_NAMES), value=NO_HIGHLIGHT, description="highlight"
+                options=(NO_HIGHLIGHT, *(CLASS_NAMES[c] for c in classes)), value=NO_HIGHLIGHT,
+                description="highlight",
             )
+            # A second model beside the first, same image and layer.
+            self.compare_dropdown = widgets.Dropdown(options=(NO_HIGHLIGHT, *names),
+                                                     value=NO_HIGHLIGHT, description="beside")
+            self.last_beside: np.ndarray | None = None
             self.output = widgets.Output()
-            controls = widgets.HBox([self.index_slider, self.method_dropdown])
+            controls = widgets.HBox([self.index_slider, self.method_dropdown, self.compare_dropdown])
             controls2 = widgets.HBox([self.layer_dropdown, self.highlight_dropdown])
             self.children = [controls, controls2, self.output]
-            for w in (self.index_slider, self.layer_dropdown, self.highlight_dropdown):
+            for w in (self.index_slider, self.layer_dropdown, self.highlight_dropdown,
+                      self.compare_dropdown):
                 w.observe(self._on_change, names="value")
             self.method_dropdown.observe(self._on_method, names="value")
             self.refresh()
@@ -442,12 +475,21 @@ def _explorer_box_class():
             if not self._updating:
                 self.refresh()
 
-        def compute(self) -> np.ndarray:
+        def compute(self, name: str | None = None) -> np.ndarray:
             return layers_for(
-                self.models, self.dataset, self.index_slider.value, self.method_dropdown.value,
-                self.layer_dropdown.value, self.highlight_dropdown.value, self.discriminators,
-                self.disc_input_fn, self.normalization, self.cache,
+                self.models, self.dataset, self.index_slider.value,
+                name or self.method_dropdown.value, self.layer_dropdown.value,
+                self.highlight_dropdown.value, self.discriminators, self.disc_input_fn,
+                self.normalization, self.cache,
             )
+
+        def _beside(self) -> str | None:
+            """The model shown beside, when one is chosen and it has the current layer."""
+            other = self.compare_dropdown.value
+            if other == NO_HIGHLIGHT or other == self.method_dropdown.value:
+                return None
+            layers = available_layers(other, self.discriminators, self.has_labels)
+            return other if self.layer_dropdown.value in layers else None
 
         def refresh(self) -> None:
             """Recompute the shown layer and redraw; errors are shown, not raised, since
@@ -458,8 +500,10 @@ def _explorer_box_class():
             layer = self.layer_dropdown.value
             with self.output:
                 self.output.clear_output(wait=True)
+                other = self._beside()
                 try:
                     self.last = self.compute()
+                    self.last_beside = None if other is None else self.compute(other)
                     self.error = None
                 except Exception:  # reported in the output widget
                     self.error = traceback.format_exc()
@@ -470,7 +514,13 @@ def _explorer_box_class():
                     source = (self.cache[(name, index)].label if layer == "prediction"
                               else np.asarray(self.dataset[index]["label"]))
                     legend = [int(c) for c in np.unique(source) if c != IGNORE_INDEX]
-                display(layer_figure(self.last, f"{name} | {layer} | #{index}", legend))
+                # The image and its ground truth belong to no model: no model name on them.
+                shown = [n for n in (name, other) if n is not None]
+                titles = [f"{layer} | #{index}" if layer in ("image", "ground truth")
+                          else f"{n} | {layer} | #{index}" for n in shown]
+                arrays = [self.last] + ([] if other is None else [self.last_beside])
+                display(layer_figure(arrays, titles, legend,
+                                     scale_to_data=layer == "discriminator"))
 
     return ExplorerBox
 
@@ -517,5 +567,6 @@ def build_explorer(
 __all__ = [
     "LAYERS", "NO_HIGHLIGHT", "Prediction", "PredictionCache", "available_layers",
     "build_explorer", "compute_layer", "disc_input_for_method", "explorer_grid",
-    "get_prediction", "layer_figure", "layers_for", "predict", "softmax_disc_input",
+    "get_prediction", "layer_figure", "layers_for", "predict", "present_classes",
+    "softmax_disc_input",
 ]

@@ -290,17 +290,29 @@ def plot_loss_curves(
     return fig
 
 
-def _grouped_bars(ax, series: Mapping[str, np.ndarray], class_names: Sequence[str]) -> None:
-    """Bars per class, one bar per series; a single series is drawn in the palette colours."""
+def _occurring(series: Mapping[str, np.ndarray], absent) -> list[int]:
+    """The classes for which some series has a value (``absent(values)`` is False somewhere):
+    a class the benchmark never draws gets no empty slot on the axis."""
+    stacked = np.stack([np.asarray(v, dtype=float) for v in series.values()])
+    keep = [c for c in range(stacked.shape[1]) if not np.all(absent(stacked[:, c]))]
+    return keep or list(range(stacked.shape[1]))
+
+
+def _grouped_bars(ax, series: Mapping[str, np.ndarray], class_names: Sequence[str],
+                  classes: Sequence[int] | None = None) -> None:
+    """Bars per class (the ``classes`` listed, all by default), one bar per series; a single
+    series is drawn in the palette colours."""
+    classes = list(range(len(class_names))) if classes is None else list(classes)
+    class_names = [class_names[c] for c in classes]
     n = len(series)
     width = 0.8 / max(n, 1)
     pos = np.arange(len(class_names))
     for k, (name, values) in enumerate(series.items()):
-        values = np.asarray(values, dtype=float)
+        values = np.asarray(values, dtype=float)[classes]
         offset = (k - (n - 1) / 2) * width
         colour = None
-        if n == 1 and len(values) <= NUM_CLASSES:
-            colour = [np.asarray(PALETTE[c]) / 255.0 for c in range(len(values))]
+        if n == 1 and max(classes) < NUM_CLASSES:
+            colour = [np.asarray(PALETTE[c]) / 255.0 for c in classes]
         ax.bar(pos + offset, values, width, label=name, color=colour,
                edgecolor="black", linewidth=0.3)
     ax.set_xticks(pos)
@@ -314,16 +326,17 @@ def plot_per_class_bars(ious: Mapping[str, np.ndarray], class_names: Sequence[st
 
     Args:
         ious: result name -> ``(num_classes,)`` IoU fractions in [0, 1] (``EvalResult.iou``);
-            NaN (class absent) draws no bar.
+            NaN (class absent) draws no bar; a class NaN in every result is left out.
     """
     series = {}
     for name, iou in ious.items():
         iou = 100.0 * np.asarray(iou, dtype=float)
         miou = np.nanmean(iou) if not np.all(np.isnan(iou)) else float("nan")
         series[f"{name} (mIoU {miou:.1f})"] = iou
-    fig, axes = new_figure(1, 1, (max(8.0, 0.45 * len(class_names) * max(1, len(ious))), 3.8))
+    classes = _occurring(series, np.isnan)
+    fig, axes = new_figure(1, 1, (max(8.0, 0.45 * len(classes) * max(1, len(ious))), 3.8))
     ax = axes[0, 0]
-    _grouped_bars(ax, series, class_names)
+    _grouped_bars(ax, series, class_names, classes)
     ax.set_ylabel("IoU (%)")
     ax.set_ylim(0, 100)
     ax.legend(fontsize=8)
@@ -365,7 +378,8 @@ def plot_class_frequencies(
     """Grouped bars of each class's pixel share per dataset/domain (counts are normalised).
 
     Args:
-        freqs: name -> ``(num_classes,)`` pixel counts or shares.
+        freqs: name -> ``(num_classes,)`` pixel counts or shares; a class with no pixel in
+            any series is left out.
         log: logarithmic y axis (rare classes are otherwise invisible next to road).
     """
     series = {}
@@ -373,9 +387,10 @@ def plot_class_frequencies(
         f = np.asarray(f, dtype=float)
         total = f.sum()
         series[name] = 100.0 * f / total if total > 0 else f
-    fig, axes = new_figure(1, 1, (max(8.0, 0.45 * len(class_names) * max(1, len(freqs))), 3.8))
+    classes = _occurring(series, lambda v: v == 0)
+    fig, axes = new_figure(1, 1, (max(8.0, 0.45 * len(classes) * max(1, len(freqs))), 3.8))
     ax = axes[0, 0]
-    _grouped_bars(ax, series, class_names)
+    _grouped_bars(ax, series, class_names, classes)
     ax.set_ylabel("pixel share (%)")
     if log:
         ax.set_yscale("log")
