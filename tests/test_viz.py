@@ -302,3 +302,24 @@ def test_build_explorer_static_figure(models, discs):
     assert len(fig.axes) == 2 * (2 + 2 + 3)
     fig = explorer.build_explorer(models, TinyDataset(with_labels=False), interactive=False)
     assert len(fig.axes) == 2 * (1 + 2)
+
+
+def test_discriminator_scores_are_the_sigmoid_of_what_d_sees(models, discs, dataset):
+    import torch.nn.functional as F
+
+    from segda import evaluate, methods
+
+    seg, disc = models["output_adv"], discs["output_adv"]["main"]
+    scores = evaluate.discriminator_scores(seg, disc, "output_adv", dataset, device="cpu")
+    seg.eval()
+    with torch.no_grad():
+        x = torch.stack([dataset[i]["image"] for i in range(len(dataset))])
+        prob = torch.softmax(F.interpolate(seg(x).main, size=x.shape[-2:], mode="bilinear",
+                                           align_corners=True), dim=1)
+        expected = torch.sigmoid(disc(prob)).flatten().numpy()
+    np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-6)
+    fig = viz.plot_discriminator_scores({"source val": np.array([0.1, 0.2, 0.7]),
+                                         "target val": np.array([0.6, 0.9])})
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert labels == ["source val (67% on its side)", "target val (100% on its side)"]
+    assert methods.get("output_adv").disc_input.name == "softmax"

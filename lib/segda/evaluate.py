@@ -229,3 +229,29 @@ def mean_entropy(
             total += float(entropy_loss(F.softmax(logits, dim=1))) * len(images)
             count += len(images)
     return total / max(count, 1)
+
+
+@torch.no_grad()
+def discriminator_scores(
+    model: nn.Module, discriminator: nn.Module, method, dataset, *, level: str = "main",
+    device: str | torch.device = "auto", max_images: int | None = None, batch_size: int = 8,
+) -> np.ndarray:
+    """The discriminator's verdict on every output cell of every image, as it sees the images
+    in training: ``sigmoid`` of its logits, near 1 = "looks like target" (source is labelled 0).
+
+    ``method`` (a :class:`segda.methods.Method` or its name) says what the discriminator sees.
+    Both modules run in eval mode and are restored. Returns a flat float array; comparing the
+    scores of source and target images shows how well the discriminator tells them apart.
+    """
+    from segda import methods
+
+    method = methods.get(method) if isinstance(method, str) else method
+    device = resolve_device(device) if isinstance(device, str) else device
+    scores = []
+    with eval_mode(model, discriminator):
+        for items in _item_batches(dataset, _indices(dataset, max_images), batch_size):
+            images = torch.stack([it["image"] for it in items]).to(device)
+            out = model(images).upsampled(tuple(images.shape[-2:]))
+            logits = discriminator(methods.disc_input(method, out, level))
+            scores.append(torch.sigmoid(upcast(logits)).flatten().cpu())
+    return torch.cat(scores).numpy() if scores else np.zeros(0)

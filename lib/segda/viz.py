@@ -399,9 +399,35 @@ def plot_class_frequencies(
     return fig
 
 
+def plot_discriminator_scores(scores: Mapping[str, np.ndarray], bins: int = 40):
+    """Histograms of a discriminator's verdicts (in [0, 1], 1 = "target") per domain; the
+    legend gives the share of cells on the domain's side of 0.5 (the discriminator's accuracy
+    there: below 0.5 for source, above for target, recognised by the name's first word).
+
+    Args:
+        scores: name (e.g. ``"source val"``, ``"target val"``) -> the flat scores of
+            :func:`segda.evaluate.discriminator_scores`.
+    """
+    fig, axes = new_figure(1, 1, (7.0, 3.2))
+    ax = axes[0, 0]
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    for name, values in scores.items():
+        values = np.asarray(values, dtype=float)
+        target = name.lower().startswith("target")
+        right = float(np.mean(values > 0.5) if target else np.mean(values < 0.5))
+        ax.hist(values, bins=edges, alpha=0.55, label=f"{name} ({100 * right:.0f}% on its side)")
+    ax.axvline(0.5, color="black", linewidth=0.8, linestyle="--")
+    ax.set_xlabel('discriminator output (0 = "source", 1 = "target")')
+    ax.set_ylabel("output cells")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 __all__ = [
     "NORMALIZATIONS", "as_numpy", "colorize",
     "denormalize_embedded", "dim_outside", "entropy_map", "highlight_class", "legend_patches",
-    "new_figure", "overlay", "plot_class_frequencies", "plot_iou_heatmap", "plot_loss_curves",
+    "new_figure", "overlay", "plot_class_frequencies", "plot_discriminator_scores",
+    "plot_iou_heatmap", "plot_loss_curves",
     "plot_per_class_bars", "show_grid", "to_display",
 ]
