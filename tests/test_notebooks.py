@@ -106,3 +106,19 @@ def test_sweep_command_executes_per_preset_and_seed_and_collects(tmp_path):
     per_run = (tmp_path / "runs.csv").read_text()
     assert per_run.count("source_only") >= 2 and "oracle" in per_run
     assert "| source-only |" in (tmp_path / "results.md").read_text()
+
+
+def test_siblings_at_paper_scale_are_existing_presets_keyed_by_their_row():
+    from segda import config, notebook, results
+
+    presets = set(config.list_presets())
+    rows = ["source_only", "source_only_tgt_bn", "feature_adv", "output_adv_single",
+            "output_adv_multi", "minent", "minent_cp", "advent", "oracle"]
+    for row in rows:
+        assert notebook.sibling("embedded/advent", row) == f"embedded/{row}"
+        paper = notebook.sibling("paper/advent", row)
+        assert paper in presets, paper
+        assert notebook.row_key(paper) == row == notebook.row_key(f"embedded/{row}")
+        assert paper.split("/")[1] in results.ROW_NAMES  # results tables name the paper runs
+    assert notebook.sibling("paper/advent", "output_adv_single") == "paper/adaptsegnet_single"
+    assert notebook.row_key("paper/adaptsegnet_vgg_single") == "adaptsegnet_vgg_single"

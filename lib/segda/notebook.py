@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from segda import config, experiments, train
-from segda.results import ROW_NAMES
+from segda.results import PAPER_PRESETS, ROW_NAMES
 
 
 def notebook_config(
@@ -76,10 +76,10 @@ def train_preset(
     first when missing; notebooks therefore share one source-only model per seed.
     """
     seed = params.get("seed", 0)
-    extra = dict(params.pop("extra", None) or {})
+    extra = dict(params.pop("extra", None) or {})  # the notebook's `overrides`
     if experiments.is_warm_started(preset):
         pre_cfg = notebook_config("embedded/source_pretrain",
-                                  **{**params, "max_iters": pretrain_iters})
+                                  **{**params, "max_iters": pretrain_iters, "extra": dict(extra)})
         extra["model.init_checkpoint"] = str(
             experiments.warm_start(Path(run_dir) / f"seed{seed}", pre_cfg, data)
         )
@@ -91,16 +91,33 @@ def train_preset(
     return train.ensure_run(run_folder(run_dir, preset, seed), cfg, data=data)
 
 
-def sibling(preset: str, name: str) -> str:
-    """The preset ``name`` of the same family: ``sibling("paper/advent", "minent")`` is
-    ``"paper/minent"``, so a notebook run at paper scale compares against paper-scale runs."""
+def sibling(preset: str, row: str) -> str:
+    """The preset of the row ``row`` (a key of :data:`segda.results.ROW_NAMES`) in the family of
+    ``preset``, so a notebook run at paper scale compares against paper-scale runs:
+    ``sibling("paper/advent", "minent")`` is ``"paper/minent"`` and
+    ``sibling("paper/advent", "output_adv_single")`` is ``"paper/adaptsegnet_single"``
+    (:data:`segda.results.PAPER_PRESETS`)."""
     family = preset.split("/")[0] if "/" in preset else "embedded"
-    return f"{family}/{name}"
+    if family == "paper":
+        row = PAPER_PRESETS.get(row, row)
+    return f"{family}/{row}"
+
+
+def row_key(preset: str) -> str:
+    """The row a preset trains, under the embedded rows' names: ``"advent"`` for
+    ``embedded/advent`` and ``paper/advent``, ``"output_adv_single"`` for
+    ``paper/adaptsegnet_single``; a preset that is no sibling of an embedded row keeps its
+    name (``paper/adaptsegnet_vgg_single``)."""
+    family, name = preset.split("/")[0] if "/" in preset else "embedded", preset.split("/")[-1]
+    if family == "paper":
+        return {v: k for k, v in PAPER_PRESETS.items()}.get(name, name)
+    return name
 
 
 def train_rows(presets: Sequence[str], run_dir: str | Path, **kwargs) -> dict:
-    """``{preset name: RunResult}`` for several presets (trained or reused)."""
-    return {p.split("/")[-1]: train_preset(p, run_dir, **kwargs) for p in presets}
+    """``{row key: RunResult}`` for several presets (trained or reused), keyed by
+    :func:`row_key` so that a notebook reads ``runs["output_adv_single"]`` at either scale."""
+    return {row_key(p): train_preset(p, run_dir, **kwargs) for p in presets}
 
 
 def compare(results: dict):

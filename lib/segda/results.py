@@ -25,6 +25,18 @@ ROW_NAMES = {
     "output_adv_multi": "AdaptSegNet multi-level", "minent": "MinEnt", "minent_cp": "MinEnt + CP",
     "advent": "AdvEnt", "advent+minent": "AdvEnt + MinEnt (ensemble)",
     "oracle": "oracle (target-trained)", "source_pretrain": "source-only (pretrained checkpoint)",
+    # paper presets (presets/paper/*) whose names differ from the rows' above
+    "adaptsegnet_single": "AdaptSegNet single-level", "adaptsegnet_multi": "AdaptSegNet multi-level",
+    "adaptsegnet_lsgan_single": "AdaptSegNet single-level (LS-GAN)",
+    "adaptsegnet_vgg_single": "AdaptSegNet single-level (VGG-16)",
+    "minent_vgg_cp": "MinEnt + CP (VGG-16)", "advent_vgg_cp": "AdvEnt + CP (VGG-16)",
+}
+# The paper preset of a row where the names differ (``paper/<name>``); the other rows' paper
+# presets carry the row's name (``paper/advent``). The papers report MinEnt + CP only with
+# VGG-16, so that row's paper preset is the VGG-16 one.
+PAPER_PRESETS = {
+    "output_adv_single": "adaptsegnet_single", "output_adv_multi": "adaptsegnet_multi",
+    "minent_cp": "minent_vgg_cp",
 }
 
 
@@ -49,6 +61,7 @@ def summarize(df):
             gains = df.assign(g=df["target_miou"] - df["seed"].map(base)).groupby("key")["g"]
             table[col] = gains.mean()
     order = ["source_pretrain", *ADAPTATION_PRESETS, ENSEMBLE_ROW, "oracle"]
+    order = [n for k in order for n in (k, PAPER_PRESETS.get(k)) if n]  # paper rows beside theirs
     # Variants (run_variant) follow the main rows, under their folder names.
     table = table.reindex([k for k in order if k in table.index]
                           + sorted(k for k in table.index if k not in order))
