@@ -340,17 +340,25 @@ def ensure_run(run_dir: str | Path, cfg: TrainConfig, *, data=None, retrain: boo
     configurations.
     """
     run_dir = Path(run_dir)
-    main = dist is None or dist.is_main
-    with runs.lock(run_dir) if main else contextlib.nullcontext():
-        if not retrain:
-            runs.check_config(run_dir, cfg)
-            if runs.is_complete(run_dir, cfg):
-                result = load_run(run_dir, data=data)
-                # The result must be this checkpoint's: same config, same final iteration.
-                if (result.config == cfg and result.state.iteration
-                        == runs.read_metrics(run_dir).get("iteration")):
-                    return result
-        return fit(cfg, run_dir, data=data, resume=not retrain, dist=dist)
+    if not retrain:
+        runs.check_config(run_dir, cfg)
+        finished = _finished(run_dir, cfg, data)  # reading needs no lock (nor a writable folder)
+        if finished is not None:
+            return finished
+    return fit(cfg, run_dir, data=data, resume=not retrain, dist=dist)
+
+
+def _finished(run_dir: Path, cfg: TrainConfig, data) -> RunResult | None:
+    """The finished run of ``cfg`` in ``run_dir``, or None: its metrics.json must be bound to
+    its config.yaml (:func:`segda.runs.is_complete`) and to last.pth (same config, same final
+    iteration); otherwise the run is resumed, which rewrites them."""
+    if not runs.is_complete(run_dir, cfg):
+        return None
+    result = load_run(run_dir, data=data)
+    if result.config == cfg and result.state.iteration == runs.read_metrics(run_dir).get(
+            "iteration"):
+        return result
+    return None
 
 
 def load_run(run_dir: str | Path, data=None) -> RunResult:
