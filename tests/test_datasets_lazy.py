@@ -75,3 +75,24 @@ def test_oracle_source_is_the_target_split():
 def test_every_split_needs_a_builder():
     with pytest.raises(ValueError, match=r"missing \['val_source', 'val_target'\]"):
         registry.DomainData({"train_source": list, "train_target": list})
+
+
+def test_replace_gives_some_splits_and_builds_the_others_from_the_original():
+    from segda.data.registry import DomainData
+
+    built = []
+
+    def make(name):
+        def build():
+            built.append(name)
+            return [name]
+        return build
+
+    base = DomainData({s: make(s) for s in ("train_source", "train_target", "val_source",
+                                            "val_target")})
+    copy = base.replace(train_source=["mine"])
+    assert copy.train_source == ["mine"] and built == []
+    assert copy.val_target == ["val_target"] and built == ["val_target"]
+    assert base.val_target == ["val_target"] and built == ["val_target"]  # built once, shared
+    with pytest.raises(ValueError, match="unknown split"):
+        base.replace(test=[])

@@ -1,7 +1,6 @@
 """Data-parallel training: two CPU processes (gloo) stay identical, draw different images, and
 resume exactly; the torchrun entry point runs."""
 
-import dataclasses
 import os
 import socket
 import subprocess
@@ -71,7 +70,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
     cfg = _cfg()
     base = registry.build_datasets(cfg.data, cfg.model)
     src = _Recording(base.train_source)
-    data = dataclasses.replace(base, train_source=src)
+    data = base.replace(train_source=src)
     straight = train.fit(cfg, os.path.join(out_dir, "straight"), data=data, dist=ctx)
     keys_straight = list(src.keys)
     train.fit(cfg, os.path.join(out_dir, "split"), data=data, dist=ctx, stop_at=N)

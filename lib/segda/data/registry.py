@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,16 @@ class DomainData:
     train_target = property(lambda self: self._split("train_target"))
     val_source = property(lambda self: self._split("val_source"))
     val_target = property(lambda self: self._split("val_target"))
+
+    def replace(self, **splits: Any) -> DomainData:
+        """A copy with some splits given (e.g. a wrapped ``train_source``), the others built
+        from this one's on first access."""
+        unknown = sorted(set(splits) - set(SPLITS))
+        if unknown:
+            raise ValueError(f"unknown split(s) {unknown}; the splits are {list(SPLITS)}")
+        build = {s: (lambda v=v: v) for s, v in splits.items()}
+        return DomainData({**{s: functools.partial(self._split, s) for s in SPLITS}, **build},
+                          self.name, self.normalization)
 
     def source_prior(self) -> np.ndarray:
         """Pixel share of each class in the source training labels (ADVENT's CP prior)."""
