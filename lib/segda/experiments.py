@@ -35,12 +35,11 @@ def is_warm_started(preset: str) -> bool:
     return family == "embedded" and name not in WARM_START_EXEMPT
 
 
-def warm_start(seed_dir: str | Path, pretrain_cfg: TrainConfig, data=None) -> Path:
+def warm_start(run_dir: str | Path, pretrain_cfg: TrainConfig, data=None) -> Path:
     """The checkpoint every adaptation row of a seed starts from: ``embedded/source_pretrain``
-    trained (or reused) in ``seed_dir/source_pretrain``."""
-    run_dir = Path(seed_dir) / "source_pretrain"
+    trained (or reused) in ``run_dir`` (``<seed folder>/source_pretrain``)."""
     train.ensure_run(run_dir, pretrain_cfg, data=data)
-    return run_dir / runs.CHECKPOINT
+    return Path(run_dir) / runs.CHECKPOINT
 
 
 def preset_config(preset: str, seed: int, overrides: dict | None = None, init: Path | None = None):
@@ -63,7 +62,7 @@ def run_seed(
     root = Path(run_root) / f"seed{seed}"
     pre_cfg = preset_config("source_pretrain", seed, pretrain_overrides)
     data = registry.build_datasets(pre_cfg.data, pre_cfg.model)
-    init = warm_start(root, pre_cfg, data)
+    init = warm_start(root / "source_pretrain", pre_cfg, data)
     if oracle:
         ora_cfg = preset_config("oracle", seed, pretrain_overrides)
         train.ensure_run(root / "oracle", ora_cfg, data=registry.build_datasets(ora_cfg.data))
@@ -97,7 +96,8 @@ def run_variant(
     init = None
     if is_warm_started(f"embedded/{preset}"):
         pre_cfg = preset_config("source_pretrain", seed, pretrain_overrides)
-        init = warm_start(root, pre_cfg, registry.build_datasets(pre_cfg.data, pre_cfg.model))
+        init = warm_start(root / "source_pretrain", pre_cfg,
+                          registry.build_datasets(pre_cfg.data, pre_cfg.model))
     cfg = preset_config(preset, seed, overrides, init)
     return train.ensure_run(root / name, cfg, data=registry.build_datasets(cfg.data, cfg.model))
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segda import config, experiments, train
+from segda import config, experiments, runs, train
 from segda.results import PAPER_PRESETS, ROW_NAMES
 
 
@@ -57,8 +57,17 @@ def notebook_config(
     return config.load(preset, over)
 
 
-def run_folder(run_dir: str | Path, preset: str, seed: int) -> Path:
-    return Path(run_dir) / f"seed{seed}" / preset.split("/")[-1]
+def run_folder(run_dir: str | Path, preset: str, seed: int,
+               cfg: config.TrainConfig | None = None) -> Path:
+    """Where a notebook's run of ``preset`` lives: ``<run_dir>/seed<k>/<preset name>``, or, when
+    that folder already holds a run of another configuration (the learner changed a parameter),
+    a sibling named by ``cfg``'s hash (``advent-1a2b3c4d``). So a changed parameter trains a new
+    run, and changing it back finds the old one again."""
+    plain = Path(run_dir) / f"seed{seed}" / preset.split("/")[-1]
+    held = None if cfg is None else runs.read_config(plain)
+    if held is None or held == cfg:
+        return plain
+    return plain.with_name(f"{plain.name}-{runs.config_hash(cfg)}")
 
 
 def train_preset(
@@ -80,15 +89,14 @@ def train_preset(
     if experiments.is_warm_started(preset):
         pre_cfg = notebook_config("embedded/source_pretrain",
                                   **{**params, "max_iters": pretrain_iters, "extra": dict(extra)})
-        extra["model.init_checkpoint"] = str(
-            experiments.warm_start(Path(run_dir) / f"seed{seed}", pre_cfg, data)
-        )
+        pre_dir = run_folder(run_dir, "embedded/source_pretrain", seed, pre_cfg)
+        extra["model.init_checkpoint"] = str(experiments.warm_start(pre_dir, pre_cfg, data))
     elif preset.startswith("embedded/"):
         params = {**params, "max_iters": pretrain_iters or params.get("max_iters")}
     cfg = notebook_config(preset, extra=extra, **params)
     if data is not None and cfg.data.train_on != "source":
         data = None  # an oracle trains on labelled target images: its own datasets
-    return train.ensure_run(run_folder(run_dir, preset, seed), cfg, data=data)
+    return train.ensure_run(run_folder(run_dir, preset, seed, cfg), cfg, data=data)
 
 
 def sibling(preset: str, row: str) -> str:

@@ -1,0 +1,33 @@
+"""Notebook runs are found by their configuration: a changed parameter trains a new run beside
+the old one instead of refusing the folder, and the old parameters find the old run again."""
+
+from segda import notebook, runs
+
+TINY = dict(image_size=[64, 32], batch_size=2, eval_images=2, device="cpu", seed=0)
+
+
+def test_a_changed_parameter_trains_a_new_run_and_the_old_one_is_found_again(tmp_path):
+    first = notebook.train_preset("embedded/source_only", tmp_path, pretrain_iters=2,
+                                  max_iters=2, **TINY)
+    assert first.run_dir == tmp_path / "seed0" / "source_only"
+    assert first.wall_time_s > 0  # trained
+
+    longer = notebook.train_preset("embedded/source_only", tmp_path, pretrain_iters=2,
+                                   max_iters=3, **TINY)
+    expected = f"source_only-{runs.config_hash(longer.config)}"
+    assert longer.run_dir == tmp_path / "seed0" / expected
+    assert longer.state.iteration == 3 and longer.wall_time_s > 0
+
+    again = notebook.train_preset("embedded/source_only", tmp_path, pretrain_iters=2,
+                                  max_iters=2, **TINY)
+    assert again.run_dir == first.run_dir and again.wall_time_s == 0.0  # reused, not retrained
+    assert again.state.iteration == 2
+
+
+def test_a_changed_pretraining_gets_its_own_warm_start(tmp_path):
+    a = notebook.train_preset("embedded/minent", tmp_path, pretrain_iters=2, max_iters=1, **TINY)
+    b = notebook.train_preset("embedded/minent", tmp_path, pretrain_iters=3, max_iters=1, **TINY)
+    init_a, init_b = a.config.model.init_checkpoint, b.config.model.init_checkpoint
+    assert init_a.endswith("seed0/source_pretrain/last.pth")
+    assert "source_pretrain-" in init_b and init_a != init_b
+    assert b.run_dir.name.startswith("minent-")  # its config differs by the warm start
