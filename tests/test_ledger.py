@@ -85,6 +85,13 @@ def test_ledger_command_on_runs_over_seeds(tmp_path, capsys, monkeypatch):
     data = registry.build_datasets(_tiny(0).data, _tiny(0).model)
     for seed in (0, 1):
         train.fit(_tiny(seed), tmp_path / f"seed{seed}" / "advent", data=data)
+    # settings that leave the weights alone do not split a set; the training settings do
+    other = _tiny(2).replace({"run.eval_every": 1, "run.progress": True})
+    assert ledger.run_sets([tmp_path / "seed0" / "advent", tmp_path / "seed1" / "advent"]) == [
+        [tmp_path / "seed0" / "advent", tmp_path / "seed1" / "advent"]]
+    assert other.replace(ledger.NOT_TRAINING) == _tiny(0).replace(ledger.NOT_TRAINING)
+    assert _tiny(0).replace({"optim.lr": 1.0, **ledger.NOT_TRAINING}) != other.replace(
+        ledger.NOT_TRAINING)
     assert cli.main(["ledger", str(tmp_path), "--max-images", "6", "--device", "cpu"]) == 0
     assert "| last iterate (segda's number) |" in capsys.readouterr().out
     snaps = pd.read_csv(tmp_path / ledger.SNAPSHOTS_CSV)

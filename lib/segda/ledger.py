@@ -149,7 +149,7 @@ def evaluate_snapshots(
         if cfg is None:
             raise FileNotFoundError(f"{run_dir} holds no {runs.CONFIG}")
         data_cfg = cfg.replace(overrides) if overrides else cfg
-        data, classes = None, eval_classes(cfg)
+        data, classes, seg = None, eval_classes(cfg), None
         where = f"{data_cfg.data.dataset}:{data_cfg.data.root}:{data_cfg.data.val_list}"
         by_updates: dict[int, dict] = {}
         for snap in snapshot_files(run_dir):
@@ -158,8 +158,13 @@ def evaluate_snapshots(
             if key in reuse:
                 row = dict(reuse[key])
             else:
-                blob = torch.load(snap.path, map_location="cpu", weights_only=True)
-                seg, run_cfg = checkpointing.segmenter_from_run(blob)
+                # mmap: only the segmenter's tensors are read, not the optimizer states
+                blob = torch.load(snap.path, map_location="cpu", weights_only=True, mmap=True)
+                if seg is None:
+                    seg, _ = checkpointing.segmenter_from_run(blob)
+                else:  # the run's other snapshots: same architecture, new weights
+                    seg.load_state_dict(blob["segmenter"])
+                run_cfg = checkpointing.config_of(blob)
                 if data is None:
                     data = registry.build_datasets(data_cfg.data, data_cfg.model)
                 res = evaluate.evaluate(
@@ -176,7 +181,7 @@ def evaluate_snapshots(
                     "miou": 100 * (res.miou if classes is None else res.miou_over(classes)),
                     **{f"iou_{c}": 100 * float(v) for c, v in zip(CLASS_NAMES, res.iou, strict=False)},
                 }
-                del blob, seg
+                del blob
             row["last"] = snap.is_last
             # last.pth repeats the final kept snapshot when the run ends on the cadence
             seen = by_updates.get(row["updates"])
@@ -188,19 +193,32 @@ def evaluate_snapshots(
     return pd.DataFrame(rows)
 
 
+# Run settings that do not change the trained weights: runs that differ only in these (and the
+# seed) form one set, e.g. a notebook's seed-0 run and `python -m segda train` runs of seeds 1, 2.
+NOT_TRAINING = {"run.seed": 0, "run.device": "auto", "run.progress": False, "run.log_every": 1,
+                "run.tensorboard": False, "run.eval_every": 0, "run.eval_max_images": 0,
+                "run.checkpoint_every": 0, "run.keep_snapshots": False}
+
+
 def run_sets(run_dirs: Sequence[Path]) -> list[list[Path]]:
-    """Group runs whose configs differ only in ``run.seed`` (and the device they ran on)."""
+    """Group runs whose configs differ only in the seed and :data:`NOT_TRAINING` settings."""
     groups: dict[str, list[Path]] = {}
     for run_dir in run_dirs:
         cfg = runs.read_config(run_dir)
-        key = cfg.replace({"run.seed": 0, "run.device": "auto"}).to_yaml()
+        key = cfg.replace(NOT_TRAINING).to_yaml()
         groups.setdefault(key, []).append(run_dir)
     return list(groups.values())
 
 
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    arr = np.asarray(values, dtype=float)
-    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else math.nan
+def set_names(groups: Sequence[Sequence[Path]]) -> list[str]:
+    """A name per run set: its runs' folder name(s); sets that would share one get their
+    dataset, then their config hash, after it (``minent_vgg_cp (synthia_cityscapes)``)."""
+    names = [" / ".join(sorted({p.name for p in group})) for group in groups]
+    for extra in (lambda c: c.data.dataset, lambda c: runs.config_hash(c.replace(NOT_TRAINING))):
+        clash = {n for n in names if names.count(n) > 1}
+        names = [f"{n} ({extra(runs.read_config(g[0]))})" if n in clash else n
+                 for n, g in zip(names, groups, strict=True)]
+    return names
 
 
 def summarize_set(snaps, name: str, cfg: config.TrainConfig):
@@ -242,11 +260,13 @@ def format_set(table, snaps, name: str, cfg: config.TrainConfig) -> str:
     seeds = sorted(snaps["seed"].unique())
     classes = "16 classes" if eval_classes(cfg) else f"{cfg.model.num_classes} classes"
     images = sorted(set(int(x) for x in snaps["images"]))
+    folder = name.split(" ")[0]
+    title = ROW_NAMES.get(folder) or ROW_NAMES.get(row_of(cfg), row_of(cfg))
     lines = [
-        f"### {ROW_NAMES.get(row_of(cfg), row_of(cfg))} ({name})",
+        f"### {title} ({name}): {cfg.model.name}, {cfg.data.dataset}",
         "",
-        f"{len(seeds)} run(s), seeds {', '.join(str(s) for s in seeds)}; {cfg.model.name}, "
-        f"{cfg.data.dataset}, {cfg.optim.early_stop} updates; mIoU (%) over {classes} on "
+        f"{len(seeds)} run(s), seeds {', '.join(str(s) for s in seeds)}; "
+        f"{cfg.optim.early_stop} updates; mIoU (%) over {classes} on "
         f"{'/'.join(map(str, images))} target validation images; "
         f"{len(snaps)} snapshots evaluated.",
         "",
@@ -303,10 +323,9 @@ def ledger(
         "same number of updates. The best snapshot is chosen on the target validation split, "
         "with its labels, as the papers did; the last iterate is what segda reports.",
     ]
-    for group in run_sets(run_dirs):
+    groups = run_sets(run_dirs)
+    for group, name in zip(groups, set_names(groups), strict=True):
         cfg = runs.read_config(group[0])
-        names = sorted({p.name for p in group})
-        name = names[0] if len(names) == 1 else " / ".join(names)
         part = snaps[snaps["run"].isin([str(p) for p in group])]
         table = summarize_set(part, name, cfg)
         tables.append(table)
