@@ -255,6 +255,10 @@ def summarize_set(snaps, name: str, cfg: config.TrainConfig):
     return pd.DataFrame(out).astype({"updates": "Int64"})
 
 
+def _updates(n: int) -> str:
+    return f"{n} update" if n == 1 else f"{n} updates"
+
+
 def format_set(table, snaps, name: str, cfg: config.TrainConfig) -> str:
     """One run set's Markdown table: a column per seed, then mean +/- std."""
     seeds = sorted(snaps["seed"].unique())
@@ -278,7 +282,7 @@ def format_set(table, snaps, name: str, cfg: config.TrainConfig) -> str:
     for kind in ("last", "best"):
         part = table[table["row"] == kind].set_index("seed")
         cells = [f"{part.loc[str(s), 'miou']:.2f} ({part.loc[str(s), 'snapshot']}, "
-                 f"{int(part.loc[str(s), 'updates'])} updates = official "
+                 f"{_updates(int(part.loc[str(s), 'updates']))} = official "
                  f"{part.loc[str(s), 'official']})" for s in seeds]
         mean, std = part.loc["mean", "miou"], part.loc["std", "miou"]
         spread = f"{mean:.2f} +/- {std:.2f}" if not math.isnan(std) else f"{mean:.2f}"
