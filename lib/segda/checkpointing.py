@@ -239,10 +239,23 @@ def check_finite(tree: Any, path: str | Path, what: str = "it") -> None:
         )
 
 
+# The parts of a run checkpoint that are tensors of the trained state.
+STATE_KEYS = ("segmenter", "discriminators", "opt_seg", "opt_discs")
+
+
 def _model_state(blob: dict[str, Any]) -> dict[str, Any]:
-    """The parts of a run checkpoint that are tensors of the trained state."""
-    return {k: blob[k] for k in ("segmenter", "discriminators", "opt_seg", "opt_discs")
-            if k in blob}
+    return {k: blob[k] for k in STATE_KEYS if k in blob}
+
+
+def training_tensors(state: TrainState) -> dict[str, Any]:
+    """The tensors a checkpoint holds of ``state``: the modules' parameters and buffers and
+    the optimizers' states, under :data:`STATE_KEYS`."""
+    return {
+        "segmenter": state.seg.state_dict(),
+        "discriminators": {k: d.state_dict() for k, d in state.discs.items()},
+        "opt_seg": state.opt_seg.state_dict(),
+        "opt_discs": {k: o.state_dict() for k, o in state.opt_discs.items()},
+    }
 
 
 def load_run_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -278,10 +291,7 @@ def run_state(state: TrainState, cfg: TrainConfig) -> dict[str, Any]:
         "format": RUN_FORMAT,
         "config": cfg.to_dict(),
         "iteration": state.iteration,
-        "segmenter": state.seg.state_dict(),
-        "discriminators": {k: d.state_dict() for k, d in state.discs.items()},
-        "opt_seg": state.opt_seg.state_dict(),
-        "opt_discs": {k: o.state_dict() for k, o in state.opt_discs.items()},
+        **training_tensors(state),
         "rng": repro.rng_state(),
         "history": state.history,
         "evals": state.evals,

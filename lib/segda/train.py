@@ -93,18 +93,8 @@ def _check_finite(values: dict[str, float], it: int, kept: str) -> None:
         )
 
 
-def _training_state(state: TrainState) -> dict[str, Any]:
-    """The tensors a checkpoint holds: modules (parameters and buffers) and optimizers."""
-    return {
-        "segmenter": state.seg.state_dict(),
-        "discriminators": {k: d.state_dict() for k, d in state.discs.items()},
-        "opt_seg": state.opt_seg.state_dict(),
-        "opt_discs": {k: o.state_dict() for k, o in state.opt_discs.items()},
-    }
-
-
 def _check_state_finite(state: TrainState, kept: str) -> None:
-    bad = checkpointing.non_finite(_training_state(state))
+    bad = checkpointing.non_finite(checkpointing.training_tensors(state))
     if bad:
         shown = ", ".join(bad[:4]) + (f", ... {len(bad) - 4} more" if len(bad) > 4 else "")
         raise NonFiniteStateError(
