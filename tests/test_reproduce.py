@@ -121,6 +121,7 @@ def _with_additions(line: str, data: Path) -> str:
 
 def _bash(lines: list[str], cwd: Path) -> str:
     script = "set -euo pipefail\n" + "\n".join(lines) + "\n"
+    # One thread per command, as conftest.py sets for the tests (SEGDA_TEST_THREADS to change).
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": os.environ.get(
         "SEGDA_TEST_THREADS", "1"), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     proc = subprocess.run(["bash", "-c", script], cwd=cwd, env=env, capture_output=True, text=True)
