@@ -31,3 +31,22 @@ def test_a_changed_pretraining_gets_its_own_warm_start(tmp_path):
     assert init_a.endswith("seed0/source_pretrain/last.pth")
     assert "source_pretrain-" in init_b and init_a != init_b
     assert b.run_dir.name.startswith("minent-")  # its config differs by the warm start
+
+
+def test_training_shows_a_text_progress_bar_when_asked(tmp_path, capsys):
+    notebook.train_preset("embedded/source_only", tmp_path, pretrain_iters=2, max_iters=2,
+                          progress_bar="text", **TINY)
+    err = capsys.readouterr().err
+    assert "source_pretrain" in err or "source_only" in err
+    assert "2/2" in err  # tqdm's plain-text bar: iterations done / total, left on screen
+    again = notebook.train_preset("embedded/source_only", tmp_path, pretrain_iters=2, max_iters=2,
+                                  progress_bar="none", **TINY)
+    assert again.wall_time_s == 0.0 and "2/2" not in capsys.readouterr().err  # reused: no bar
+
+
+def test_an_unknown_progress_bar_is_refused(tmp_path):
+    import pytest
+
+    with pytest.raises(ValueError, match="progress_bar must be one of"):
+        notebook.train_preset("embedded/oracle", tmp_path, pretrain_iters=1, max_iters=1,
+                              progress_bar="fancy", **{**TINY, "seed": 99})

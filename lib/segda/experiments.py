@@ -35,10 +35,11 @@ def is_warm_started(preset: str) -> bool:
     return family == "embedded" and name not in WARM_START_EXEMPT
 
 
-def warm_start(run_dir: str | Path, pretrain_cfg: TrainConfig, data=None) -> Path:
+def warm_start(run_dir: str | Path, pretrain_cfg: TrainConfig, data=None,
+               progress_bar: str | None = None) -> Path:
     """The checkpoint every adaptation row of a seed starts from: ``embedded/source_pretrain``
     trained (or reused) in ``run_dir`` (``<seed folder>/source_pretrain``)."""
-    train.ensure_run(run_dir, pretrain_cfg, data=data)
+    train.ensure_run(run_dir, pretrain_cfg, data=data, progress_bar=progress_bar)
     return Path(run_dir) / runs.CHECKPOINT
 
 

@@ -76,6 +76,7 @@ def train_preset(
     *,
     pretrain_iters: int | None = None,
     data=None,
+    progress_bar: str | None = None,
     **params,
 ):
     """Train (or reuse from ``run_dir``) one preset as a notebook asks for it.
@@ -83,6 +84,8 @@ def train_preset(
     Embedded adaptation presets warm-start from the source-only checkpoint of the same seed
     (``embedded/source_pretrain`` with ``max_iters = pretrain_iters``), which is trained
     first when missing; notebooks therefore share one source-only model per seed.
+    ``progress_bar``: how training shows its progress (:func:`segda.train.fit`); notebooks pass
+    ``"notebook"`` in JupyterLab and ``"text"`` under papermill.
     """
     seed = params.get("seed", 0)
     extra = dict(params.pop("extra", None) or {})  # the notebook's `overrides`
@@ -90,13 +93,16 @@ def train_preset(
         pre_cfg = notebook_config("embedded/source_pretrain",
                                   **{**params, "max_iters": pretrain_iters, "extra": dict(extra)})
         pre_dir = run_folder(run_dir, "embedded/source_pretrain", seed, pre_cfg)
-        extra["model.init_checkpoint"] = str(experiments.warm_start(pre_dir, pre_cfg, data))
+        extra["model.init_checkpoint"] = str(
+            experiments.warm_start(pre_dir, pre_cfg, data, progress_bar)
+        )
     elif preset.startswith("embedded/"):
         params = {**params, "max_iters": pretrain_iters or params.get("max_iters")}
     cfg = notebook_config(preset, extra=extra, **params)
     if data is not None and cfg.data.train_on != "source":
         data = None  # an oracle trains on labelled target images: its own datasets
-    return train.ensure_run(run_folder(run_dir, preset, seed, cfg), cfg, data=data)
+    return train.ensure_run(run_folder(run_dir, preset, seed, cfg), cfg, data=data,
+                            progress_bar=progress_bar)
 
 
 def sibling(preset: str, row: str) -> str:

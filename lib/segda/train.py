@@ -112,6 +112,7 @@ def fit(
     resume: bool = True,
     stop_at: int | None = None,
     dist=None,
+    progress_bar: str | None = None,
 ) -> RunResult:
     """Train ``cfg`` from scratch, from ``model.init_checkpoint``, or resume ``run_dir``.
 
@@ -130,16 +131,20 @@ def fit(
         dist: a :class:`segda.distributed.DistContext` when this process is one rank of a
             data-parallel run (see :mod:`segda.distributed`); its device replaces
             ``run.device``, and only rank 0 writes files.
+        progress_bar: how to show progress, whatever ``run.progress`` says: ``"text"`` (a
+            plain-text bar, e.g. under papermill), ``"notebook"`` (tqdm's widget, in
+            JupyterLab), ``"none"``; ``None`` follows ``run.progress``. Display only: it is
+            not part of the run's config.
     """
     main = dist is None or dist.is_main
     run_dir = Path(run_dir) if run_dir is not None else None
     held = runs.lock(run_dir) if run_dir is not None and main else contextlib.nullcontext()
     with held:
-        return _fit(cfg, run_dir, data, resume, stop_at, dist)
+        return _fit(cfg, run_dir, data, resume, stop_at, dist, progress_bar)
 
 
 def _fit(cfg: TrainConfig, run_dir: Path | None, data, resume: bool, stop_at: int | None,
-         dist) -> RunResult:
+         dist, progress_bar: str | None) -> RunResult:
     t0 = time.perf_counter()
     device = dist.device if dist is not None else repro.resolve_device(cfg.run.device)
     world = dist.world_size if dist is not None else 1
@@ -197,7 +202,7 @@ def _fit(cfg: TrainConfig, run_dir: Path | None, data, resume: bool, stop_at: in
     )
     writer = _tensorboard(run_dir) if cfg.run.tensorboard and run_dir and main else None
     pending: list[tuple[int, dict[str, torch.Tensor]]] = []
-    bar = _progress(cfg, state.iteration, end) if main else None
+    bar = _progress(cfg, state.iteration, end, progress_bar) if main else None
 
     def flush() -> None:
         if dist is not None and pending:
@@ -302,12 +307,27 @@ def _save(state: TrainState, cfg: TrainConfig, run_dir: Path, keep: bool, kept: 
         dist.barrier()
 
 
-def _progress(cfg: TrainConfig, start: int, end: int):
-    if not cfg.run.progress:
-        return None
-    from tqdm.auto import tqdm
+PROGRESS_BARS = ("text", "notebook", "none")
 
-    return tqdm(total=end, initial=start, desc=cfg.method.name, leave=False)
+
+def _progress(cfg: TrainConfig, start: int, end: int, style: str | None = None):
+    """A tqdm bar, or ``None``. ``style`` (see :func:`fit`) overrides ``run.progress``, whose
+    bar is tqdm's automatic choice (a widget in a notebook kernel, text elsewhere)."""
+    if style is not None and style not in PROGRESS_BARS:
+        raise ValueError(f"progress_bar must be one of {PROGRESS_BARS} or None, got {style!r}")
+    if style == "none" or (style is None and not cfg.run.progress):
+        return None
+    # A text bar is also what an executed notebook stores (one output per redraw): redraw it
+    # every few seconds, not ten times a second.
+    interval = {"text": 5.0}.get(style, 0.1)
+    if style == "text":
+        from tqdm.std import tqdm
+    elif style == "notebook":
+        from tqdm.notebook import tqdm
+    else:
+        from tqdm.auto import tqdm
+    return tqdm(total=end, initial=start, desc=cfg.method.name, leave=style is not None,
+                mininterval=interval)
 
 
 def _tensorboard(run_dir: Path):
@@ -322,12 +342,12 @@ def _tensorboard(run_dir: Path):
 
 
 def ensure_run(run_dir: str | Path, cfg: TrainConfig, *, data=None, retrain: bool = False,
-               dist=None) -> RunResult:
+               dist=None, progress_bar: str | None = None) -> RunResult:
     """Train ``cfg`` into ``run_dir`` unless a finished identical run is already there.
 
     Returns a :class:`RunResult` (loaded from disk when reused). A run folder with a
     *different* config is an error unless ``retrain``, so results never silently mix
-    configurations.
+    configurations. ``progress_bar``: see :func:`fit`.
     """
     run_dir = Path(run_dir)
     if not retrain:
@@ -335,7 +355,7 @@ def ensure_run(run_dir: str | Path, cfg: TrainConfig, *, data=None, retrain: boo
         finished = _finished(run_dir, cfg, data)  # reading needs no lock (nor a writable folder)
         if finished is not None:
             return finished
-    return fit(cfg, run_dir, data=data, resume=not retrain, dist=dist)
+    return fit(cfg, run_dir, data=data, resume=not retrain, dist=dist, progress_bar=progress_bar)
 
 
 def _finished(run_dir: Path, cfg: TrainConfig, data) -> RunResult | None:
