@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from segda import config, models, repro
+from segda.models.checkpoints import load_loaded
 
 if TYPE_CHECKING:
     from segda.config import TrainConfig
@@ -326,13 +327,20 @@ def load_segmenter_weights(seg: nn.Module, path: str | Path, kind: str = "auto")
             f"init checkpoint not found: {path} (set model.init_checkpoint to an existing file, "
             "or '' to start from scratch)"
         )
-    blob = load_file(path)
+    blob = read_weights(path, "starting from it")
     if is_run_checkpoint(blob):
-        check_finite({"segmenter": blob["segmenter"]}, path, "starting from it")
         seg.load_state_dict(blob["segmenter"])
     else:
-        check_finite(blob, path, "starting from it")
-        models.load_checkpoint(seg, path, kind=kind)
+        load_loaded(seg, blob, str(path), kind=kind)
+
+
+def read_weights(path: str | Path, what: str) -> Any:
+    """A file of segmenter weights, read once: a run checkpoint (its segmenter is checked) or an
+    official / bare state dict (all of it is checked). Non-finite tensors are refused, the
+    message saying that ``what`` would give meaningless results."""
+    blob = load_file(path)
+    check_finite({"segmenter": blob["segmenter"]} if is_run_checkpoint(blob) else blob, path, what)
+    return blob
 
 
 def config_of(blob: dict[str, Any], path: str | Path | None = None) -> TrainConfig:

@@ -54,18 +54,17 @@ def cmd_train(args) -> int:
 def _model_from_checkpoint(path: Path, args):
     from segda import checkpointing, config, models
 
-    blob = checkpointing.load_file(path)  # errors name the file; pickled code is refused
+    # Read once; errors name the file, pickled code and non-finite tensors are refused.
+    blob = checkpointing.read_weights(path, "evaluating it")
     if checkpointing.is_run_checkpoint(blob):
-        checkpointing.check_finite({"segmenter": blob["segmenter"]}, path, "evaluating it")
         return checkpointing.segmenter_from_run(blob, path)
-    checkpointing.check_finite(blob, path, "evaluating it")
     from segda.models import checkpoints
 
     branches = args.aspp_branches or checkpoints.aspp_branches_for(path.name)
     cfg = config.load(None, {"model.name": args.model, "model.aspp_branches": branches,
                              "model.multi_level": args.model != "deeplab_vgg16"})
     seg = models.build_segmenter(args.model, 19, cfg.model.multi_level, branches)
-    models.load_checkpoint(seg, path, kind="adapted")
+    checkpoints.load_loaded(seg, blob, str(path), kind="adapted")
     return seg, cfg
 
 

@@ -205,6 +205,14 @@ def load_checkpoint(
     """
     source = os.fspath(path)
     obj = torch.load(source, map_location="cpu", weights_only=True)
+    return load_loaded(model, obj, source, kind, strict)
+
+
+def load_loaded(
+    model: nn.Module, obj: object, source: str, kind: str = "auto", strict: bool = True
+) -> LoadReport:
+    """:func:`load_checkpoint` for a file's content the caller has read already (``source``
+    names it in errors)."""
     return load_state_dict_checked(model, _extract_state_dict(obj, source), kind, strict, source)
 
 
