@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from segda import config, models, repro
+from segda import config, models, repro, shipped
 from segda.models.checkpoints import load_loaded
 
 if TYPE_CHECKING:
@@ -320,8 +320,9 @@ def load_state_into(state: TrainState, ckpt: dict[str, Any]) -> None:
 
 
 def load_segmenter_weights(seg: nn.Module, path: str | Path, kind: str = "auto") -> None:
-    """Warm start: a segda run checkpoint (its segmenter) or an official checkpoint."""
-    path = Path(path)
+    """Warm start: a segda run checkpoint (its segmenter), an official checkpoint, or shipped
+    weights (``"shipped:<name>"``, verified by SHA-256: :mod:`segda.shipped`)."""
+    path = shipped.resolve(path) if shipped.is_shipped(path) else Path(path)
     if not path.exists():
         raise FileNotFoundError(
             f"init checkpoint not found: {path} (set model.init_checkpoint to an existing file, "

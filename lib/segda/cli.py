@@ -11,6 +11,7 @@ Commands:
   ledger      evaluate every kept snapshot of runs: last iterate, best snapshot, over seeds
   sweep       execute a notebook with papermill over methods/presets and seeds
   demo        run the notebook sequence (or the library pipeline) at demo scale
+  ship        (re)make the shipped source-only checkpoint and its manifest, or --check it
 """
 
 from __future__ import annotations
@@ -123,9 +124,15 @@ def cmd_suite(args) -> int:
     pre = config.parse_overrides(args.pretrain_set)
     ada = config.parse_overrides(args.adapt_set)
     for seed in args.seeds:
-        experiments.run_seed(args.run_root, seed, pretrain_overrides=pre, adapt_overrides=ada)
+        experiments.run_seed(args.run_root, seed, pretrain_overrides=pre, adapt_overrides=ada,
+                             pretrained=args.pretrained)
+        if args.lambda_sweep:
+            experiments.run_lambda_sweep(args.run_root, seed, pretrained=args.pretrained)
     collected = runs.collect(args.run_root)
     print(results.write_results(args.run_root, collected))
+    if args.reference:
+        path = results.REFERENCE if args.reference == "package" else args.reference
+        print(f"wrote the reference runs to {results.write_reference(collected, path)}")
     wall = time.perf_counter() - t0
     print(f"wall time {wall:.0f} s")
     _write_readme(args, collected, wall)
@@ -150,7 +157,8 @@ def cmd_variant(args) -> int:
 
     overrides = config.parse_overrides(args.set)
     for seed in args.seeds:
-        result = experiments.run_variant(args.run_root, seed, args.preset, args.name, overrides)
+        result = experiments.run_variant(args.run_root, seed, args.preset, args.name, overrides,
+                                         pretrained=args.pretrained)
         for ev in result.state.evals:
             source = 100 * ev.get("source_miou", float("nan"))
             print(f"seed {seed} {args.name} iteration {ev['iteration']}: target mIoU "
@@ -213,6 +221,26 @@ def cmd_demo(args) -> int:
     return notebooks_runner.demo(Path(args.out), quick=args.quick)
 
 
+def cmd_ship(args) -> int:
+    """Make the shipped checkpoint (train, write weights, SHA-256 and first losses into the
+    manifest), or with ``--check`` verify the file and regenerate its first iterations."""
+    from segda import experiments, shipped
+
+    if not args.check:
+        record = experiments.make_shipped(args.run_dir, seed=args.seed, progress_bar="text")
+        print(f"wrote {shipped.FOLDER / record['file']} (SHA-256 {record['sha256']}); "
+              f"target mIoU {100 * record['target_miou']:.1f}, "
+              f"source mIoU {100 * record['source_miou']:.1f}")
+        return 0
+    record = shipped.entry(shipped.EMBEDDED_PRETRAINED)
+    print(f"{shipped.resolve(shipped.reference())}: SHA-256 matches the manifest")
+    again = experiments.first_losses(record["seed"], len(record["first_losses"]))
+    worst = max(abs(a[k] - b[k]) / max(abs(b[k]), 1e-12)
+                for a, b in zip(again, record["first_losses"], strict=True) for k in b)
+    print(f"first {len(again)} iterations regenerated: largest relative loss difference {worst:.2e}")
+    return 0 if worst < experiments.FINGERPRINT_RTOL else 1
+
+
 def _add_readme_args(p) -> None:
     p.add_argument("--readme", metavar="PATH", help="also write the table into this Markdown file, "
                    "between its '<!-- segda:results NAME begin ... -->' / 'end' markers")
@@ -257,6 +285,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--pretrain-set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--adapt-set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--pretrained", choices=["shipped", "train"], default="shipped",
+                   help="adaptation starts from the shipped source-only checkpoint (default) or "
+                   "from each seed's own source_pretrain run")
+    p.add_argument("--no-lambda-sweep", dest="lambda_sweep", action="store_false",
+                   help="skip AdaptSegNet's single-level lambda sweep (0.01 / 0.001 / 0.0001)")
+    p.add_argument("--reference", nargs="?", const="package", metavar="CSV",
+                   help="also write every run to this CSV (without a path: the package's "
+                   "lib/segda/reference/embedded_runs.csv, which the notebooks plot against)")
     _add_readme_args(p)
     p.set_defaults(fn=cmd_suite)
 
@@ -266,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--run-root", default="runs/embedded")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--pretrained", choices=["shipped", "train"], default="shipped",
+                   help="start from the shipped checkpoint (default) or each seed's own pretraining")
     p.set_defaults(fn=cmd_variant)
 
     p = sub.add_parser("ensemble", help="embedded benchmark: ensemble of finished runs, per seed")
@@ -304,6 +342,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--quick", action="store_true", help="fewer iterations (smoke test)")
     p.set_defaults(fn=cmd_demo)
+
+    p = sub.add_parser("ship", help="make the shipped source-only checkpoint (or --check it)")
+    p.add_argument("--run-dir", default="runs/shipped/source_pretrain")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--check", action="store_true",
+                   help="verify the shipped file's SHA-256 and regenerate its first iterations")
+    p.set_defaults(fn=cmd_ship)
 
     args = parser.parse_args(argv)
     try:

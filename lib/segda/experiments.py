@@ -2,11 +2,12 @@
 
 Protocol (a warm start as ADVENT starts from pretrained weights; values from a prototype study):
 
-1. ``embedded/source_pretrain``: the small segmenter trained on source from scratch;
+1. ``embedded/source_pretrain``: the small segmenter trained on source from scratch; by
+   default the checkpoint the package ships (seed 0, :func:`make_shipped`), or each seed's own;
 2. ``embedded/oracle``: the same recipe on labelled target images (the upper reference);
 3. each adaptation preset fine-tunes from (1) for the same number of iterations, including
    the plain ``source_only`` continuation and the batch-norm control, so every row has had the
-   same amount of training (:func:`warm_start`);
+   same amount of training (:func:`starting_point`);
 4. the AdvEnt+MinEnt ensemble (0.5 / 0.5 sum of main logits, ADVENT's) is evaluated from the
    two trained models.
 
@@ -16,10 +17,13 @@ Gains are reported against plain source-only *and* against the batch-norm contro
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from segda import config, evaluate, runs, train
+import torch
+
+from segda import checkpointing, config, evaluate, runs, shipped, train
 from segda.config import TrainConfig
 from segda.data import registry
 from segda.results import ADAPTATION_PRESETS, ROW_NAMES
@@ -43,11 +47,26 @@ def warm_start(run_dir: str | Path, pretrain_cfg: TrainConfig, data=None,
     return Path(run_dir) / runs.CHECKPOINT
 
 
-def preset_config(preset: str, seed: int, overrides: dict | None = None, init: Path | None = None):
+def preset_config(preset: str, seed: int, overrides: dict | None = None,
+                  init: str | Path | None = None):
     over = {"run.seed": seed, **(overrides or {})}
     if init is not None:
         over["model.init_checkpoint"] = str(init)
     return config.load(f"embedded/{preset}", over)
+
+
+def starting_point(root: Path, seed: int, pretrained: str = "shipped",
+                   pretrain_overrides: dict | None = None, data=None) -> str | Path:
+    """Where a seed's adaptation rows start: the shipped source-only checkpoint
+    (``pretrained="shipped"``; every seed then adapts the same model) or the seed's own
+    ``source_pretrain`` run in ``root`` (``"train"``; trained first when missing)."""
+    if pretrained == "shipped":
+        return shipped.reference()
+    if pretrained != "train":
+        raise config.ConfigError(f"pretrained must be 'shipped' or 'train', got {pretrained!r}")
+    pre_cfg = preset_config("source_pretrain", seed, pretrain_overrides)
+    data = data if data is not None else registry.build_datasets(pre_cfg.data, pre_cfg.model)
+    return warm_start(root / "source_pretrain", pre_cfg, data)
 
 
 def run_seed(
@@ -58,12 +77,14 @@ def run_seed(
     adapt_overrides: dict | None = None,
     oracle: bool = True,
     ensemble: bool = True,
+    pretrained: str = "shipped",
 ) -> Path:
-    """Train (or reuse) every run of one seed under ``run_root/seed{seed}``."""
+    """Train (or reuse) every run of one seed under ``run_root/seed{seed}``, adaptation rows
+    starting from :func:`starting_point`."""
     root = Path(run_root) / f"seed{seed}"
     pre_cfg = preset_config("source_pretrain", seed, pretrain_overrides)
     data = registry.build_datasets(pre_cfg.data, pre_cfg.model)
-    init = warm_start(root / "source_pretrain", pre_cfg, data)
+    init = starting_point(root, seed, pretrained, pretrain_overrides, data)
     if oracle:
         ora_cfg = preset_config("oracle", seed, pretrain_overrides)
         train.ensure_run(root / "oracle", ora_cfg, data=registry.build_datasets(ora_cfg.data))
@@ -76,6 +97,22 @@ def run_seed(
     return root
 
 
+# AdaptSegNet's adversarial weight, swept by the suite (notebook 03 plots the sweep from the
+# reference results); the embedded AdaptSegNet presets use the weight this sweep supports.
+LAMBDA_SWEEP = (0.01, 0.001, 0.0001)
+
+
+def run_lambda_sweep(run_root: str | Path, seed: int, row: str = "output_adv_single",
+                     lambdas: Sequence[float] = LAMBDA_SWEEP, pretrained: str = "shipped"):
+    """``row`` at every weight of ``lambdas`` but its preset's own (the main row), as
+    variants ``<row>@lambda<value>`` paired per seed with the main rows."""
+    own = config.load(f"embedded/{row}").method.lambda_adv_main
+    for value in lambdas:
+        if value != own:
+            run_variant(run_root, seed, row, f"{row}@lambda{value:g}",
+                        {"method.lambda_adv_main": value}, pretrained=pretrained)
+
+
 def run_variant(
     run_root: str | Path,
     seed: int,
@@ -83,22 +120,21 @@ def run_variant(
     name: str,
     overrides: dict,
     pretrain_overrides: dict | None = None,
+    pretrained: str = "shipped",
 ):
     """Train one embedded preset with ``overrides`` into ``run_root/seed{seed}/{name}``.
 
-    Adaptation presets warm-start from the seed's ``source_pretrain`` checkpoint (trained
-    first when missing), exactly like the rows of :func:`run_seed`, so a variant is paired
-    per seed with the main table's rows (a lambda sweep, a longer schedule). Collected tables
-    list variants after the main rows, under their folder name.
+    Adaptation presets start from :func:`starting_point`, exactly like the rows of
+    :func:`run_seed`, so a variant is paired per seed with the main table's rows (a lambda
+    sweep, a longer schedule). Collected tables list variants after the main rows, under
+    their folder name.
     """
     if name in ROW_NAMES:
         raise ValueError(f"variant name {name!r} is a main-table row; choose another name")
     root = Path(run_root) / f"seed{seed}"
     init = None
     if is_warm_started(f"embedded/{preset}"):
-        pre_cfg = preset_config("source_pretrain", seed, pretrain_overrides)
-        init = warm_start(root / "source_pretrain", pre_cfg,
-                          registry.build_datasets(pre_cfg.data, pre_cfg.model))
+        init = starting_point(root, seed, pretrained, pretrain_overrides)
     cfg = preset_config(preset, seed, overrides, init)
     return train.ensure_run(root / name, cfg, data=registry.build_datasets(cfg.data, cfg.model))
 
@@ -135,3 +171,46 @@ def evaluate_ensemble(
         "ensemble": {"members": list(members), "weights": list(weights), "combine": combine},
     })
     return res
+
+
+# ------------------------------------------------------------------ the shipped checkpoint
+
+SHIP_COMMAND = "python -m segda ship --run-dir runs/shipped/source_pretrain"
+FINGERPRINT_ITERATIONS = 5
+# Regenerated losses must agree to this relative tolerance: other CPUs' kernels round
+# differently, far below it, while a changed recipe, datum or initialisation moves them by more.
+FINGERPRINT_RTOL = 1e-3
+
+
+def first_losses(seed: int = 0, iterations: int = FINGERPRINT_ITERATIONS, data=None) -> list[dict]:
+    """The loss terms of the first ``iterations`` of ``embedded/source_pretrain`` (seed
+    ``seed``), one entry per iteration: what the shipped checkpoint's training began with, so
+    that regenerating them checks the recipe, the data and the code behind the file."""
+    cfg = preset_config("source_pretrain", seed, {"run.log_every": 1})
+    result = train.fit(cfg, None, data=data, stop_at=iterations, progress_bar="none")
+    return result.state.history[:iterations]
+
+
+def make_shipped(run_dir: str | Path, seed: int = 0, name: str = shipped.EMBEDDED_PRETRAINED,
+                 folder: Path = shipped.FOLDER, progress_bar: str | None = None) -> dict:
+    """Train ``embedded/source_pretrain`` (seed ``seed``) into ``run_dir`` (reused when
+    finished), write its segmenter's weights to ``folder/<name>.pth`` and record them in
+    ``folder/manifest.json``: SHA-256, the command, the scores and the first iterations'
+    losses. Returns the manifest's record."""
+    cfg = preset_config("source_pretrain", seed)
+    data = registry.build_datasets(cfg.data, cfg.model)
+    result = train.ensure_run(run_dir, cfg, data=data, progress_bar=progress_bar)
+    path = checkpointing.save_atomic(result.seg.state_dict(), Path(folder) / f"{name}.pth")
+    final = result.final_eval or {}
+    record = {
+        "file": path.name, "sha256": shipped.sha256(path), "command": SHIP_COMMAND,
+        "preset": "embedded/source_pretrain", "seed": seed, "iterations": result.state.iteration,
+        "model": cfg.model.name, "image_size": list(cfg.data.source_size),
+        "target_miou": final.get("target_miou"), "source_miou": final.get("source_miou"),
+        "torch": torch.__version__, "first_losses": first_losses(seed, data=data),
+    }
+    manifest = shipped.read_manifest(Path(folder) / "manifest.json")
+    manifest[name] = record
+    checkpointing.write_text_atomic(Path(folder) / "manifest.json",
+                                    json.dumps(manifest, indent=2) + "\n")
+    return record
