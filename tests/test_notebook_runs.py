@@ -3,7 +3,9 @@ the old one instead of refusing the folder, and the old parameters find the old 
 
 from segda import notebook, runs
 
-TINY = dict(image_size=[64, 32], batch_size=2, eval_images=2, device="cpu", seed=0)
+# pretrained="train": these tests follow the pretraining runs a notebook trains itself.
+TINY = dict(image_size=[64, 32], batch_size=2, eval_images=2, device="cpu", seed=0,
+            pretrained="train")
 
 
 def test_a_changed_parameter_trains_a_new_run_and_the_old_one_is_found_again(tmp_path):
@@ -50,3 +52,20 @@ def test_an_unknown_progress_bar_is_refused(tmp_path):
     with pytest.raises(ValueError, match="progress_bar must be one of"):
         notebook.train_preset("embedded/oracle", tmp_path, pretrain_iters=1, max_iters=1,
                               progress_bar="fancy", **{**TINY, "seed": 99})
+
+
+def test_by_default_adaptation_starts_from_the_shipped_checkpoint(tmp_path):
+    tiny = {**TINY, "pretrained": "shipped"}
+    run = notebook.train_preset("embedded/minent", tmp_path, max_iters=1, **tiny)
+    assert run.config.model.init_checkpoint == "shipped:embedded_source_pretrain"
+    assert not (tmp_path / "seed0" / "source_pretrain").exists()  # nothing pretrained here
+
+
+def test_the_shipped_checkpoint_refuses_another_model(tmp_path):
+    import pytest
+
+    from segda import config
+
+    with pytest.raises(config.ConfigError, match='pretrained = "train"'):
+        notebook.train_preset("embedded/minent", tmp_path, max_iters=1,
+                              **{**TINY, "pretrained": "shipped", "model": "deeplab_vgg16"})

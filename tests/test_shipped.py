@@ -87,3 +87,19 @@ def test_the_check_command_verifies_and_regenerates(capsys):
     assert cli.main(["ship", "--check"]) == 0
     out = capsys.readouterr().out
     assert "SHA-256 matches the manifest" in out and "first 5 iterations regenerated" in out
+
+
+def test_the_readme_check_command_runs():
+    import re
+    import shlex
+    from pathlib import Path
+
+    from segda import cli
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"<!-- segda:commands shipped -->\n```\n(.*?)```", readme, re.S)
+    assert block, "README.md lost its shipped-checkpoint command block"
+    for line in block.group(1).splitlines():
+        words = shlex.split(line)
+        assert words[:3] == ["python", "-m", "segda"], line
+        assert cli.main(words[3:]) == 0, line

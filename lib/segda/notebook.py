@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segda import config, experiments, runs, train
+from segda import config, experiments, results, runs, shipped, train
 from segda.results import PAPER_PRESETS, ROW_NAMES
 
 
@@ -74,6 +74,7 @@ def train_preset(
     preset: str,
     run_dir: str | Path,
     *,
+    pretrained: str = "shipped",
     pretrain_iters: int | None = None,
     data=None,
     progress_bar: str | None = None,
@@ -81,15 +82,22 @@ def train_preset(
 ):
     """Train (or reuse from ``run_dir``) one preset as a notebook asks for it.
 
-    Embedded adaptation presets warm-start from the source-only checkpoint of the same seed
-    (``embedded/source_pretrain`` with ``max_iters = pretrain_iters``), which is trained
-    first when missing; notebooks therefore share one source-only model per seed.
+    Embedded adaptation presets warm-start from a source-only checkpoint: with
+    ``pretrained="shipped"`` the one the package ships (``embedded/source_pretrain``, seed 0,
+    500 iterations; SHA-256-checked, :mod:`segda.shipped`), with ``pretrained="train"`` the
+    seed's own ``embedded/source_pretrain`` run of ``pretrain_iters`` iterations, trained
+    first when missing. Either way every notebook's rows of a seed start from one model.
+    Presets trained from scratch (the oracle) run ``pretrain_iters`` iterations.
     ``progress_bar``: how training shows its progress (:func:`segda.train.fit`); notebooks pass
     ``"notebook"`` in JupyterLab and ``"text"`` under papermill.
     """
     seed = params.get("seed", 0)
     extra = dict(params.pop("extra", None) or {})  # the notebook's `overrides`
-    if experiments.is_warm_started(preset):
+    if pretrained not in ("shipped", "train"):
+        raise config.ConfigError(f"pretrained must be 'shipped' or 'train', got {pretrained!r}")
+    if experiments.is_warm_started(preset) and pretrained == "shipped":
+        extra["model.init_checkpoint"] = _shipped_start(params.get("model"))
+    elif experiments.is_warm_started(preset):
         pre_cfg = notebook_config("embedded/source_pretrain",
                                   **{**params, "max_iters": pretrain_iters, "extra": dict(extra)})
         pre_dir = run_folder(run_dir, "embedded/source_pretrain", seed, pre_cfg)
@@ -103,6 +111,16 @@ def train_preset(
         data = None  # an oracle trains on labelled target images: its own datasets
     return train.ensure_run(run_folder(run_dir, preset, seed, cfg), cfg, data=data,
                             progress_bar=progress_bar)
+
+
+def _shipped_start(model: str | None) -> str:
+    """The shipped checkpoint's ``init_checkpoint`` value, for the model it holds."""
+    shipped_model = shipped.entry(shipped.EMBEDDED_PRETRAINED)["model"]
+    if model not in (None, shipped_model):
+        raise config.ConfigError(
+            f"the shipped pretrained checkpoint holds the {shipped_model!r} model, not {model!r}; "
+            "set pretrained = \"train\" to pretrain this model on the source first")
+    return shipped.reference()
 
 
 def sibling(preset: str, row: str) -> str:
@@ -152,3 +170,40 @@ def compare(results: dict):
         df["gain vs source-only"] = df["target mIoU"] - df.loc[names[0], "target mIoU"]
         df["gain vs BN control"] = df["target mIoU"] - df.loc[names[1], "target mIoU"]
     return df.round(2)
+
+
+def beside_reference(trained: dict, extra: dict | None = None, reference=None):
+    """A notebook's runs beside the committed three-seed reference
+    (:func:`segda.results.against_reference`): this run's target mIoU and gain over the
+    batch-norm control, the reference's mean, std and range over seeds, and the verdicts.
+
+    Args:
+        trained: ``{row key: RunResult}`` as :func:`train_rows` returns it; it must hold the
+            batch-norm control (``source_only_tgt_bn``).
+        extra: more rows as ``{row key: target mIoU (%)}`` (the ensemble).
+        reference: the reference table; :func:`segda.results.read_reference` by default.
+
+    Prints a note when the runs were trained at other settings than the reference's (other
+    iterations or starting point): the comparison then shows the scale, not a reproduction.
+    """
+    ref = results.read_reference() if reference is None else reference
+    own = {k: 100 * r.final_eval["target_miou"] for k, r in trained.items() if r.final_eval}
+    own.update(extra or {})
+    notes = []
+    for key, run in trained.items():
+        seeds = ref[ref["key"] == key]
+        if seeds.empty:
+            continue
+        if int(run.state.iteration) != int(seeds["iterations"].iloc[0]):
+            notes.append(f"{key}: {run.state.iteration} iterations, reference "
+                         f"{int(seeds['iterations'].iloc[0])}")
+        start = runs.start_of(run.config)
+        if key != "oracle" and start != seeds["start"].fillna("").iloc[0]:
+            notes.append(f"{key}: starts from {start or 'scratch'!r}, reference from "
+                         f"{seeds['start'].iloc[0]!r}")
+    if notes:
+        print("Note: these runs differ from the reference's settings (" + "; ".join(notes[:3])
+              + ("; ..." if len(notes) > 3 else "") + "): the comparison shows the scale of the "
+              "effects, it does not reproduce them.")
+    order = [results.CONTROL] + [k for k in own if k != results.CONTROL]
+    return results.against_reference({k: own[k] for k in order if k in own}, ref)

@@ -104,9 +104,14 @@ def demo(out: Path, quick: bool = False) -> int:
         execute(path, executed, params, cwd=nb_dir)
         figures += len(export_figures(executed, out / "figures"))
         print(f"{name}: {time.perf_counter() - t:.0f} s", flush=True)
-    from segda import results
+    from segda import results, runs
 
-    print(results.write_results(run_dir))
+    collected = runs.collect(run_dir)
+    print(results.write_results(run_dir, collected))
+    beside = results.format_beside(results.beside_collected(collected))
+    (run_dir / "beside_reference.md").write_text(beside + "\n")
+    print("\nThis run beside the three-seed reference (lib/segda/reference/embedded_runs.csv):")
+    print(beside)
     print(f"{figures} figures in {out / 'figures'}; metrics in {run_dir / 'results.csv'} and "
           f"{run_dir / 'results.md'}")
     print(f"demo finished in {time.perf_counter() - t0:.0f} s; outputs under {out}")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segda import runs
+from segda import checkpointing, runs
 
 ADAPTATION_PRESETS: tuple[str, ...] = (
     "source_only", "source_only_tgt_bn", "feature_adv", "output_adv_single",
@@ -154,3 +154,133 @@ def write_readme_block(readme: str | Path, name: str, block: str) -> None:
     tmp = readme.with_name(readme.name + ".tmp")
     tmp.write_text(f"{head}{begin}\n{block}\n{end}{tail}")
     tmp.replace(readme)
+
+
+# ------------------------------------------------------------------ the committed reference
+
+# Every run of `make suite` (three seeds), one line per run: what each notebook's own run is
+# plotted against. Written by `python -m segda suite --reference` (make suite).
+REFERENCE = Path(__file__).parent / "reference" / "embedded_runs.csv"
+REFERENCE_COLUMNS = ["run", "method", "levels", "seed", "iterations", "target_miou", "source_miou",
+                     "lambda_adv_main", "start", "wall_time_s", "cpu", "threads", "torch"]
+CONTROL = "source_only_tgt_bn"
+
+
+def write_reference(collected, path: str | Path = REFERENCE) -> Path:
+    """Keep ``collected``'s runs (:func:`segda.runs.collect`) as the reference CSV."""
+    iou = [c for c in collected.columns if c.startswith("iou_")]
+    cols = [c for c in REFERENCE_COLUMNS if c in collected.columns] + iou
+    table = collected[cols].sort_values(["run"]).round(4)
+    return checkpointing.write_text_atomic(path, table.to_csv(index=False))
+
+
+def read_reference(path: str | Path = REFERENCE):
+    """The reference runs (one line per run; ``key`` = the row, e.g. ``advent``)."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no reference results at {path}; `make suite` writes them "
+                                "(python -m segda suite --seeds 0 1 2 --reference)")
+    df = pd.read_csv(path)
+    df["key"] = df["run"].str.split("/").str[-1]
+    return df
+
+
+def paired_gains(df, control: str = CONTROL):
+    """``df`` with a ``gain`` column: each run's target mIoU minus the control's of its seed
+    (both start from the same checkpoint, so the pairing removes the seed's shared part)."""
+    df = df.copy()
+    if "key" not in df:
+        df["key"] = df["run"].str.split("/").str[-1]
+    base = df[df["key"] == control].set_index("seed")["target_miou"]
+    df["gain"] = df["target_miou"] - df["seed"].map(base)
+    return df
+
+
+def verdict(gain: float, spread: float) -> str:
+    """A gain over the control judged against the seed-to-seed spread of such gains: inside
+    +/- ``spread`` it is "no measurable difference"; with no spread known (one seed) it is
+    not judged."""
+    if spread is None or not np.isfinite(spread):
+        return "one seed: not judged"
+    if abs(gain) <= spread:
+        return "no measurable difference"
+    return "above the control" if gain > 0 else "below the control"
+
+
+def against_reference(own: dict[str, float], reference, control: str = CONTROL):
+    """One notebook's run beside the reference, per row.
+
+    Args:
+        own: row key (``"advent"``) -> this run's target mIoU (%); it must hold the control
+            for gains to be computed.
+        reference: :func:`read_reference`'s table.
+
+    Columns: this run's target mIoU and gain over the control; the reference's mean, std,
+    seeds and per-seed gains (mean, std, min, max); whether this run's gain lies within the
+    reference's range of gains; the verdict on this run's gain (:func:`verdict`, against the
+    reference's std of gains for that row) and on the reference's mean gain.
+    """
+    import pandas as pd
+
+    ref = paired_gains(reference, control)
+    own_control = own.get(control, np.nan)
+    rows = {}
+    for key, value in own.items():
+        seeds = ref[ref["key"] == key]
+        g = seeds["gain"]
+        own_gain = value - own_control
+        spread = g.std(ddof=1) if len(g) > 1 else np.nan
+        rows[ROW_NAMES.get(key, key)] = {
+            "this run": value, "gain (this run)": own_gain,
+            "reference mean": seeds["target_miou"].mean(),
+            "reference std": seeds["target_miou"].std(ddof=1) if len(seeds) > 1 else np.nan,
+            "reference seeds": len(seeds),
+            "reference gain": g.mean(), "reference gain std": spread,
+            "reference gain min": g.min(), "reference gain max": g.max(),
+            "within reference range": bool(g.min() - 1e-9 <= own_gain <= g.max() + 1e-9)
+            if len(g) else False,
+            "verdict (this run)": "the control" if key == control else verdict(own_gain, spread),
+            "verdict (reference)": "the control" if key == control
+            else verdict(g.mean(), spread),
+        }
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def lambda_sweep(reference, row: str = "output_adv_single"):
+    """The reference's runs of ``row`` at every adversarial weight (the row itself and its
+    ``<row>@lambda...`` variants), with their gains over the control of the same seed."""
+    df = paired_gains(reference)
+    base = df["key"].str.split("@").str[0]
+    sweep = df[(base == row) & (df["key"].eq(row) | df["key"].str.contains("@lambda"))]
+    return sweep[["key", "seed", "lambda_adv_main", "target_miou", "gain"]].reset_index(drop=True)
+
+
+def beside_collected(collected, reference=None, seed: int | None = None):
+    """:func:`against_reference` for the runs of one seed of :func:`segda.runs.collect`'s
+    table (the lowest seed found, unless ``seed`` is given): what ``make demo`` prints."""
+    df = collected.copy()
+    df["key"] = df["run"].str.split("/").str[-1]
+    seed = int(df["seed"].min()) if seed is None else seed
+    mine = df[df["seed"] == seed]
+    order = [CONTROL, "source_only", *ADAPTATION_PRESETS, ENSEMBLE_ROW, "oracle"]
+    own = {k: float(mine.loc[mine["key"] == k, "target_miou"].iloc[0])
+           for k in dict.fromkeys(order) if (mine["key"] == k).any()}
+    return against_reference(own, read_reference() if reference is None else reference)
+
+
+def format_beside(table, digits: int = 1) -> str:
+    """Markdown of :func:`against_reference`'s table."""
+    cols = ["row", "this run", "gain vs BN control (this run)",
+            "reference gain (mean +/- std, seeds)", "this run inside the reference's range",
+            "verdict (reference)"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for name, r in table.iterrows():
+        std = "" if np.isnan(r["reference gain std"]) else f" +/- {r['reference gain std']:.{digits}f}"
+        lines.append("| " + " | ".join([
+            name, f"{r['this run']:.{digits}f}", f"{r['gain (this run)']:+.{digits}f}",
+            f"{r['reference gain']:+.{digits}f}{std} ({int(r['reference seeds'])})",
+            "yes" if r["within reference range"] else "no", r["verdict (reference)"],
+        ]) + " |")
+    return "\n".join(lines)

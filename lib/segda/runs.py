@@ -265,6 +265,16 @@ def _stale(run_dir: Path, metrics: dict[str, Any]) -> str:
     return ""
 
 
+def start_of(cfg: TrainConfig | None) -> str:
+    """What a run started from, without the machine's paths: ``shipped:<name>``, the folder
+    of the run checkpoint it started from (``source_pretrain``), a file name, or ``""``."""
+    init = cfg.model.init_checkpoint if cfg else ""
+    if not init or init.startswith("shipped:"):
+        return init
+    path = Path(init)
+    return path.parent.name if path.name == CHECKPOINT else path.name
+
+
 def collect(run_root: str | Path):
     """One row per finished run under ``run_root`` (searched recursively): method, levels,
     seed, final target/source mIoU, training wall time, the machine, and the per-class target
@@ -285,6 +295,7 @@ def collect(run_root: str | Path):
             continue
         last = m["evals"][-1]
         env = m.get("environment", {})
+        cfg = read_config(run_dir) if (run_dir / CONFIG).exists() else None  # ensembles: none
         row = {
             "run": str(run_dir.relative_to(run_root)),
             "method": m["method"],
@@ -299,6 +310,8 @@ def collect(run_root: str | Path):
             "cpu": env.get("cpu") or env.get("platform", ""),  # older runs: their platform
             "threads": env.get("cpu_threads", ""),
             "gpu": env.get("gpu", ""),
+            "lambda_adv_main": cfg.method.lambda_adv_main if cfg else np.nan,
+            "start": start_of(cfg),
         }
         for name, v in zip(CLASS_NAMES, last.get("target_iou", []), strict=False):
             row[f"iou_{name}"] = 100 * v

@@ -424,10 +424,64 @@ def plot_discriminator_scores(scores: Mapping[str, np.ndarray], bins: int = 40):
     return fig
 
 
+def plot_against_reference(table, column: str = "gain"):
+    """A notebook's own run beside the reference (:func:`segda.results.against_reference`):
+    per row, the reference's mean over seeds (bar) with its std (black whisker) and its range
+    of seeds (grey whisker), and this run (red diamond).
+
+    Args:
+        column: ``"gain"`` (over the batch-norm control) or ``"target mIoU"``.
+    """
+    rows = list(table.index)
+    x = np.arange(len(rows))
+    if column == "gain":
+        mean, std = table["reference gain"], table["reference gain std"]
+        low, high, own = table["reference gain min"], table["reference gain max"], table["gain (this run)"]
+        label = "target mIoU gain over the BN control (points)"
+    else:
+        mean, std = table["reference mean"], table["reference std"]
+        low = high = None
+        own, label = table["this run"], "target mIoU (%)"
+    seeds = int(table["reference seeds"].max()) if len(table) else 0
+    fig, axes = new_figure(1, 1, (max(6.0, 1.1 * len(rows) + 2), 3.6))
+    ax = axes[0, 0]
+    ax.bar(x, mean, color="#9ecae1", label=f"reference: mean of {seeds} seeds")
+    ax.errorbar(x, mean, yerr=np.nan_to_num(std), fmt="none", ecolor="black", capsize=4,
+                label="reference: +/- std over seeds")
+    if low is not None:
+        ax.vlines(x + 0.18, low, high, color="grey", linewidth=2, label="reference: range of seeds")
+    ax.scatter(x, own, marker="D", color="#d62728", zorder=3, label="this notebook's run")
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    ax.set_xticks(x)
+    ax.set_xticklabels(rows, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel(label)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_lambda_sweep(sweep):
+    """Target mIoU gain over the BN control against the adversarial weight: one point per
+    seed (grey) and the mean (line), from :func:`segda.results.lambda_sweep`."""
+    fig, axes = new_figure(1, 1, (5.5, 3.4))
+    ax = axes[0, 0]
+    ax.scatter(sweep["lambda_adv_main"], sweep["gain"], color="grey", s=14, label="one seed")
+    mean = sweep.groupby("lambda_adv_main")["gain"].mean()
+    ax.plot(mean.index, mean.values, marker="o", color="#1f77b4", label="mean over seeds")
+    ax.axhline(0.0, color="black", linewidth=0.8, linestyle="--")
+    ax.set_xscale("log")
+    ax.set_xlabel("lambda_adv (main)")
+    ax.set_ylabel("gain over the BN control (points)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 __all__ = [
     "NORMALIZATIONS", "as_numpy", "colorize",
     "denormalize_embedded", "dim_outside", "entropy_map", "highlight_class", "legend_patches",
-    "new_figure", "overlay", "plot_class_frequencies", "plot_discriminator_scores",
+    "new_figure", "overlay", "plot_against_reference", "plot_class_frequencies",
+    "plot_discriminator_scores", "plot_lambda_sweep",
     "plot_iou_heatmap", "plot_loss_curves",
     "plot_per_class_bars", "show_grid", "to_display",
 ]

@@ -1,0 +1,117 @@
+"""The committed three-seed reference and how a notebook's own run is judged against it:
+paired gains, the seed-noise verdict and the lambda sweep, on hand-made tables with values
+worked out by hand; and the committed CSV itself (three seeds of every row)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from segda import results
+
+
+def _runs(rows):
+    return pd.DataFrame([{"run": f"seed{s}/{k}", "seed": s, "target_miou": v,
+                          "lambda_adv_main": lam} for k, s, v, lam in rows])
+
+
+REF = _runs([
+    ("source_only_tgt_bn", 0, 60.0, 0.0), ("source_only_tgt_bn", 1, 58.0, 0.0),
+    ("source_only_tgt_bn", 2, 62.0, 0.0),
+    # gains 3, 4, 5: mean 4, std 1
+    ("advent", 0, 63.0, 0.01), ("advent", 1, 62.0, 0.01), ("advent", 2, 67.0, 0.01),
+    # gains +1, -1, +0.5: mean 1/6, std sqrt(((5/6)^2 + (7/6)^2 + (1/3)^2) / 2) = 1.0408
+    ("minent", 0, 61.0, 0.0), ("minent", 1, 57.0, 0.0), ("minent", 2, 62.5, 0.0),
+    ("output_adv_single", 0, 59.0, 0.001), ("output_adv_single", 1, 57.0, 0.001),
+    ("output_adv_single", 2, 61.0, 0.001),
+    ("output_adv_single@lambda0.01", 0, 50.0, 0.01),
+    ("output_adv_single@lambda0.01", 1, 49.0, 0.01),
+    ("output_adv_single@lambda0.01", 2, 52.0, 0.01),
+])
+
+
+def test_gains_are_paired_per_seed():
+    df = results.paired_gains(REF)
+    adv = df[df["key"] == "advent"].set_index("seed")["gain"]
+    assert adv.to_dict() == {0: 3.0, 1: 4.0, 2: 5.0}
+
+
+def test_the_verdict_calls_a_gain_inside_the_spread_no_measurable_difference():
+    assert results.verdict(2.5, 1.0) == "above the control"
+    assert results.verdict(-2.5, 1.0) == "below the control"
+    assert results.verdict(0.9, 1.0) == "no measurable difference"
+    assert results.verdict(-1.0, 1.0) == "no measurable difference"
+    assert results.verdict(3.0, float("nan")) == "one seed: not judged"
+
+
+def test_a_run_is_set_beside_the_reference():
+    own = {"source_only_tgt_bn": 61.0, "advent": 64.5, "minent": 62.0}
+    table = results.against_reference(own, REF)
+    adv = table.loc["AdvEnt"]
+    assert adv["gain (this run)"] == pytest.approx(3.5)
+    assert adv["reference gain"] == pytest.approx(4.0)
+    assert adv["reference gain std"] == pytest.approx(1.0)
+    assert adv["reference std"] == pytest.approx(np.std([63, 62, 67], ddof=1))
+    assert adv["reference seeds"] == 3 and not np.isnan(adv["reference std"])
+    assert adv["within reference range"]  # 3 <= 3.5 <= 5
+    assert adv["verdict (this run)"] == "above the control"
+    assert adv["verdict (reference)"] == "above the control"
+    mi = table.loc["MinEnt"]
+    assert mi["gain (this run)"] == pytest.approx(1.0)
+    assert mi["reference gain std"] == pytest.approx(1.0408, abs=1e-4)
+    assert mi["verdict (this run)"] == "no measurable difference"  # 1.0 <= 1.04
+    assert mi["verdict (reference)"] == "no measurable difference"
+    control = table.loc["source-only + target BN (control)"]
+    assert control["gain (this run)"] == 0.0 and control["verdict (this run)"] == "the control"
+
+
+def test_the_lambda_sweep_reads_the_row_and_its_variants():
+    sweep = results.lambda_sweep(REF)
+    assert sorted(set(sweep["lambda_adv_main"])) == [0.001, 0.01]
+    means = sweep.groupby("lambda_adv_main")["gain"].mean()
+    assert means[0.001] == pytest.approx(-1.0)  # 59-60, 57-58, 61-62
+    assert means[0.01] == pytest.approx((-10 - 9 - 10) / 3)
+
+
+def test_the_committed_reference_holds_three_seeds_of_every_row():
+    ref = results.read_reference()
+    for key in results.ADAPTATION_PRESETS + ("oracle", results.ENSEMBLE_ROW):
+        assert sorted(ref.loc[ref["key"] == key, "seed"]) == [0, 1, 2], key
+    sweep = results.lambda_sweep(ref)
+    assert len(set(sweep["lambda_adv_main"])) == 3
+    assert set(sweep.groupby("lambda_adv_main")["seed"].nunique()) == {3}
+    starts = set(ref.loc[ref["key"] != "oracle", "start"].dropna())
+    assert starts <= {"shipped:embedded_source_pretrain"}
+
+
+def test_the_demo_table_sets_the_lowest_seed_beside_the_reference():
+    mine = _runs([("source_only_tgt_bn", 5, 61.0, 0.0), ("advent", 5, 61.5, 0.01),
+                  ("advent", 6, 70.0, 0.01), ("source_only_tgt_bn", 6, 60.0, 0.0)])
+    table = results.beside_collected(mine, REF)
+    assert list(table.index) == ["source-only + target BN (control)", "AdvEnt"]
+    assert table.loc["AdvEnt", "gain (this run)"] == pytest.approx(0.5)  # seed 5: 61.5 - 61.0
+    assert not table.loc["AdvEnt", "within reference range"]  # 0.5 < 3
+    assert table.loc["AdvEnt", "verdict (this run)"] == "no measurable difference"
+    text = results.format_beside(table)
+    assert "| AdvEnt | 61.5 | +0.5 | +4.0 +/- 1.0 (3) | no | above the control |" in text
+
+
+def test_the_plots_draw_the_reference_and_this_run():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from segda import viz
+
+    table = results.against_reference({"source_only_tgt_bn": 61.0, "advent": 64.5}, REF)
+    ax = viz.plot_against_reference(table).axes[0]
+    bars = [p.get_height() for p in ax.patches]
+    assert bars == pytest.approx([0.0, 4.0])  # the reference's mean gains
+    own = ax.collections[-1].get_offsets()[:, 1]
+    assert list(own) == pytest.approx([0.0, 3.5])  # this run's gains
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "this notebook's run" in labels and "reference: mean of 3 seeds" in labels
+
+    sweep = results.lambda_sweep(REF)
+    ax = viz.plot_lambda_sweep(sweep).axes[0]
+    line = ax.get_lines()[0]
+    assert list(line.get_xdata()) == [0.001, 0.01]
+    assert list(line.get_ydata()) == pytest.approx([-1.0, -29 / 3])
