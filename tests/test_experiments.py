@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from segda import experiments, results, runs, train
+from segda import config, experiments, results, runs, train
 
 TINY = {"data.source_size": [64, 32], "data.target_size": [64, 32], "data.batch_size": 2,
         "optim.max_iters": 2, "optim.early_stop": 2, "run.device": "cpu", "run.progress": False,
@@ -42,13 +42,19 @@ def test_summarize_pairs_gains_per_seed_and_lists_variants_last():
 
 def test_run_variant_warm_starts_from_the_seeds_pretrained_checkpoint(tmp_path):
     over = {**TINY, "method.lambda_adv_main": 0.123}
-    result = experiments.run_variant(tmp_path, 5, "output_adv_single", "lam", over, pretrain_overrides=TINY)
+    result = experiments.run_variant(tmp_path, 5, "output_adv_single", "lam", over,
+                                     pretrain_overrides=TINY, pretrained="train")
     saved = yaml.safe_load((tmp_path / "seed5" / "lam" / "config.yaml").read_text())
     assert saved["model"]["init_checkpoint"] == str(tmp_path / "seed5" / "source_pretrain" / "last.pth")
     assert saved["method"]["lambda_adv_main"] == 0.123 and saved["run"]["seed"] == 5
     assert result.state.iteration == 2
     with pytest.raises(ValueError, match="advent"):
         experiments.run_variant(tmp_path, 5, "advent", "advent", TINY, pretrain_overrides=TINY)
+    # By default a variant starts, like the suite's rows, from the shipped checkpoint.
+    experiments.run_variant(tmp_path, 6, "output_adv_single", "lam", over)
+    saved = yaml.safe_load((tmp_path / "seed6" / "lam" / "config.yaml").read_text())
+    assert saved["model"]["init_checkpoint"] == "shipped:embedded_source_pretrain"
+    assert not (tmp_path / "seed6" / "source_pretrain").exists()
 
 
 def test_select_variant_pairs_variant_rows_with_each_other():
@@ -128,10 +134,17 @@ def test_train_eval_and_suite_commands_end_to_end(tmp_path, capsys):
     ada = [x for k, v in TINY.items() for x in ("--adapt-set", f"{k}={json.dumps(v)}")]
     capsys.readouterr()
     assert cli.main(["suite", "--run-root", str(tmp_path / "suite"), "--seeds", "7", *pre, *ada,
-                     "--readme", str(readme)]) == 0
+                     "--readme", str(readme), "--reference", str(tmp_path / "ref.csv")]) == 0
     assert "wall time" in capsys.readouterr().out
     rows = set(runs.collect(tmp_path / "suite")["run"])
-    assert rows == {f"seed7/{k}" for k in ("source_pretrain", "oracle", *results.ADAPTATION_PRESETS,
-                                           "advent+minent")}
+    sweep = [f"output_adv_single@lambda{v:g}" for v in experiments.LAMBDA_SWEEP
+             if v != config.load("embedded/output_adv_single").method.lambda_adv_main]
+    assert len(sweep) == 2
+    assert rows == {f"seed7/{k}" for k in ("oracle", *results.ADAPTATION_PRESETS, "advent+minent",
+                                           *sweep)}
+    reference = results.read_reference(tmp_path / "ref.csv")
+    assert set(reference["run"]) == rows
+    assert set(reference.loc[reference["key"] == "advent", "start"]) == {
+        "shipped:embedded_source_pretrain"}
     written = readme.read_text()
     assert "| AdvEnt + MinEnt (ensemble) |" in written and "This command's wall time:" in written
