@@ -41,6 +41,9 @@ def test_the_verdict_calls_a_gain_inside_the_spread_no_measurable_difference():
     assert results.verdict(0.9, 1.0) == "no measurable difference"
     assert results.verdict(-1.0, 1.0) == "no measurable difference"
     assert results.verdict(3.0, float("nan")) == "one seed: not judged"
+    # Below the tables' resolution (0.1 point) nothing is measurable, however small the spread.
+    assert results.verdict(0.08, 0.02) == "no measurable difference"
+    assert results.verdict(-0.15, 0.02) == "below the control"
 
 
 def test_a_run_is_set_beside_the_reference():
@@ -53,6 +56,10 @@ def test_a_run_is_set_beside_the_reference():
     assert adv["reference std"] == pytest.approx(np.std([63, 62, 67], ddof=1))
     assert adv["reference seeds"] == 3 and not np.isnan(adv["reference std"])
     assert adv["within reference range"]  # 3 <= 3.5 <= 5
+    edge = results.against_reference({"source_only_tgt_bn": 60.0, "advent": 65.1}, REF)
+    assert edge.loc["AdvEnt", "within reference range"]  # 5.1 <= 5 + 0.1
+    beyond = results.against_reference({"source_only_tgt_bn": 60.0, "advent": 65.2}, REF)
+    assert not beyond.loc["AdvEnt", "within reference range"]
     assert adv["verdict (this run)"] == "above the control"
     assert adv["verdict (reference)"] == "above the control"
     mi = table.loc["MinEnt"]

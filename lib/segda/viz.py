@@ -451,7 +451,11 @@ def plot_against_reference(table, column: str = "gain"):
     if low is not None:
         ax.vlines(x + 0.18, low, high, color="grey", linewidth=2, label="reference: range of seeds")
     ax.scatter(x, own, marker="D", color="#d62728", zorder=3, label="this notebook's run")
+    for xi, m, s, o in zip(x, mean, np.nan_to_num(std), own, strict=True):
+        ax.annotate(f"ref {m:+.1f}\u00b1{s:.1f}\nrun {o:+.1f}", (xi, max(m + s, o, 0.0)),
+                    textcoords="offset points", xytext=(0, 4), ha="center", fontsize=7)
     ax.axhline(0.0, color="black", linewidth=0.8)
+    ax.margins(y=0.25)  # room for the labels
     ax.set_xticks(x)
     ax.set_xticklabels(rows, rotation=20, ha="right", fontsize=8)
     ax.set_ylabel(label)
