@@ -144,6 +144,7 @@ def test_train_eval_and_suite_commands_end_to_end(tmp_path, capsys):
                                            *sweep)}
     reference = results.read_reference(tmp_path / "ref.csv")
     assert set(reference["run"]) == rows
+    assert set(reference["iterations"]) == {2}  # the sweep got the suite's --adapt-set too
     assert set(reference.loc[reference["key"] == "advent", "start"]) == {
         "shipped:embedded_source_pretrain"}
     written = readme.read_text()

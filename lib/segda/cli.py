@@ -127,7 +127,8 @@ def cmd_suite(args) -> int:
         experiments.run_seed(args.run_root, seed, pretrain_overrides=pre, adapt_overrides=ada,
                              pretrained=args.pretrained)
         if args.lambda_sweep:
-            experiments.run_lambda_sweep(args.run_root, seed, pretrained=args.pretrained)
+            experiments.run_lambda_sweep(args.run_root, seed, pretrained=args.pretrained,
+                                         adapt_overrides=ada, pretrain_overrides=pre)
     collected = runs.collect(args.run_root)
     print(results.write_results(args.run_root, collected))
     if args.reference:

@@ -103,14 +103,17 @@ LAMBDA_SWEEP = (0.01, 0.001, 0.0001)
 
 
 def run_lambda_sweep(run_root: str | Path, seed: int, row: str = "output_adv_single",
-                     lambdas: Sequence[float] = LAMBDA_SWEEP, pretrained: str = "shipped"):
+                     lambdas: Sequence[float] = LAMBDA_SWEEP, pretrained: str = "shipped",
+                     adapt_overrides: dict | None = None, pretrain_overrides: dict | None = None):
     """``row`` at every weight of ``lambdas`` but its preset's own (the main row), as
-    variants ``<row>@lambda<value>`` paired per seed with the main rows."""
-    own = config.load(f"embedded/{row}").method.lambda_adv_main
+    variants ``<row>@lambda<value>`` paired per seed with the main rows (trained with the
+    same ``adapt_overrides`` as those rows)."""
+    own = config.load(f"embedded/{row}", adapt_overrides).method.lambda_adv_main
     for value in lambdas:
         if value != own:
             run_variant(run_root, seed, row, f"{row}@lambda{value:g}",
-                        {"method.lambda_adv_main": value}, pretrained=pretrained)
+                        {**(adapt_overrides or {}), "method.lambda_adv_main": value},
+                        pretrain_overrides=pretrain_overrides, pretrained=pretrained)
 
 
 def run_variant(
