@@ -15,15 +15,12 @@ setup:
 lint: setup
 	$(PYTHON) -m ruff check lib tests benchmarks data_scripts
 
-# Unit tests (in TEST_WORKERS processes of one thread each), then the committed notebooks
-# under nbval, one after the other: they share trained runs in runs/notebooks, which is cleared
-# first so that they are checked from scratch.
-TEST_WORKERS ?= 2
+# Unit tests, then the committed notebooks under nbval. The notebooks share trained runs in
+# runs/notebooks; it is cleared first so that they are checked from scratch.
 test: setup
 	$(PYTHON) -m ruff check lib tests benchmarks data_scripts
 	rm -rf runs/notebooks
-	OMP_NUM_THREADS=1 $(PYTHON) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) tests
-	$(PYTHON) -m pytest -q -p no:cacheprovider notebooks $(NBVAL)
+	$(PYTHON) -m pytest -q -p no:cacheprovider tests notebooks $(NBVAL)
 
 test-unit: setup
 	$(PYTHON) -m pytest -q tests
