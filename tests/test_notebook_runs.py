@@ -69,3 +69,13 @@ def test_the_shipped_checkpoint_refuses_another_model(tmp_path):
     with pytest.raises(config.ConfigError, match='pretrained = "train"'):
         notebook.train_preset("embedded/minent", tmp_path, max_iters=1,
                               **{**TINY, "pretrained": "shipped", "model": "deeplab_vgg16"})
+
+
+def test_an_unknown_starting_point_is_refused(tmp_path):
+    import pytest
+
+    from segda import config
+
+    with pytest.raises(config.ConfigError, match="'shipped' or 'train'"):
+        notebook.train_preset("embedded/minent", tmp_path, max_iters=1,
+                              **{**TINY, "pretrained": "pretrained"})

@@ -122,3 +122,8 @@ def test_the_plots_draw_the_reference_and_this_run():
     line = ax.get_lines()[0]
     assert list(line.get_xdata()) == [0.001, 0.01]
     assert list(line.get_ydata()) == pytest.approx([-1.0, -29 / 3])
+
+
+def test_a_missing_reference_names_the_command_that_writes_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="make suite"):
+        results.read_reference(tmp_path / "none.csv")

@@ -55,15 +55,20 @@ def preset_config(preset: str, seed: int, overrides: dict | None = None,
     return config.load(f"embedded/{preset}", over)
 
 
+def check_pretrained(pretrained: str) -> str:
+    """``pretrained`` itself when it names a starting point ("shipped" or "train")."""
+    if pretrained not in ("shipped", "train"):
+        raise config.ConfigError(f"pretrained must be 'shipped' or 'train', got {pretrained!r}")
+    return pretrained
+
+
 def starting_point(root: Path, seed: int, pretrained: str = "shipped",
                    pretrain_overrides: dict | None = None, data=None) -> str | Path:
     """Where a seed's adaptation rows start: the shipped source-only checkpoint
     (``pretrained="shipped"``; every seed then adapts the same model) or the seed's own
     ``source_pretrain`` run in ``root`` (``"train"``; trained first when missing)."""
-    if pretrained == "shipped":
+    if check_pretrained(pretrained) == "shipped":
         return shipped.reference()
-    if pretrained != "train":
-        raise config.ConfigError(f"pretrained must be 'shipped' or 'train', got {pretrained!r}")
     pre_cfg = preset_config("source_pretrain", seed, pretrain_overrides)
     data = data if data is not None else registry.build_datasets(pre_cfg.data, pre_cfg.model)
     return warm_start(root / "source_pretrain", pre_cfg, data)

@@ -93,8 +93,7 @@ def train_preset(
     """
     seed = params.get("seed", 0)
     extra = dict(params.pop("extra", None) or {})  # the notebook's `overrides`
-    if pretrained not in ("shipped", "train"):
-        raise config.ConfigError(f"pretrained must be 'shipped' or 'train', got {pretrained!r}")
+    pretrained = experiments.check_pretrained(pretrained)
     if experiments.is_warm_started(preset) and pretrained == "shipped":
         extra["model.init_checkpoint"] = _shipped_start(params.get("model"))
     elif experiments.is_warm_started(preset):
