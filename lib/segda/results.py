@@ -56,10 +56,7 @@ def summarize(df):
     for ref, col in (("source_only", "gain vs source-only"),
                      ("source_only_tgt_bn", "gain vs BN control")):
         if ref in table.index:
-            # Paired per seed: the same pretrained checkpoint underlies both rows.
-            base = df[df["key"] == ref].set_index("seed")["target_miou"]
-            gains = df.assign(g=df["target_miou"] - df["seed"].map(base)).groupby("key")["g"]
-            table[col] = gains.mean()
+            table[col] = paired_gains(df, ref).groupby("key")["gain"].mean()
     order = ["source_pretrain", *ADAPTATION_PRESETS, ENSEMBLE_ROW, "oracle"]
     order = [n for k in order for n in (k, PAPER_PRESETS.get(k)) if n]  # paper rows beside theirs
     # Variants (run_variant) follow the main rows, under their folder names.
