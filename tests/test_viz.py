@@ -113,14 +113,36 @@ def test_to_display_inverts_each_normalization():
         viz.to_display(chw, "nope")
 
 
-def test_show_grid_has_one_axes_per_cell():
+def test_show_grid_has_one_axes_per_cell_and_a_colour_bar():
     img = np.zeros((H, W, 3))
     fig = viz.show_grid(
         [[img, np.zeros((H, W), dtype=np.int64), np.full((H, W), 0.5)], [img, None]],
-        titles=["image", "label", "entropy"], row_labels=["a", "b"],
+        titles=["image", "label", "entropy"], row_labels=["a", "b"], value_label="entropy",
     )
-    assert isinstance(fig, Figure) and len(fig.axes) == 6
+    assert isinstance(fig, Figure) and len(fig.axes) == 6 + 1  # the cells and the colour bar
     assert fig.axes[0].get_title() == "image"
+    assert fig.axes[-1].get_ylabel() == "entropy (0 to 1)"
+
+
+def test_show_grid_legend_names_the_classes_of_its_label_maps():
+    lab = np.zeros((H, W), dtype=np.int64)
+    lab[:, : W // 2] = 2  # building
+    lab[0, 0] = 255  # ignore
+    fig = viz.show_grid([[lab, np.full((H, W), 13, dtype=np.int64)]])
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["road", "building", "car", "ignore"]
+    assert len(fig.axes) == 2  # no float map: no colour bar
+    # label maps passed already colourised: the classes are given
+    fig = viz.show_grid([[viz.colorize(lab)]], legend=[0, 2])
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["road", "building"]
+    assert not viz.show_grid([[lab]], legend=None).legends
+
+
+def test_show_grid_value_range_from_the_maps():
+    small = np.linspace(0.0, 0.02, H * W).reshape(H, W)
+    fig = viz.show_grid([[small, small / 2]], value_range=None, value_label="I_x")
+    image = fig.axes[0].images[0]
+    assert image.get_clim() == (0.0, 0.02)  # the smallest and largest value of both maps
+    assert fig.axes[-1].get_ylabel() == "I_x (0 to 0.02)"
 
 
 def test_plot_loss_curves_one_panel_per_key():
@@ -299,9 +321,11 @@ def test_build_explorer_static_figure(models, discs):
     fig = explorer.build_explorer(models, TinyDataset(), discs, interactive=False, num_models=2)
     assert isinstance(fig, Figure)
     # 2 images x (image, ground truth, 3 source_only layers... no D) + output_adv with D.
-    assert len(fig.axes) == 2 * (2 + 2 + 3)
+    # (+ 1: the colour bar of its float maps; cells only: axes that are not a colour bar)
+    cells = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    assert len(cells) == 2 * (2 + 2 + 3) and len(fig.axes) == len(cells) + 1
     fig = explorer.build_explorer(models, TinyDataset(with_labels=False), interactive=False)
-    assert len(fig.axes) == 2 * (1 + 2)
+    assert len([ax for ax in fig.axes if ax.get_label() != "<colorbar>"]) == 2 * (1 + 2)
 
 
 def test_discriminator_scores_are_the_sigmoid_of_what_d_sees(models, discs, dataset):

@@ -185,20 +185,30 @@ def legend_patches(class_ids, class_names: Sequence[str] = CLASS_NAMES) -> list:
     return handles
 
 
-def _show_cell(ax, cell, cmap: str) -> None:
-    """Draw one grid cell: RGB as is, integer maps colourised, float maps with ``cmap``."""
+def _show_cell(ax, cell, cmap: str, value_range: tuple[float, float]):
+    """Draw one grid cell: RGB as is, integer maps colourised, float maps with ``cmap`` over
+    ``value_range``. Returns the image of a float map (for the colour bar), else ``None``."""
     ax.set_xticks([])
     ax.set_yticks([])
     if cell is None:
         ax.set_frame_on(False)
-        return
+        return None
     arr = as_numpy(cell)
     if arr.ndim == 2 and np.issubdtype(arr.dtype, np.integer):
         arr = colorize(arr)
     if arr.ndim == 2:
-        ax.imshow(arr, cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest")
-    else:
-        ax.imshow(arr, interpolation="nearest")
+        return ax.imshow(arr, cmap=cmap, vmin=value_range[0], vmax=value_range[1],
+                         interpolation="nearest")
+    ax.imshow(arr, interpolation="nearest")
+    return None
+
+
+def _is_label_map(arr: np.ndarray) -> bool:
+    return arr.ndim == 2 and np.issubdtype(arr.dtype, np.integer)
+
+
+def _is_value_map(arr: np.ndarray) -> bool:
+    return arr.ndim == 2 and not np.issubdtype(arr.dtype, np.integer)
 
 
 def show_grid(
@@ -207,35 +217,65 @@ def show_grid(
     row_labels: Sequence[str] | None = None,
     cell_width: float = 3.0,
     cmap: str = "viridis",
+    *,
+    value_range: tuple[float, float] | None = (0.0, 1.0),
+    value_label: str = "value",
+    legend: str | Sequence[int] | None = "auto",
 ):
     """A qualitative grid: one row per image, one column per view.
 
     Cells are ``(H, W, 3)`` RGB images (float in [0, 1] or uint8), ``(H, W)`` integer label
-    maps (colourised), ``(H, W)`` float maps in [0, 1] (drawn with ``cmap``, e.g. entropy) or
-    ``None`` (left blank). Rows may be ragged; the grid is as wide as the longest row.
+    maps (colourised), ``(H, W)`` float maps (drawn with ``cmap``, e.g. entropy) or ``None``
+    (left blank). Rows may be ragged; the grid is as wide as the longest row.
+
+    Every float map shares one colour scale, drawn as a colour bar labelled ``value_label``
+    and its range, so a map is never read without its scale. Label maps get a class legend.
 
     Args:
         rows: the cells, row by row.
         titles: column titles (shown above the first row).
         row_labels: one label per row (shown left of the first column).
         cell_width: inches per column; the height follows the first cell's aspect ratio.
+        value_range: ``(low, high)`` of the float maps' colour scale; ``None``: the smallest
+            and largest value over all of them (for maps whose values are far below 1).
+        value_label: what the float maps hold (the colour bar's label).
+        legend: ``"auto"``: the classes present in the integer label maps; a list of class
+            ids (for label maps passed already colourised); ``None``: no legend.
     """
     nrows = len(rows)
     ncols = max((len(r) for r in rows), default=0)
     if nrows == 0 or ncols == 0:
         raise ValueError("show_grid needs at least one cell")
-    first = next((as_numpy(c) for r in rows for c in r if c is not None), np.zeros((1, 1)))
+    cells = [as_numpy(c) for r in rows for c in r if c is not None]
+    first = cells[0] if cells else np.zeros((1, 1))
+    values = [c for c in cells if _is_value_map(c)]
+    if value_range is None and values:
+        value_range = (float(min(np.nanmin(v) for v in values)),
+                       float(max(np.nanmax(v) for v in values)))
+    value_range = value_range or (0.0, 1.0)
+    if legend == "auto":
+        legend = sorted({int(x) for c in cells if _is_label_map(c) for x in np.unique(c)})
+    handles = legend_patches(legend) if legend else []
     aspect = first.shape[0] / first.shape[1]
-    figsize = (cell_width * ncols, cell_width * aspect * nrows + 0.4)
-    fig, axes = new_figure(nrows, ncols, figsize)
+    figsize = (cell_width * ncols + (1.0 if values else 0.0),
+               cell_width * aspect * nrows + 0.4 + (0.35 * (1 + len(handles) // 6) if handles else 0))
+    fig, axes = new_figure(nrows, ncols, figsize, layout="constrained")
+    mappable = None
     for i in range(nrows):
         for j in range(ncols):
-            _show_cell(axes[i, j], rows[i][j] if j < len(rows[i]) else None, cmap)
+            drawn = _show_cell(axes[i, j], rows[i][j] if j < len(rows[i]) else None, cmap,
+                               value_range)
+            mappable = mappable or drawn
     for j, title in enumerate((titles or [])[:ncols]):
         axes[0, j].set_title(title, fontsize=9)
     for i, label in enumerate((row_labels or [])[:nrows]):
         axes[i, 0].set_ylabel(label, fontsize=9)
-    fig.tight_layout()
+    if mappable is not None:
+        low, high = value_range
+        fig.colorbar(mappable, ax=axes, shrink=0.9, label=f"{value_label} ({low:.3g} to {high:.3g})")
+    if handles:
+        fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6),
+                   fontsize=8, frameon=False)
     return fig
 
 
