@@ -197,7 +197,8 @@ def evaluate_snapshots(
 # seed) form one set, e.g. a notebook's seed-0 run and `python -m segda train` runs of seeds 1, 2.
 NOT_TRAINING = {"run.seed": 0, "run.device": "auto", "run.progress": False, "run.log_every": 1,
                 "run.tensorboard": False, "run.eval_every": 0, "run.eval_max_images": 0,
-                "run.checkpoint_every": 0, "run.keep_snapshots": False}
+                "run.checkpoint_every": 0, "run.keep_snapshots": False,
+                "run.diagnostics": False}
 
 
 def run_sets(run_dirs: Sequence[Path]) -> list[list[Path]]:

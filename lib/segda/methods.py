@@ -417,6 +417,36 @@ def _stages(state: TrainState, cfg: TrainConfig) -> _Stages:
     return state.stages
 
 
+# What ``run.diagnostics`` adds to a step's logged terms (the update itself is unchanged):
+DIAGNOSTICS = {
+    "diag_grad_source": "L2 norm of the gradient of the source terms w.r.t. the segmenter",
+    "diag_grad_target": "L2 norm of the gradient of the target terms w.r.t. the segmenter",
+    "diag_dacc_<level>_<domain>": "share of a domain's output cells the discriminator gets right",
+}
+
+
+def _gradients(module: nn.Module) -> list[torch.Tensor]:
+    """Copies of a module's gradients (zeros where a parameter has none yet)."""
+    return [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)
+            for p in module.parameters() if p.requires_grad]
+
+
+def _norm(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t.float()) for t in tensors]))
+
+
+@torch.no_grad()
+def _disc_accuracy(discs, taps, domain: str, method: Method) -> dict[str, torch.Tensor]:
+    """Each discriminator's accuracy on one domain's outputs as it saw them in this step:
+    the share of cells on the domain's side (logit < 0 for source, labelled 0; > 0 for target)."""
+    out = {}
+    for lvl, tap in taps.items():
+        logits = losses.upcast(discs[lvl](method.disc_input.view(tap.detach())))
+        right = logits < 0 if domain == "src" else logits > 0
+        out[f"diag_dacc_{lvl}_{domain}"] = right.float().mean()
+    return out
+
+
 def train_step(
     state: TrainState,
     src: Batch,
@@ -443,15 +473,22 @@ def train_step(
     logged: dict[str, torch.Tensor] = {}
     taps_src: dict[str, torch.Tensor] = {}
     taps_tgt: dict[str, torch.Tensor] = {}
+    source_grads = None
     with frozen(state.discs.values()):
         seg_terms, taps_src = stages.source(stages.seg, src.image, src.label)
         sum(seg_terms.values()).backward()  # frees the source graph before the target pass
         logged.update(seg_terms)
+        if cfg.run.diagnostics:
+            source_grads = _gradients(state.seg)
+            logged["diag_grad_source"] = _norm(source_grads)
         if method.uses_target:
             tgt_terms, taps_tgt = stages.target(stages.seg, stages.discs, tgt.image, source_prior)
             if tgt_terms:
                 sum(tgt_terms.values()).backward()
                 logged.update(tgt_terms)
+                if source_grads is not None:
+                    logged["diag_grad_target"] = _norm(
+                        [g - s for g, s in zip(_gradients(state.seg), source_grads, strict=True)])
 
     if method.has_discriminator:
         # Source then target, each with its own backward, so the two graphs never coexist.
@@ -459,6 +496,8 @@ def train_step(
             d_terms = stages.disc(stages.discs, taps, domain)
             sum(d_terms.values()).backward()
             logged.update(d_terms)
+            if cfg.run.diagnostics:
+                logged.update(_disc_accuracy(state.discs, taps, domain, method))
         del taps_src, taps_tgt
 
     if state.dist is not None:

@@ -299,14 +299,16 @@ def plot_loss_curves(
 
     Args:
         history: a DataFrame or a list of dicts (``RunResult.state.history``).
-        keys: the columns to plot; default every numeric column except ``x``.
+        keys: the columns to plot; default every numeric column except ``x`` and the step
+            diagnostics (``diag_*``, drawn by :func:`plot_step_diagnostics`).
         smooth: rolling-mean window; the raw curve is then drawn faintly behind the smooth one.
         x: the x-axis column (the row number when absent).
     """
     df = _history_frame(history)
     xs = df[x] if x in df.columns else df.index.to_series()
     if keys is None:
-        keys = [c for c in df.select_dtypes("number").columns if c != x]
+        keys = [c for c in df.select_dtypes("number").columns
+                if c != x and not c.startswith("diag_")]
     keys = list(keys)
     if not keys:
         raise ValueError("no loss columns to plot")
@@ -326,6 +328,51 @@ def plot_loss_curves(
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(keys):]:
         ax.remove()
+    fig.tight_layout()
+    return fig
+
+
+def plot_step_diagnostics(history, smooth: int = 10, x: str = "iteration"):
+    """What ``run.diagnostics`` logged (:data:`segda.methods.DIAGNOSTICS`), in two panels.
+
+    Left: each discriminator's accuracy on source and on target output cells over training
+    (0.5 = chance: it cannot tell the domains apart; 1 = it always can). Right: the L2 norm of
+    the segmenter's gradient from the source terms and from the target terms (log scale): how
+    hard each pulls on the weights. Curves are rolling means over ``smooth`` iterations.
+    """
+    df = _history_frame(history)
+    xs = df[x] if x in df.columns else df.index.to_series()
+    acc = [c for c in df.columns if c.startswith("diag_dacc_")]
+    grads = [c for c in ("diag_grad_source", "diag_grad_target") if c in df.columns]
+    if not acc and not grads:
+        raise ValueError("no diagnostics in this history: train with run.diagnostics = true")
+    fig, axes = new_figure(1, 2, (10.0, 3.2))
+    ax_acc, ax_grad = axes[0]
+    names = {"src": "source cells", "tgt": "target cells"}
+    for col in acc:
+        _, _, level, domain = col.split("_")
+        values = df[col].astype(float).rolling(max(smooth, 1), min_periods=1).mean()
+        ax_acc.plot(xs, values, label=f"D {level}: {names.get(domain, domain)}", linewidth=1.3)
+    if acc:
+        ax_acc.axhline(0.5, color="grey", linestyle=":", linewidth=1, label="chance")
+        ax_acc.set_ylim(0, 1.02)
+        ax_acc.legend(fontsize=8)
+    else:
+        ax_acc.text(0.5, 0.5, "no discriminator", ha="center", va="center", transform=ax_acc.transAxes)
+    ax_acc.set_title("discriminator accuracy", fontsize=10)
+    ax_acc.set_xlabel(x)
+    ax_acc.set_ylabel("share of cells right")
+    labels = {"diag_grad_source": "source terms (segmentation)", "diag_grad_target": "target terms"}
+    for col in grads:
+        values = df[col].astype(float).rolling(max(smooth, 1), min_periods=1).mean()
+        ax_grad.plot(xs, values, label=labels[col], linewidth=1.3)
+    ax_grad.set_yscale("log")
+    ax_grad.set_title("gradient norm on the segmenter", fontsize=10)
+    ax_grad.set_xlabel(x)
+    ax_grad.set_ylabel("L2 norm (log scale)")
+    ax_grad.legend(fontsize=8)
+    for ax in (ax_acc, ax_grad):
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
 
@@ -527,5 +574,5 @@ __all__ = [
     "new_figure", "overlay", "plot_against_reference", "plot_class_frequencies",
     "plot_discriminator_scores", "plot_lambda_sweep",
     "plot_iou_heatmap", "plot_loss_curves",
-    "plot_per_class_bars", "show_grid", "to_display",
+    "plot_per_class_bars", "plot_step_diagnostics", "show_grid", "to_display",
 ]
