@@ -277,9 +277,9 @@ def run_ablation(args, emit, budget: Budget) -> None:
              f"| {loss_delta(losses, ref_loss):.1e} | {first_s:.1f} |")
 
 
-def predict_labels(model, images, size, amp):
+def predict_labels(model, images, size, predictor):
     """The papers' protocol: main logits upsampled (align_corners=True) to the label size, argmax."""
-    return evaluate.predict(model, images, size, amp=amp)[1].argmax(1)
+    return predictor.predict(model, images, size)[1].argmax(1)
 
 
 def time_eval(args, amp, channels_last, batch, compile_mode):
@@ -298,10 +298,11 @@ def time_eval(args, amp, channels_last, batch, compile_mode):
     if compile_mode != "none":
         fn = torch.compile(predict_labels, dynamic=False, mode=compile_mode)
     conf = ConfusionMatrix(19)
+    predictor = evaluate.Predictor(device=device, amp=amp)
 
     def once():
         with torch.no_grad():
-            conf.update(fn(model, images, (lh, lw), amp), labels)
+            conf.update(fn(model, images, (lh, lw), predictor), labels)
 
     return median_ms(once, args.warmup, args.iters, device) / batch, peak_gib(device)
 

@@ -45,7 +45,10 @@ def test_eval_command_needs_only_cityscapes_val(val_only_root, tmp_path, capsys)
     assert cli.main(["eval", "--checkpoint", str(run_dir / "last.pth"), "--dataset",
                      "gta5_cityscapes", "--root", str(val_only_root), "--max-images", "3",
                      "--device", "cpu", "--out", str(tmp_path / "eval")]) == 0
-    assert (tmp_path / "eval" / "eval_last_19cls.csv").is_file()
+    # named by the run folder and file, the dataset, the root and the image count
+    written = [f.name for f in (tmp_path / "eval").glob("eval_run-last_*.csv")]
+    assert len(written) == 1 and "_gta5_cityscapes_root-" in written[0], written
+    assert written[0].endswith("_3img_19cls.csv")
     assert "mIoU" in capsys.readouterr().out
 
 

@@ -40,17 +40,59 @@ def test_logit_ensemble_is_weighted_sum_of_upsampled_main_logits():
     a, b = torch.randn(1, 3, 2, 3, generator=g), torch.randn(1, 3, 2, 3, generator=g)
     ma, mb = ConstantLogits(a), ConstantLogits(b)
     x = torch.zeros(1, 3, 8, 12)
-    out = evaluate.predict_logits([ma, mb], x, (4, 5), weights=[0.5, 0.5])
+    out = evaluate.Predictor(device="cpu", weights=(0.5, 0.5)).logits([ma, mb], x, (4, 5))
     up = lambda t: F.interpolate(t, size=(4, 5), mode="bilinear", align_corners=True)  # noqa: E731
     torch.testing.assert_close(out, 0.5 * up(a) + 0.5 * up(b))
-    probs = evaluate.predict_logits([ma, mb], x, (4, 5), weights=[0.3, 0.7], combine="probs")
+    probs = evaluate.Predictor(device="cpu", weights=(0.3, 0.7), combine="probs").logits(
+        [ma, mb], x, (4, 5))
     torch.testing.assert_close(probs, 0.3 * up(a).softmax(1) + 0.7 * up(b).softmax(1))
 
 
 def test_align_corners_true_keeps_corner_values():
     logits = torch.arange(4.0).view(1, 1, 2, 2).repeat(1, 2, 1, 1)
-    out = evaluate.predict_logits(ConstantLogits(logits), torch.zeros(1, 3, 2, 2), (5, 5))
+    out = evaluate.Predictor(device="cpu").logits(ConstantLogits(logits), torch.zeros(1, 3, 2, 2),
+                                                  (5, 5))
     assert out[0, 0, 0, 0] == 0 and out[0, 0, -1, -1] == 3 and out[0, 0, 0, -1] == 1
+
+
+def test_align_corners_false_follows_the_half_pixel_rule():
+    # Row [0, 1] upsampled to 4 columns: output column j samples (j + 0.5) / 2 - 0.5 of the
+    # input, clamped at 0: -0.25 -> 0, 0.25, 0.75, 1.25 -> 1; align_corners=True: j / 3.
+    logits = torch.tensor([[[[0.0, 1.0]]]])
+    model, x = ConstantLogits(logits), torch.zeros(1, 3, 1, 2)
+    half = evaluate.Predictor(device="cpu", num_classes=1, align_corners=False).logits(model, x, (1, 4))
+    torch.testing.assert_close(half[0, 0, 0], torch.tensor([0.0, 0.25, 0.75, 1.0]))
+    corners = evaluate.Predictor(device="cpu", num_classes=1).logits(model, x, (1, 4))
+    torch.testing.assert_close(corners[0, 0, 0], torch.tensor([0.0, 1 / 3, 2 / 3, 1.0]))
+
+
+def test_predictor_from_config_carries_the_runs_prediction_settings():
+    from segda import config
+
+    cfg = config.load("embedded/advent", {"run.align_corners": False, "run.amp": True,
+                                          "run.device": "cpu", "model.num_classes": 7})
+    spec = evaluate.Predictor.from_config(cfg)
+    assert (spec.align_corners, spec.amp, spec.num_classes, spec.device) == (
+        False, True, 7, torch.device("cpu"))
+    official = evaluate.Predictor(device="cpu")
+    assert (official.align_corners, official.amp, official.combine) == (True, False, "logits")
+    with pytest.raises(evaluate.EvaluationError, match=r"run.align_corners: a: False, b: True"):
+        evaluate.Predictor.for_runs([cfg, cfg.replace({"run.align_corners": True})], ["a", "b"])
+    assert evaluate.Predictor.for_runs([cfg, cfg], weights=(1, 3)).weights == (1.0, 3.0)
+
+
+@pytest.mark.parametrize("weights", [(-0.5, -0.5), (0.0, 0.0), (1.0, 0.0), (1.0, float("nan"))])
+def test_non_positive_ensemble_weights_are_refused(weights):
+    with pytest.raises(evaluate.EvaluationError, match="weights must be positive"):
+        evaluate.Predictor(device="cpu", weights=weights)
+
+
+def test_one_weight_per_model_is_checked_before_predicting():
+    model = ConstantLogits(torch.zeros(1, 2, 1, 2))
+    data = ListDataset([{"image": torch.zeros(3, 4, 8), "label": torch.zeros(4, 8).long()}])
+    with pytest.raises(evaluate.EvaluationError, match=r"2 model\(s\) but 1 weight"):
+        evaluate.evaluate([model, model], data, device="cpu", num_classes=2, weights=(0.5,))
+    assert model.seen_training == []
 
 
 def test_evaluate_counts_pixels_at_label_resolution_and_restores_mode():

@@ -124,7 +124,7 @@ def test_train_eval_and_suite_commands_end_to_end(tmp_path, capsys):
     run = train.load_run(tmp_path / "t")
     data = registry.build_datasets(run.config.data, run.config.model)
     direct = evaluate.evaluate(run.seg, data.val_target, max_images=4, device="cpu")
-    table = pd.read_csv(tmp_path / "t" / "eval_last_19cls.csv", index_col=0)
+    table = pd.read_csv(tmp_path / "t" / "eval_last_embedded_4img_19cls.csv", index_col=0)
     assert table["mIoU"].iloc[0] == pytest.approx(100 * direct.miou, abs=1e-9)
 
     readme = tmp_path / "README.md"

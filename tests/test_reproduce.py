@@ -194,9 +194,10 @@ def test_every_readme_command_runs_on_the_miniature_datasets(workspace):
     assert rows.loc[("best", "1"), "miou"] == pytest.approx(advent[advent["seed"] == 1]["miou"].max())
     assert rows.loc[("papers", ""), "miou"] == 43.8
     # the eval command's table (written beside the checkpoint) agrees with the ledger
-    evaluated = pd.read_csv(ws / "runs/paper/seed1/advent/eval_last_19cls.csv", index_col=0)
+    evaluated = pd.read_csv(ws / f"runs/paper/seed1/advent/eval_last_gta5_cityscapes_{IMAGES}img_19cls.csv",
+                            index_col=0)
     assert evaluated["mIoU"].iloc[0] == pytest.approx(last.loc[1], abs=0.05)
-    ensemble = list((ws / "runs/paper/seed1/advent").glob("eval_last+last_19cls.md"))
+    ensemble = list((ws / "runs/paper/seed1/advent").glob("eval_advent-last+minent-last_*_19cls.md"))
     assert ensemble, "the ensemble's table"
     ledger_md = (ws / "runs" / "ledger.md").read_text()
     assert "### AdvEnt (advent): deeplabv2_resnet101, gta5_cityscapes" in ledger_md

@@ -52,9 +52,20 @@ def cmd_train(args) -> int:
     return 0
 
 
+class CommandLineError(ValueError):
+    """An argument that cannot be carried out as typed (the message names it and the fix)."""
+
+
 def _model_from_checkpoint(path: Path, args):
+    """The segmenter of a checkpoint file and the config it predicts with: a run
+    checkpoint's own, or (an official file) the defaults for ``--model``."""
     from segda import checkpointing, config, models
 
+    if path.is_dir():
+        found = sorted(path.glob("*.pth"), key=lambda p: (p.name != "last.pth", p.name))
+        held = (f"the checkpoints in it: {', '.join(p.name for p in found)}; pass one of them, "
+                f"e.g. --checkpoint {found[0]}" if found else "it holds no checkpoint (*.pth)")
+        raise checkpointing.CheckpointError(f"{path} is a folder, not a checkpoint file; {held}")
     # Read once; errors name the file, pickled code and non-finite tensors are refused.
     blob = checkpointing.read_weights(path, "evaluating it")
     if checkpointing.is_run_checkpoint(blob):
@@ -69,8 +80,55 @@ def _model_from_checkpoint(path: Path, args):
     return seg, cfg
 
 
+def _output_folder(folder: Path) -> Path:
+    """``folder``, made and checked writable before anything is evaluated."""
+    import tempfile
+
+    fix = "pass --out DIR, a folder you can write (made when missing)"
+    if folder.exists() and not folder.is_dir():
+        raise CommandLineError(f"the output folder {folder} is a file, not a folder; {fix}")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise CommandLineError(
+            f"cannot write into the output folder {folder} ({err.strerror or err}); {fix}"
+        ) from None
+    return folder
+
+
+def _digest(*texts: str) -> str:
+    import hashlib
+
+    return hashlib.sha256("\n".join(texts).encode()).hexdigest()[:8]
+
+
+def _eval_stem(args, paths: list[Path], weights: tuple[float, ...], dataset: str) -> str:
+    """The name of an evaluation's tables: everything that changes them, so that two
+    evaluations never share a file. One checkpoint written beside itself is named by its file;
+    otherwise each member by its folder and file, with a digest of their full paths (ensembles
+    of same-named folders of two seeds stay apart)."""
+    if len(paths) == 1 and not args.out:
+        parts = [paths[0].stem]
+    else:
+        parts = ["+".join(f"{p.parent.name}-{p.stem}" for p in paths),
+                 _digest(*(str(p.resolve()) for p in paths))]
+    if len(set(weights)) > 1:
+        parts.append("w" + "-".join(f"{w:g}" for w in weights))
+    if args.combine != "logits":
+        parts.append(args.combine)
+    parts.append(dataset)
+    if args.root:
+        parts.append(f"root-{_digest(str(Path(args.root).resolve()))}")
+    if args.max_images is not None:
+        parts.append(f"{args.max_images}img")
+    return "eval_" + "_".join(parts) + f"_{args.num_eval_classes}cls"
+
+
 def cmd_eval(args) -> int:
-    from segda import evaluate, metrics
+    """Evaluate one checkpoint or an ensemble, each predicted as its run was evaluated."""
+    from segda import checkpointing, evaluate, metrics
     from segda.data import registry
     from segda.labels import CLASS_NAMES
 
@@ -79,6 +137,11 @@ def cmd_eval(args) -> int:
             f"--max-images must be at least 1 (omit it to evaluate every image), got "
             f"{args.max_images}")
     paths = [Path(p) for p in args.checkpoint]
+    try:
+        weights = evaluate.ensemble_weights(args.weights, len(paths))
+    except evaluate.EvaluationError as err:
+        raise CommandLineError(f"--weights: {err}") from None
+    out_dir = _output_folder(Path(args.out) if args.out else paths[0].parent)
     loaded = [_model_from_checkpoint(p, args) for p in paths]
     for path, (_, cfg) in zip(paths, loaded, strict=True):
         if cfg.model.num_classes != len(CLASS_NAMES):
@@ -89,16 +152,14 @@ def cmd_eval(args) -> int:
                 "segda.evaluate.evaluate on labels of its classes")
     seg_models = [m for m, _ in loaded]
     base = loaded[0][1]
+    predictor = evaluate.Predictor.for_runs([c for _, c in loaded], [str(p) for p in paths],
+                                            args.device, weights=weights, combine=args.combine)
     overrides = {"data.dataset": args.dataset or base.data.dataset}
     if args.root:
         overrides["data.root"] = args.root
     data_cfg = base.replace(overrides)
     data = registry.build_datasets(data_cfg.data, data_cfg.model)
-    weights = args.weights or [1.0 / len(seg_models)] * len(seg_models)
-    res = evaluate.evaluate(
-        seg_models, data.val_target, weights=weights, combine=args.combine, device=args.device,
-        num_classes=data_cfg.model.num_classes, max_images=args.max_images,
-    )
+    res = evaluate.evaluate(seg_models, data.val_target, predictor, max_images=args.max_images)
     name = "+".join(p.stem for p in paths)
     classes = None
     if args.num_eval_classes != 19:
@@ -106,13 +167,12 @@ def cmd_eval(args) -> int:
 
         classes = CLASS_SUBSETS[args.num_eval_classes]
     df = metrics.iou_table({name: res.iou}, classes=classes)
-    out_dir = Path(args.out) if args.out else paths[0].parent
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"eval_{name}_{args.num_eval_classes}cls"
-    df.to_csv(out_dir / f"{stem}.csv")
+    stem = _eval_stem(args, paths, weights, data_cfg.data.dataset)
+    checkpointing.write_text_atomic(out_dir / f"{stem}.csv", df.to_csv())
     text = metrics.format_iou_table(df)
-    (out_dir / f"{stem}.md").write_text(text + "\n")
+    checkpointing.write_text_atomic(out_dir / f"{stem}.md", text + "\n")
     print(text)
+    print(f"predicted with {predictor.describe()}")
     print(f"wrote {out_dir / stem}.md and .csv")
     return 0
 
@@ -368,4 +428,4 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (config.ConfigError, checkpointing.CheckpointError, checkpointing.DiskFullError,
             runs.RunFileError, runs.RunLockedError, runs.ConfigMismatchError,
             train.NonFiniteLossError, evaluate.EvaluationError, CheckpointMismatchError,
-            FileNotFoundError)
+            CommandLineError, FileNotFoundError)

@@ -163,15 +163,19 @@ def evaluate_ensemble(
 
     Writes ``run_root/seed{seed}/<name>/metrics.json`` (``name`` defaults to the members
     joined by ``+``: ``advent+minent``) in the run format, so the ensemble appears in
-    :func:`segda.runs.collect` tables. Returns the target :class:`segda.evaluate.EvalResult`.
+    :func:`segda.runs.collect` tables. The members are predicted the way their runs were
+    evaluated (:meth:`segda.evaluate.Predictor.for_runs`: they must agree on it). Returns the
+    target :class:`segda.evaluate.EvalResult`.
     """
     models = [results[name].seg for name in members]
-    kw = dict(weights=list(weights), combine=combine, device=device, max_images=max_images)
-    res = evaluate.evaluate(models, data.val_target, **kw)
+    predictor = evaluate.Predictor.for_runs(
+        [results[name].config for name in members], members, device, weights=weights,
+        combine=combine)
+    res = evaluate.evaluate(models, data.val_target, predictor, max_images=max_images)
     entry = {"iteration": results[members[0]].state.iteration,
              "target_miou": res.miou, "target_iou": [float(x) for x in res.iou]}
     if data.val_source is not None:
-        res_src = evaluate.evaluate(models, data.val_source, **kw)
+        res_src = evaluate.evaluate(models, data.val_source, predictor, max_images=max_images)
         entry.update(source_miou=res_src.miou, source_iou=[float(x) for x in res_src.iou])
     runs.write_metrics(Path(run_root) / f"seed{seed}" / (name or "+".join(members)), {
         "method": "+".join(members), "levels": "multi", "seed": seed, "train_on": "source",

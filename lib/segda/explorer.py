@@ -2,9 +2,11 @@
 
 All computing lives in plain functions (:func:`predict`, :func:`compute_layer`,
 :func:`layers_for`) that tests call without a browser; :func:`build_explorer` only wires them
-to ipywidgets. The explorer knows no method: what a discriminator sees is computed by a
-function the caller passes (``disc_input_fn``), by default the softmax of the main logits
-upsampled with ``align_corners=True`` (AdaptSegNet's output-space input);
+to ipywidgets. Models predict through a :class:`segda.evaluate.Predictor` (``predictor``: one
+for all models or one per model name, e.g. ``Predictor.from_config(run.config)``; default the
+papers' protocol), on their own device. The explorer knows no method: what a discriminator sees
+is computed by a function the caller passes (``disc_input_fn``) from the output upsampled the
+predictor's way, by default the softmax of the main logits (AdaptSegNet's output-space input);
 :func:`disc_input_for_method` adapts any row of :data:`segda.methods.METHODS`.
 
 >>> box = build_explorer({"source_only": seg_a, "advent": seg_b}, target_val,
@@ -37,16 +39,17 @@ NO_HIGHLIGHT = "none"
 # Colour map of the scalar layers (entropy, discriminator output), both in [0, 1].
 MAP_CMAP = "viridis"
 
-DiscInputFn = Callable[[SegOutput, tuple[int, int]], torch.Tensor]
+# What a discriminator sees, from the output with its logits upsampled to the image size.
+DiscInputFn = Callable[[SegOutput], torch.Tensor]
+Predictors = evaluate.Predictor | Mapping[str, evaluate.Predictor] | None
 
 
-def softmax_disc_input(out: SegOutput, size: tuple[int, int]) -> torch.Tensor:
-    """Default discriminator input: softmax of the main logits upsampled to ``size``.
+def softmax_disc_input(out: SegOutput) -> torch.Tensor:
+    """Default discriminator input: softmax of the (upsampled) main logits.
 
-    Upsampled with ``align_corners=True`` as both official loops do before the discriminator.
     Shape: -> ``(N, C, H, W)``.
     """
-    return methods.disc_input(methods.METHODS["output_adv"], out.upsampled(size), "main")
+    return methods.disc_input(methods.METHODS["output_adv"], out, "main")
 
 
 def disc_input_for_method(method, level: str = "main") -> DiscInputFn:
@@ -58,8 +61,8 @@ def disc_input_for_method(method, level: str = "main") -> DiscInputFn:
     """
     m = methods.get(method) if isinstance(method, str) else method
 
-    def fn(out: SegOutput, size: tuple[int, int]) -> torch.Tensor:
-        return methods.disc_input(m, out.upsampled(size), level)
+    def fn(out: SegOutput) -> torch.Tensor:
+        return methods.disc_input(m, out, level)
 
     return fn
 
@@ -129,22 +132,27 @@ def predict(
     image: torch.Tensor,
     discriminator: nn.Module | None = None,
     disc_input_fn: DiscInputFn | None = None,
+    predictor: evaluate.Predictor | None = None,
 ) -> Prediction:
-    """Run ``model`` (and the main-level ``discriminator``) on one network input, in eval mode.
+    """Run ``model`` (and the main-level ``discriminator``) on one network input, in eval mode,
+    the way ``predictor`` says (upsampling, autocast; default the papers' protocol), on the
+    model's own device.
 
     Shape: image ``(3, H, W)`` (normalised as the model expects) -> logits ``(C, H, W)``,
     disc ``(H, W)``.
     """
+    spec = predictor or evaluate.Predictor(device=_device_of(model))
     with evaluate.eval_mode(model, discriminator):
         x = image.unsqueeze(0).to(_device_of(model))
         size = (x.shape[-2], x.shape[-1])
-        out, logits = evaluate.predict(model, x, size)
+        out, logits = spec.predict(model, x, size)
         disc = None
         if discriminator is not None:
-            d_in = (disc_input_fn or softmax_disc_input)(out, size)
-            d_out = upcast(discriminator(d_in.to(_device_of(discriminator))))
+            d_in = (disc_input_fn or softmax_disc_input)(out.upsampled(size, spec.align_corners))
+            with torch.autocast(x.device.type, torch.bfloat16, enabled=spec.amp):
+                d_out = discriminator(d_in.to(_device_of(discriminator)))
             # The D output is at 1/32 of the input; upsample its logits, then squash.
-            disc = torch.sigmoid(upsample_logits(d_out, size))[0, 0].cpu()
+            disc = torch.sigmoid(upsample_logits(upcast(d_out), size, spec.align_corners))[0, 0].cpu()
     return Prediction(logits=logits[0].cpu(), disc=disc)
 
 
@@ -231,10 +239,9 @@ def _as_model_dict(models) -> dict[str, nn.Module]:
     return {"model": models} if isinstance(models, nn.Module) else dict(models)
 
 
-def _disc_fn(disc_input_fn, name: str) -> DiscInputFn | None:
-    if isinstance(disc_input_fn, Mapping):
-        return disc_input_fn.get(name)
-    return disc_input_fn
+def _per_model(value, name: str):
+    """A setting given for every model, or per model name (missing names: None)."""
+    return value.get(name) if isinstance(value, Mapping) else value
 
 
 def _normalization(dataset, normalization: str | None) -> str:
@@ -251,6 +258,7 @@ def get_prediction(
     disc_input_fn: DiscInputFn | Mapping[str, DiscInputFn] | None = None,
     cache: PredictionCache | dict | None = None,
     item: dict | None = None,
+    predictor: Predictors = None,
 ) -> Prediction:
     """:func:`predict` for ``models[method_name]`` on ``dataset[index]``, through ``cache``."""
     key = (method_name, index)
@@ -258,7 +266,8 @@ def get_prediction(
         return cache[key]
     item = dataset[index] if item is None else item
     disc = (discriminators or {}).get(method_name, {}).get("main")
-    pred = predict(models[method_name], item["image"], disc, _disc_fn(disc_input_fn, method_name))
+    pred = predict(models[method_name], item["image"], disc, _per_model(disc_input_fn, method_name),
+                   _per_model(predictor, method_name))
     if cache is not None:
         cache[key] = pred
     return pred
@@ -275,6 +284,7 @@ def layers_for(
     disc_input_fn: DiscInputFn | Mapping[str, DiscInputFn] | None = None,
     normalization: str | None = None,
     cache: PredictionCache | dict | None = None,
+    predictor: Predictors = None,
 ) -> np.ndarray:
     """The array the explorer shows for one (image, method, layer, highlight) choice.
 
@@ -286,11 +296,13 @@ def layers_for(
         layer: one of :data:`LAYERS`.
         highlight: a class name or train id to keep bright, or ``None``/``"none"``.
         discriminators: name -> {level -> discriminator}; the ``"main"`` one is shown.
-        disc_input_fn: ``(SegOutput, (H, W)) -> D input``, or name -> such a function;
-            default :func:`softmax_disc_input`.
+        disc_input_fn: ``SegOutput (logits upsampled to the image) -> D input``, or name ->
+            such a function; default :func:`softmax_disc_input`.
         normalization: how the dataset normalised images (see :func:`segda.viz.to_display`);
             default the dataset's ``normalization`` attribute, else ``"embedded"``.
         cache: where predictions are kept per ``(method_name, index)``.
+        predictor: how the models predict (:class:`segda.evaluate.Predictor`), or name -> one;
+            default the papers' protocol.
 
     Returns: see :func:`compute_layer`.
     """
@@ -308,7 +320,8 @@ def layers_for(
     pred = None
     if needs_pred:
         pred = get_prediction(
-            models, dataset, index, method_name, discriminators, disc_input_fn, cache, item
+            models, dataset, index, method_name, discriminators, disc_input_fn, cache, item,
+            predictor,
         )
     return compute_layer(layer, image01, label, pred, highlight)
 
@@ -382,6 +395,7 @@ def explorer_grid(
     disc_input_fn: DiscInputFn | Mapping[str, DiscInputFn] | None = None,
     normalization: str | None = None,
     cache: PredictionCache | dict | None = None,
+    predictor: Predictors = None,
 ):
     """Static explorer: rows are images, columns image, ground truth and, for each of the
     first ``num_models`` models, prediction, entropy and (with a D) discriminator map."""
@@ -399,7 +413,7 @@ def explorer_grid(
     for i in indices:
         rows.append([
             layers_for(models, dataset, i, name or names[0], layer, None, discriminators,
-                       disc_input_fn, normalization, cache)
+                       disc_input_fn, normalization, cache, predictor)
             for name, layer in columns
         ])
     titles = [layer if name is None else f"{name}: {layer}" for name, layer in columns]
@@ -422,8 +436,9 @@ def _explorer_box_class():
     class ExplorerBox(widgets.VBox):
         """The explorer's widget: controls on top, the figure below; holds the cache."""
 
-        def setup(self, models, dataset, discriminators, disc_input_fn, normalization, cache):
-            self.models, self.dataset = models, dataset
+        def setup(self, models, dataset, discriminators, disc_input_fn, normalization, cache,
+                  predictor=None):
+            self.models, self.dataset, self.predictor = models, dataset, predictor
             self.discriminators, self.disc_input_fn = discriminators, disc_input_fn
             self.normalization, self.cache = normalization, cache
             self.has_labels = "label" in dataset[0]
@@ -480,7 +495,7 @@ def _explorer_box_class():
                 self.models, self.dataset, self.index_slider.value,
                 name or self.method_dropdown.value, self.layer_dropdown.value,
                 self.highlight_dropdown.value, self.discriminators, self.disc_input_fn,
-                self.normalization, self.cache,
+                self.normalization, self.cache, self.predictor,
             )
 
         def _beside(self) -> str | None:
@@ -536,6 +551,7 @@ def build_explorer(
     num_images: int = 3,
     num_models: int = 1,
     cache_size: int = 32,
+    predictor: Predictors = None,
 ):
     """The notebook explorer, or a static figure for papermill/nbval runs.
 
@@ -549,7 +565,7 @@ def build_explorer(
             ``output``, ``cache``, ``last`` (the shown array) and ``error``). ``False``: a
             matplotlib Figure, ``num_images`` images x layers of the first ``num_models``
             models.
-        disc_input_fn, normalization: see :func:`layers_for`.
+        disc_input_fn, normalization, predictor: see :func:`layers_for`.
         cache_size: predictions kept (per model and image).
     """
     models = _as_model_dict(models)
@@ -558,9 +574,9 @@ def build_explorer(
     cache = PredictionCache(cache_size)
     if not interactive:
         return explorer_grid(models, dataset, discriminators, None, num_images, num_models,
-                             disc_input_fn, normalization, cache)
+                             disc_input_fn, normalization, cache, predictor)
     box = _explorer_box_class()()
-    box.setup(models, dataset, discriminators, disc_input_fn, normalization, cache)
+    box.setup(models, dataset, discriminators, disc_input_fn, normalization, cache, predictor)
     return box
 
 

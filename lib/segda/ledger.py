@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from segda import checkpointing, config, evaluate, paper_results, repro, runs
 from segda.data import registry
@@ -133,15 +132,17 @@ def evaluate_snapshots(
     previous=None,
 ):
     """One row per distinct snapshot (by number of updates) of every run: run, seed,
-    snapshot file, updates, official name, whether it is the last iterate, mIoU (%) and the
-    per-class IoU (%). ``overrides`` (``data.*`` keys) change where the validation split is
-    read; ``previous`` (an earlier result) supplies rows of unchanged files."""
+    snapshot file, updates, official name, whether it is the last iterate, how it was
+    predicted, mIoU (%) and the per-class IoU (%). Each run's snapshots are predicted as its
+    fit loop evaluated them (:meth:`segda.evaluate.Predictor.from_config`). ``overrides``
+    (``data.*`` keys) change where the validation split is read; ``previous`` (an earlier
+    result) supplies rows of unchanged files predicted the same way."""
     import pandas as pd
 
     device = repro.resolve_device(device)
     reuse = {}
     if previous is not None and len(previous):
-        reuse = {(r["file"], r["stamp"], r["images_asked"], r["val_split"]): r
+        reuse = {(r["file"], r["stamp"], r["images_asked"], r["val_split"], r.get("prediction")): r
                  for r in previous.to_dict("records")}
     rows = []
     for run_dir in run_dirs:
@@ -149,33 +150,31 @@ def evaluate_snapshots(
         if cfg is None:
             raise FileNotFoundError(f"{run_dir} holds no {runs.CONFIG}")
         data_cfg = cfg.replace(overrides) if overrides else cfg
+        predictor = evaluate.Predictor.from_config(cfg, device)
         data, classes, seg = None, eval_classes(cfg), None
         where = f"{data_cfg.data.dataset}:{data_cfg.data.root}:{data_cfg.data.val_list}"
         by_updates: dict[int, dict] = {}
         for snap in snapshot_files(run_dir):
             asked = -1 if max_images is None else int(max_images)
-            key = (str(snap.path), _file_stamp(snap.path), asked, where)
+            key = (str(snap.path), _file_stamp(snap.path), asked, where, predictor.describe())
             if key in reuse:
                 row = dict(reuse[key])
             else:
-                # mmap: only the segmenter's tensors are read, not the optimizer states
-                blob = torch.load(snap.path, map_location="cpu", weights_only=True, mmap=True)
+                # The safe loader: a damaged or foreign file is an error that names it.
+                blob = checkpointing.load_run_checkpoint(snap.path)
                 if seg is None:
-                    seg, _ = checkpointing.segmenter_from_run(blob)
+                    seg, _ = checkpointing.segmenter_from_run(blob, snap.path)
                 else:  # the run's other snapshots: same architecture, new weights
                     seg.load_state_dict(blob["segmenter"])
-                run_cfg = checkpointing.config_of(blob)
+                run_cfg = checkpointing.config_of(blob, snap.path)
                 if data is None:
                     data = registry.build_datasets(data_cfg.data, data_cfg.model)
-                res = evaluate.evaluate(
-                    seg, data.val_target, device=device, num_classes=cfg.model.num_classes,
-                    max_images=max_images, align_corners=cfg.run.align_corners,
-                )
+                res = evaluate.evaluate(seg, data.val_target, predictor, max_images=max_images)
                 updates = int(blob["iteration"])
                 row = {
                     "run": str(run_dir), "seed": run_cfg.run.seed, "file": str(snap.path),
                     "stamp": key[1], "images_asked": asked, "val_split": where,
-                    "images": res.num_images,
+                    "prediction": key[4], "images": res.num_images,
                     "snapshot": snap.path.name, "updates": updates,
                     "official": official_name(run_cfg, updates),
                     "miou": 100 * (res.miou if classes is None else res.miou_over(classes)),
@@ -228,6 +227,9 @@ def summarize_set(snaps, name: str, cfg: config.TrainConfig):
     import pandas as pd
 
     iou_cols = [c for c in snaps.columns if c.startswith("iou_")]
+    # A seed whose last iterate is short of the planned updates is still training or was stopped.
+    finished = {seed: int(group.loc[group["last"], "updates"].max()) >= cfg.optim.early_stop
+                for seed, group in snaps.groupby("seed", sort=True)}
     out = []
     for kind in ("last", "best"):
         picked = []
@@ -239,13 +241,14 @@ def summarize_set(snaps, name: str, cfg: config.TrainConfig):
             picked.append(row)
             out.append({"set": name, "row": kind, "seed": str(seed), "snapshot": row["snapshot"],
                         "updates": int(row["updates"]), "official": row["official"],
-                        "miou": row["miou"], **{c: row[c] for c in iou_cols}})
+                        "finished": finished[seed], "miou": row["miou"],
+                        **{c: row[c] for c in iou_cols}})
         values = pd.DataFrame(picked)
         for stat in ("mean", "std"):
             fn = (lambda s: s.mean()) if stat == "mean" else (lambda s: s.std(ddof=1))
             out.append({"set": name, "row": kind, "seed": stat, "snapshot": "", "updates": None,
-                        "official": "", "miou": fn(values["miou"]),
-                        **{c: fn(values[c]) for c in iou_cols}})
+                        "official": "", "finished": all(finished.values()),
+                        "miou": fn(values["miou"]), **{c: fn(values[c]) for c in iou_cols}})
     paper = papers_number(cfg)
     if paper is not None:
         per_class = paper_results.GTA5_CITYSCAPES[
@@ -258,6 +261,11 @@ def summarize_set(snaps, name: str, cfg: config.TrainConfig):
 
 def _updates(n: int) -> str:
     return f"{n} update" if n == 1 else f"{n} updates"
+
+
+def _held(n: int, unfinished: bool, cfg: config.TrainConfig) -> str:
+    """What a snapshot holds; a last iterate short of the planned updates says so."""
+    return f"unfinished: {n} of {_updates(cfg.optim.early_stop)}" if unfinished else _updates(n)
 
 
 def format_set(table, snaps, name: str, cfg: config.TrainConfig) -> str:
@@ -275,6 +283,19 @@ def format_set(table, snaps, name: str, cfg: config.TrainConfig) -> str:
         f"{'/'.join(map(str, images))} target validation images; "
         f"{len(snaps)} snapshots evaluated.",
         "",
+    ]
+    last = table[table["row"] == "last"].set_index("seed")
+    unfinished = [s for s in seeds if not last.loc[str(s), "finished"]]
+    if unfinished:
+        held = ", ".join(f"seed {s}: {int(last.loc[str(s), 'updates'])}" for s in unfinished)
+        lines += [
+            f"**Unfinished runs** ({held} of {cfg.optim.early_stop} updates): still training "
+            "or stopped early, so their last iterate is the model so far, not the final one, and "
+            "the mean mixes it in. Finish them (the same `python -m segda train` command "
+            "resumes a run) and run the ledger again.",
+            "",
+        ]
+    lines += [
         "| | " + " | ".join(f"seed {s}" for s in seeds) + " | mean +/- std |",
         "|---|" + "---|" * (len(seeds) + 1),
     ]
@@ -283,8 +304,8 @@ def format_set(table, snaps, name: str, cfg: config.TrainConfig) -> str:
     for kind in ("last", "best"):
         part = table[table["row"] == kind].set_index("seed")
         cells = [f"{part.loc[str(s), 'miou']:.2f} ({part.loc[str(s), 'snapshot']}, "
-                 f"{_updates(int(part.loc[str(s), 'updates']))} = official "
-                 f"{part.loc[str(s), 'official']})" for s in seeds]
+                 f"{_held(int(part.loc[str(s), 'updates']), kind == 'last' and s in unfinished, cfg)}"
+                 f" = official {part.loc[str(s), 'official']})" for s in seeds]
         mean, std = part.loc["mean", "miou"], part.loc["std", "miou"]
         spread = f"{mean:.2f} +/- {std:.2f}" if not math.isnan(std) else f"{mean:.2f}"
         lines.append(f"| {labels[kind]} | " + " | ".join(cells) + f" | {spread} |")

@@ -263,14 +263,13 @@ def _evaluate_into(state: TrainState, data, cfg: TrainConfig, device, writer) ->
     """Evaluate on the target (and source) validation split; each rank of a data-parallel run
     evaluates its share of the images and the confusion matrices are summed."""
     dist = state.dist
+    predictor = evaluate.Predictor.from_config(cfg, device)
     entry: dict[str, Any] = {"iteration": state.iteration}
     for name, dataset in (("target", data.val_target), ("source", data.val_source)):
         if dataset is None:
             continue
         res = evaluate.evaluate(
-            state.seg, dataset, device=device, num_classes=cfg.model.num_classes,
-            max_images=cfg.run.eval_max_images or None, amp=cfg.run.amp,
-            align_corners=cfg.run.align_corners,
+            state.seg, dataset, predictor, max_images=cfg.run.eval_max_images or None,
             rank=dist.rank if dist is not None else 0,
             world_size=dist.world_size if dist is not None else 1,
         )
