@@ -53,12 +53,6 @@ class InfiniteSampler(Sampler):
         self.size, self.seed, self.start = size, seed, start
         self.shuffle, self.with_position = shuffle, with_position
 
-    def index_at(self, position: int) -> int:
-        epoch, offset = divmod(position, self.size)
-        if not self.shuffle:
-            return offset
-        return int(epoch_permutation(self.size, self.seed, epoch)[offset])
-
     def __iter__(self) -> Iterator:
         position = self.start
         epoch, offset = divmod(position, self.size)
