@@ -362,10 +362,10 @@ def main(argv: list[str] | None = None) -> int:
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors caused by an input (a config value, a file, a folder in use), reported in one
     line without a traceback."""
-    from segda import checkpointing, config, evaluate, runs, train
+    from segda import checkpointing, config, evaluate, io, runs, trainlog
     from segda.models.checkpoints import CheckpointMismatchError
 
-    return (config.ConfigError, checkpointing.CheckpointError, checkpointing.DiskFullError,
+    return (config.ConfigError, checkpointing.CheckpointError, io.DiskFullError,
             runs.RunFileError, runs.RunLockedError, runs.ConfigMismatchError,
-            train.NonFiniteLossError, evaluate.EvaluationError, CheckpointMismatchError,
+            trainlog.NonFiniteLossError, evaluate.EvaluationError, CheckpointMismatchError,
             FileNotFoundError)
