@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from segda import checkpointing, config, distributed, train
+from segda import checkpointing, config, distributed, io, train
 from segda.data import loaders, registry
 from segda.data.loaders import InfiniteSampler
 
@@ -60,13 +60,13 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
     torch.set_num_threads(1)
     ctx = distributed.init_from_env(device="cpu")
     saves = []
-    real_save = checkpointing.save_atomic
+    real_save = io.save_atomic
 
     def counting_save(obj, path):
         saves.append(str(path))
         return real_save(obj, path)
 
-    checkpointing.save_atomic = counting_save
+    io.save_atomic = counting_save
     cfg = _cfg()
     base = registry.build_datasets(cfg.data, cfg.model)
     src = _Recording(base.train_source)
@@ -133,7 +133,7 @@ def test_resume_with_another_world_size_is_refused(tmp_path):
     train.fit(cfg, tmp_path / "run", data=registry.build_datasets(cfg.data, cfg.model))
     blob = checkpointing.load_run_checkpoint(tmp_path / "run" / "last.pth")
     blob["world_size"] = 2
-    checkpointing.save_atomic(blob, tmp_path / "run" / "last.pth")
+    io.save_atomic(blob, tmp_path / "run" / "last.pth")
     with pytest.raises(ValueError, match="over 2 process"):
         train.fit(cfg, tmp_path / "run", data=registry.build_datasets(cfg.data, cfg.model))
 

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 
-from segda import checkpointing, cli, config, evaluate, methods, models, runs, train
+from segda import checkpointing, cli, config, evaluate, io, methods, models, runs, train, trainlog
 from segda.data import registry
 
 SMALL = {
@@ -222,8 +222,8 @@ def test_disk_full_is_one_line_naming_the_file_and_space(tmp_path, small_data, m
     assert checkpointing.load_run_checkpoint(run_dir / "last.pth")["iteration"] == 2
     assert not list(run_dir.glob(".*.tmp"))
     # A full disk when the run starts: no 0-byte config.yaml blocks the folder afterwards.
-    monkeypatch.setattr(checkpointing, "_write_atomic", _failing_write(checkpointing._write_atomic))
-    with pytest.raises(checkpointing.DiskFullError, match="config.yaml"):
+    monkeypatch.setattr(io, "write_atomic", _failing_write(io.write_atomic))
+    with pytest.raises(io.DiskFullError, match="config.yaml"):
         train.fit(_cfg(iters=1), tmp_path / "fresh", data=small_data)
     assert not (tmp_path / "fresh" / "config.yaml").exists()
 
@@ -363,13 +363,13 @@ def test_a_retrain_killed_after_its_first_checkpoint_trains_on(tmp_path, monkeyp
     new = {**old, "optim.lr": "1e-4"}
     run_dir = tmp_path / "R"
     assert _cli_train(capsys, "embedded/advent", run_dir, 4, **old)[0] == 0
-    real_save = checkpointing.save_atomic
+    real_save = io.save_atomic
 
     def killed_after_first(obj, path):
         real_save(obj, path)
         raise _Killed
 
-    monkeypatch.setattr(checkpointing, "save_atomic", killed_after_first)
+    monkeypatch.setattr(io, "save_atomic", killed_after_first)
     with pytest.raises(_Killed):
         _cli_train(capsys, "embedded/advent", run_dir, 4, "--retrain", **new)
     monkeypatch.undo()
@@ -432,7 +432,7 @@ def test_a_poisoned_buffer_stops_the_run_before_it_is_saved(tmp_path, small_data
     monkeypatch.setattr(methods, "train_step", step)
     says = (r"iteration 4: 1 tensor\(s\) \(segmenter\.[\w.]*running_var\); .*"
             r"last.pth \(iteration 2, every tensor finite\) is kept untouched")
-    with pytest.raises(train.NonFiniteStateError, match=says):
+    with pytest.raises(trainlog.NonFiniteStateError, match=says):
         train.fit(cfg, tmp_path / "run", data=small_data)
     assert checkpointing.load_run_checkpoint(tmp_path / "run" / "last.pth")["iteration"] == 2
 
@@ -627,7 +627,7 @@ def test_empty_or_mismatched_evaluations_are_errors(tmp_path, small_data, capsys
     cfg10 = cfg.replace({"model.num_classes": 10})
     state = methods.build_state(cfg10, torch.device("cpu"))
     run10 = tmp_path / "run10" / "last.pth"
-    checkpointing.save_atomic(checkpointing.run_state(state, cfg10), run10)
+    io.save_atomic(checkpointing.run_state(state, cfg10), run10)
     assert cli.main(["eval", "--checkpoint", str(run10), "--max-images", "2"]) == 1
     line = _one_line_error(capsys.readouterr().err)
     assert f"{run10} holds a model of 10 classes" in line and "19-class model" in line

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from segda import checkpointing, config, losses, runs, train
+from segda import checkpointing, config, io, losses, runs, train, trainlog
 from segda.data import registry
 
 
@@ -62,14 +62,14 @@ def test_checkpoint_contents_and_weights_only_load(tmp_path, small_data):
 
 def test_save_atomic_keeps_previous_file_on_failure(tmp_path):
     path = tmp_path / "ck.pth"
-    checkpointing.save_atomic({"a": torch.zeros(2)}, path)
+    io.save_atomic({"a": torch.zeros(2)}, path)
 
     class Unpicklable:
         def __reduce__(self):
             raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"):
-        checkpointing.save_atomic({"a": Unpicklable()}, path)
+        io.save_atomic({"a": Unpicklable()}, path)
     assert torch.equal(torch.load(path, weights_only=True)["a"], torch.zeros(2))
     assert [p.name for p in tmp_path.iterdir()] == ["ck.pth"]
 
@@ -85,7 +85,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, small_da
         return value * float("nan") if calls["n"] > 6 else value  # 2 levels per iteration
 
     monkeypatch.setattr(losses, "entropy_loss", poisoned)
-    with pytest.raises(train.NonFiniteLossError, match="iteration 3.*last.pth"):
+    with pytest.raises(trainlog.NonFiniteLossError, match="iteration 3.*last.pth"):
         train.fit(cfg, tmp_path / "run", data=small_data)
     ckpt = checkpointing.load_run_checkpoint(tmp_path / "run" / "last.pth")
     assert ckpt["iteration"] == 2

@@ -497,7 +497,7 @@ def test_convert_torchvision_resnet101_command(torchvision_resnet101, scratch_mu
                                                capsys, monkeypatch):
     import importlib.util
 
-    from segda import weights
+    from segda import io, weights
 
     spec = importlib.util.spec_from_file_location(
         "convert", Path(__file__).resolve().parents[1] / "data_scripts/convert_torchvision_resnet101.py")
@@ -519,7 +519,7 @@ def test_convert_torchvision_resnet101_command(torchvision_resnet101, scratch_mu
     assert torch.equal(scratch_multi.state_dict()["layer3.22.bn3.running_var"],
                        torchvision_resnet101.state_dict()["layer3.22.bn3.running_var"])
     # a known name whose SHA-256 matches is accepted
-    digest = weights.sha256_file(mine)
+    digest = io.sha256(mine)
     known = mine.rename(tmp_path / f"resnet101-{digest[:8]}.pth")
     monkeypatch.setitem(weights.TORCHVISION_RESNET101, known.name, "test URL")
     assert command.main(["--input", str(known), "--output", str(out)]) == 0

@@ -20,7 +20,7 @@ def record():
 
 def test_the_file_is_the_one_the_manifest_names(record):
     path = shipped.FOLDER / record["file"]
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()  # independent of shipped.sha256
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()  # independent of io.sha256
     assert digest == record["sha256"]
     assert shipped.resolve(shipped.reference()) == path
     assert record["command"].startswith("python -m segda ship")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from segda import weights
+from segda import io, weights
 from segda.weights import ChecksumMismatchError, WeightSpec, WeightsUnavailableError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -108,7 +108,7 @@ def test_dead_link_gives_instructions(tmp_path):
     text = str(err.value)
     assert "gone.pth" in text and "deeplab_init_advent" in text
     assert "torchvision_resnet101_to_deeplab" in text
-    assert not list((tmp_path / "w").glob("*.part"))
+    assert not list((tmp_path / "w").glob(f".*{io.TEMP_SUFFIX}"))  # no temporary left
     no_url = weights.WEIGHTS["advent_gta2cityscapes_minent_er"]
     with pytest.raises(WeightsUnavailableError, match="no URL is known"):
         weights.fetch(no_url, tmp_path / "w", log=lambda s: None)

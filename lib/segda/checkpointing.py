@@ -1,211 +1,31 @@
-"""Run checkpoints: the format, written atomically, loaded with ``weights_only=True``.
+"""Run checkpoints: the format, and the checks of a loaded one.
 
 A checkpoint holds everything needed to continue a run exactly: segmenter, discriminators,
 optimizers, the next iteration, RNG states, the loss history so far and the config. This
 module is the only one that knows the format (:func:`run_state`, :func:`load_state_into`,
-:func:`is_run_checkpoint`).
+:func:`is_run_checkpoint`); the run folder's module (:mod:`segda.runs`) writes the files.
 
-Every file is read through :func:`load_file`, whose errors name the file and say what it is
-(empty, not a PyTorch file, refused because it would run code); a run checkpoint is also
+Every file is read through :func:`segda.io.load_file`, whose errors name the file and say what
+it is (empty, not a PyTorch file, refused because it would run code); a run checkpoint is also
 checked for non-finite tensors (:func:`non_finite`) before it is resumed or evaluated.
 """
 
 from __future__ import annotations
 
-import errno
-import functools
 import math
-import os
-import pickle
-import pickletools
-import re
-import shutil
-import tempfile
-import warnings
-import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from segda import config, models, repro, shipped
+from segda import config, io, models, repro, shipped
+from segda.io import CheckpointError
 from segda.models.checkpoints import load_loaded
 
 if TYPE_CHECKING:
     from segda.config import TrainConfig
     from segda.methods import TrainState
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file cannot be used; the message names the file and what it should be."""
-
-
-class DiskFullError(OSError):
-    """No space was left on the device while writing a file; the previous file is intact."""
-
-    def __str__(self) -> str:
-        return str(self.strerror)  # the message alone, without "[Errno 28]"
-
-
-TEMP_SUFFIX = ".tmp"  # temporaries are ".<name>.<random>.tmp" beside the file they replace
-
-
-@functools.cache
-def _umask() -> int:
-    """The process's umask (read once: reading it means setting it for an instant)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _no_space(err: BaseException) -> bool:
-    """True when ``err`` (or an exception it was raised from) is ENOSPC. ``torch.save`` turns
-    the writer's ``OSError`` into a ``RuntimeError`` ("unexpected pos") whose context it is."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
-            return True
-        if "No space left on device" in str(err):
-            return True
-        err = err.__cause__ or err.__context__
-    return False
-
-
-def _mib(n: float) -> str:
-    return f"{n / 2**20:.1f} MiB"
-
-
-def _write_atomic(path: str | Path, write, size_hint: int = 0) -> Path:
-    """Call ``write(file)`` on a temporary file in the same folder, then rename it over ``path``.
-
-    A crash mid-write leaves the previous file intact (rename is atomic on POSIX and Windows);
-    a killed write leaves a temporary that :func:`remove_temporaries` deletes. A full disk
-    raises :class:`DiskFullError` naming the file and the space it needs.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; run files are shared like others
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, Exception) and _no_space(err):
-            free = shutil.disk_usage(path.parent).free
-            kept = (f"the previous {path.name} is intact" if path.exists()
-                    else f"no {path.name} was written")
-            raise DiskFullError(
-                errno.ENOSPC,
-                f"no space left on device writing {path}: it needs about {_mib(size_hint)} free "
-                f"in {path.parent} ({_mib(free)} free now); {kept}. Free some space and rerun "
-                "the same command to continue",
-            ) from err
-        raise
-    return path
-
-
-def _tensor_bytes(obj: Any) -> int:
-    if isinstance(obj, torch.Tensor):
-        return obj.numel() * obj.element_size()
-    if isinstance(obj, dict):
-        return sum(_tensor_bytes(v) for v in obj.values())
-    if isinstance(obj, list | tuple):
-        return sum(_tensor_bytes(v) for v in obj)
-    return 0
-
-
-def save_atomic(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` to ``path`` atomically (see :func:`_write_atomic`)."""
-    return _write_atomic(path, lambda f: torch.save(obj, f), size_hint=_tensor_bytes(obj))
-
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write a text file (a run's config, metrics, history) the way checkpoints are written."""
-    data = text.encode()
-    return _write_atomic(path, lambda f: f.write(data), size_hint=len(data))
-
-
-def remove_temporaries(folder: str | Path) -> list[Path]:
-    """Delete the temporaries that killed writes left in ``folder`` (call it only while no
-    other process writes there: under the run folder's lock). Returns what was removed."""
-    removed = []
-    for tmp in sorted(Path(folder).glob(f".*{TEMP_SUFFIX}")):
-        if tmp.is_file():
-            tmp.unlink(missing_ok=True)
-            removed.append(tmp)
-    return removed
-
-
-def load_file(path: str | Path) -> Any:
-    """``torch.load(path, weights_only=True)`` on the CPU, with errors that name the file.
-
-    Raises :class:`FileNotFoundError`, or :class:`CheckpointError` for an empty file, a file
-    that is not a PyTorch checkpoint (or is damaged), and a file that holds Python objects
-    other than tensors and plain containers (refused: unpickling them could run code).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(errno.ENOENT, f"checkpoint not found: {path}", str(path))
-    if path.stat().st_size == 0:
-        raise CheckpointError(
-            f"{path} is empty (0 bytes): its write was cut short or the disk was full. "
-            "It holds nothing to load; delete it (a run then restarts from scratch) or "
-            "retrain the run (--retrain)"
-        )
-    try:
-        with warnings.catch_warnings():  # a plain pickle's protocol warning comes before our error
-            warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        code = _imported_globals(path, err)
-        if code:
-            raise CheckpointError(
-                f"refused to load {path}: it holds Python objects other than tensors and plain "
-                f"containers ({', '.join(code)}), and unpickling them could run code. segda "
-                "and the official releases never write such files; do not load it unless you "
-                "trust its source"
-            ) from None
-        raise CheckpointError(
-            f"{path} is not a readable PyTorch checkpoint (torch.load with weights_only=True "
-            "cannot read it); it may be truncated or another kind of file"
-        ) from None
-    except Exception as err:  # torch reports bad files as RuntimeError, EOFError, KeyError...
-        reason = f"{type(err).__name__}: {err}".strip().splitlines()[0]
-        raise CheckpointError(
-            f"{path} is not a readable PyTorch checkpoint ({reason}); it may be truncated "
-            "or another kind of file"
-        ) from None
-
-
-def _imported_globals(path: Path, err: Exception) -> list[str]:
-    """What a refused file would import when unpickled (empty: it is no pickle of objects).
-    Read from torch's refusal for its zip format, else from the opcodes of a plain pickle
-    (``pickletools`` lists them without running anything)."""
-    found = re.findall(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
-    if found or zipfile.is_zipfile(path):
-        return found
-    names: list[str] = []
-    strings: list[str] = []
-    try:
-        with open(path, "rb") as f:
-            for op, arg, _ in pickletools.genops(f):
-                if op.name in ("GLOBAL", "INST"):
-                    names.append(str(arg).replace(" ", "."))
-                elif op.name == "STACK_GLOBAL":
-                    names.append(".".join(strings[-2:]))
-                elif isinstance(arg, str):
-                    strings.append(arg)
-                if op.name == "STOP":
-                    break
-    except Exception:  # not a pickle at all
-        return []
-    return names
 
 
 def non_finite(tree: Any, prefix: str = "") -> list[str]:
@@ -261,9 +81,9 @@ def training_tensors(state: TrainState) -> dict[str, Any]:
 
 def load_run_checkpoint(path: str | Path) -> dict[str, Any]:
     """A run checkpoint (what :func:`run_state` wrote), checked: a segda run checkpoint, its
-    model and optimizer tensors finite. Errors name the file (see :func:`load_file`)."""
+    model and optimizer tensors finite. Errors name the file (see :func:`segda.io.load_file`)."""
     path = Path(path)
-    blob = load_file(path)
+    blob = io.load_file(path)
     if not is_run_checkpoint(blob):
         held = (f"a dict with keys {_listing([str(k) for k in blob], 6)}"
                 if isinstance(blob, dict) else f"a {type(blob).__name__}")
@@ -339,7 +159,7 @@ def read_weights(path: str | Path, what: str) -> Any:
     """A file of segmenter weights, read once: a run checkpoint (its segmenter is checked) or an
     official / bare state dict (all of it is checked). Non-finite tensors are refused, the
     message saying that ``what`` would give meaningless results."""
-    blob = load_file(path)
+    blob = io.load_file(path)
     check_finite({"segmenter": blob["segmenter"]} if is_run_checkpoint(blob) else blob, path, what)
     return blob
 

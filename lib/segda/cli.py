@@ -128,7 +128,7 @@ def _eval_stem(args, paths: list[Path], weights: tuple[float, ...], dataset: str
 
 def cmd_eval(args) -> int:
     """Evaluate one checkpoint or an ensemble, each predicted as its run was evaluated."""
-    from segda import checkpointing, evaluate, metrics
+    from segda import evaluate, io, metrics
     from segda.data import registry
     from segda.labels import CLASS_NAMES
 
@@ -168,9 +168,9 @@ def cmd_eval(args) -> int:
         classes = CLASS_SUBSETS[args.num_eval_classes]
     df = metrics.iou_table({name: res.iou}, classes=classes)
     stem = _eval_stem(args, paths, weights, data_cfg.data.dataset)
-    checkpointing.write_text_atomic(out_dir / f"{stem}.csv", df.to_csv())
+    io.write_text_atomic(out_dir / f"{stem}.csv", df.to_csv())
     text = metrics.format_iou_table(df)
-    checkpointing.write_text_atomic(out_dir / f"{stem}.md", text + "\n")
+    io.write_text_atomic(out_dir / f"{stem}.md", text + "\n")
     print(text)
     print(f"predicted with {predictor.describe()}")
     print(f"wrote {out_dir / stem}.md and .csv")
@@ -422,10 +422,10 @@ def main(argv: list[str] | None = None) -> int:
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors caused by an input (a config value, a file, a folder in use), reported in one
     line without a traceback."""
-    from segda import checkpointing, config, evaluate, runs, train
+    from segda import checkpointing, config, evaluate, io, runs, trainlog
     from segda.models.checkpoints import CheckpointMismatchError
 
-    return (config.ConfigError, checkpointing.CheckpointError, checkpointing.DiskFullError,
+    return (config.ConfigError, checkpointing.CheckpointError, io.DiskFullError,
             runs.RunFileError, runs.RunLockedError, runs.ConfigMismatchError,
-            train.NonFiniteLossError, evaluate.EvaluationError, CheckpointMismatchError,
+            trainlog.NonFiniteLossError, evaluate.EvaluationError, CheckpointMismatchError,
             CommandLineError, FileNotFoundError)

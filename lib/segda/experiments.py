@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from segda import checkpointing, config, evaluate, runs, shipped, train
+from segda import config, evaluate, io, runs, shipped, train
 from segda.config import TrainConfig
 from segda.data import registry
 from segda.results import ADAPTATION_PRESETS, ROW_NAMES
@@ -212,10 +212,10 @@ def make_shipped(run_dir: str | Path, seed: int = 0, name: str = shipped.EMBEDDE
     cfg = preset_config("source_pretrain", seed)
     data = registry.build_datasets(cfg.data, cfg.model)
     result = train.ensure_run(run_dir, cfg, data=data, progress_bar=progress_bar)
-    path = checkpointing.save_atomic(result.seg.state_dict(), Path(folder) / f"{name}.pth")
+    path = io.save_atomic(result.seg.state_dict(), Path(folder) / f"{name}.pth")
     final = result.final_eval or {}
     record = {
-        "file": path.name, "sha256": shipped.sha256(path), "command": SHIP_COMMAND,
+        "file": path.name, "sha256": io.sha256(path), "command": SHIP_COMMAND,
         "preset": "embedded/source_pretrain", "seed": seed, "iterations": result.state.iteration,
         "model": cfg.model.name, "image_size": list(cfg.data.source_size),
         "target_miou": final.get("target_miou"), "source_miou": final.get("source_miou"),
@@ -223,6 +223,6 @@ def make_shipped(run_dir: str | Path, seed: int = 0, name: str = shipped.EMBEDDE
     }
     manifest = shipped.read_manifest(Path(folder) / "manifest.json")
     manifest[name] = record
-    checkpointing.write_text_atomic(Path(folder) / "manifest.json",
+    io.write_text_atomic(Path(folder) / "manifest.json",
                                     json.dumps(manifest, indent=2) + "\n")
     return record

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segda import checkpointing, runs
+from segda import io, runs
 
 ADAPTATION_PRESETS: tuple[str, ...] = (
     "source_only", "source_only_tgt_bn", "feature_adv", "output_adv_single",
@@ -96,9 +96,9 @@ def write_results(run_dir: str | Path, collected=None) -> str:
         raise RuntimeError(f"no finished runs under {run_dir}")
     table = summarize(collected)
     text = format_table(table)
-    collected.to_csv(run_dir / "runs.csv", index=False)
-    table.to_csv(run_dir / "results.csv")
-    (run_dir / "results.md").write_text(text + "\n")
+    io.write_text_atomic(run_dir / "runs.csv", collected.to_csv(index=False))
+    io.write_text_atomic(run_dir / "results.csv", table.to_csv())
+    io.write_text_atomic(run_dir / "results.md", text + "\n")
     return text
 
 
@@ -148,9 +148,7 @@ def write_readme_block(readme: str | Path, name: str, block: str) -> None:
         raise ValueError(f"{readme} needs exactly one pair of markers, in order:\n{begin}\n{end}")
     head, rest = text.split(begin)
     _, tail = rest.split(end)
-    tmp = readme.with_name(readme.name + ".tmp")
-    tmp.write_text(f"{head}{begin}\n{block}\n{end}{tail}")
-    tmp.replace(readme)
+    io.write_text_atomic(readme, f"{head}{begin}\n{block}\n{end}{tail}")
 
 
 # ------------------------------------------------------------------ the committed reference
@@ -170,7 +168,7 @@ def write_reference(collected, path: str | Path = REFERENCE) -> Path:
     iou = [c for c in collected.columns if c.startswith("iou_")]
     cols = [c for c in REFERENCE_COLUMNS if c in collected.columns] + iou
     table = collected[cols].sort_values(["run"]).round(4)
-    return checkpointing.write_text_atomic(path, table.to_csv(index=False))
+    return io.write_text_atomic(path, table.to_csv(index=False))
 
 
 def read_reference(path: str | Path = REFERENCE):

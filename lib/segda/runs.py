@@ -1,14 +1,21 @@
-"""Run folders: the only module that writes or reads their files, and tables over many of them.
+"""Run folders: the module that writes and reads a run's files, and tables over many runs.
 
 A run folder holds:
 
 * ``config.yaml``: the run's configuration (written when the run starts);
-* ``last.pth`` (and ``iter_XXXXXX.pth`` snapshots): checkpoints (:mod:`segda.checkpointing`);
+* ``last.pth`` (and ``iter_XXXXXX.pth`` snapshots): checkpoints in the format of
+  :mod:`segda.checkpointing`, written by :func:`write_checkpoint`;
 * ``history.csv`` and ``metrics.json``: the loss history and the evaluations (written when the
   run ends); an ensemble's folder holds only ``metrics.json``;
+* ``tensorboard/``: the loss and mIoU curves, when ``run.tensorboard`` is on
+  (:func:`tensorboard_writer`);
 * ``.lock``: the lock a training process holds on the folder (:func:`lock`).
 
-Every file is written atomically. :func:`check_config` is the one check that a folder holds no
+Beside a run's own files, ``python -m segda eval`` writes its tables (``eval_*.csv`` and ``.md``)
+next to the checkpoint it evaluates, unless ``--out`` names another folder.
+
+Every file is written atomically (:func:`segda.io.write_atomic`); :func:`prepare` deletes the
+temporaries that killed writes left. :func:`check_config` is the one check that a folder holds no
 run of another configuration; the library, the command line and data-parallel runs all use it.
 A result is bound to the run that produced it: ``metrics.json`` records the config's hash
 (:func:`config_hash`) and the final iteration, and :func:`is_complete` and :func:`collect`
@@ -20,7 +27,6 @@ file raises :class:`RunFileError`, which names the file and says what to do.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import warnings
@@ -30,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from segda import checkpointing, repro
+from segda import checkpointing, io, repro
 from segda import config as config_mod
 from segda.config import TrainConfig
 
@@ -41,6 +47,8 @@ CONFIG = "config.yaml"
 METRICS = "metrics.json"
 HISTORY = "history.csv"
 CHECKPOINT = "last.pth"
+SNAPSHOTS = "iter_*.pth"  # the kept snapshots, one per checkpoint_every (run.keep_snapshots)
+TENSORBOARD = "tensorboard"
 LOCK = ".lock"
 
 
@@ -60,11 +68,7 @@ def config_hash(cfg: TrainConfig) -> str:
     """A short stable digest of a configuration: the first 8 hex digits of the SHA-256 of its
     canonical YAML (``cfg.to_yaml()``). Equal configs hash equally, across processes and
     machines."""
-    return _digest(cfg.to_yaml().encode())
-
-
-def _digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()[:8]
+    return io.sha256_bytes(cfg.to_yaml().encode())[:8]
 
 
 def _config_file_hash(run_dir: Path) -> str | None:
@@ -73,11 +77,74 @@ def _config_file_hash(run_dir: Path) -> str | None:
     after a later segda adds config fields, which changes ``config_hash`` of the re-read
     config)."""
     path = run_dir / CONFIG
-    return _digest(path.read_bytes()) if path.exists() else None
+    return io.sha256(path)[:8] if path.exists() else None
 
 
 def write_config(run_dir: str | Path, cfg: TrainConfig) -> None:
-    checkpointing.write_text_atomic(Path(run_dir) / CONFIG, cfg.to_yaml())
+    io.write_text_atomic(Path(run_dir) / CONFIG, cfg.to_yaml())
+
+
+def prepare(run_dir: str | Path, cfg: TrainConfig, *, resume: bool, writes: bool = True) -> None:
+    """Make ``run_dir`` ready to train ``cfg`` into, under its lock (:func:`lock`): delete the
+    temporaries killed writes left, then check that a resumed folder holds no run of another
+    config (:func:`check_config`), or delete a retrained folder's results
+    (:func:`clear_results`). ``writes=False`` (a rank of a data-parallel run other than rank 0)
+    only checks."""
+    run_dir = Path(run_dir)
+    if writes and run_dir.is_dir():
+        io.remove_temporaries(run_dir)  # no other process writes here: the caller holds the lock
+    if resume:
+        check_config(run_dir, cfg)
+    elif writes:
+        clear_results(run_dir)  # a retrain: no result of the old run may survive it
+
+
+def snapshot_name(iteration: int) -> str:
+    """The file name of the snapshot kept after ``iteration`` updates: ``iter_XXXXXX.pth``."""
+    return f"iter_{iteration:06d}.pth"
+
+
+def write_checkpoint(run_dir: str | Path, blob: dict[str, Any], snapshot: bool = False) -> None:
+    """Write a run checkpoint (:func:`segda.checkpointing.run_state`) as ``last.pth``, and as
+    the snapshot of its iteration too when ``snapshot``; each file atomically."""
+    run_dir = Path(run_dir)
+    io.save_atomic(blob, run_dir / CHECKPOINT)
+    if snapshot:
+        io.save_atomic(blob, run_dir / snapshot_name(blob["iteration"]))
+
+
+def resume_checkpoint(run_dir: str | Path, cfg: TrainConfig, world_size: int = 1,
+                      ) -> dict[str, Any] | None:
+    """The folder's ``last.pth`` (``None`` when it holds none), checked before a run of ``cfg``
+    over ``world_size`` processes resumes it: a run checkpoint whose tensors are finite
+    (:func:`segda.checkpointing.load_run_checkpoint`), written by the same config over as many
+    processes; otherwise :class:`segda.io.CheckpointError`."""
+    path = Path(run_dir) / CHECKPOINT
+    if not path.exists():
+        return None
+    ckpt = checkpointing.load_run_checkpoint(path)
+    if int(ckpt.get("world_size", 1)) != world_size:
+        raise io.CheckpointError(
+            f"{path} was written by a run over {ckpt.get('world_size', 1)} process(es); "
+            f"resuming it over {world_size} would draw other images. Resume with the same number."
+        )
+    old = checkpointing.config_of(ckpt, path)
+    if old != cfg:
+        raise io.CheckpointError(
+            f"{path} was written by a run of another config "
+            f"({diff(old.to_dict(), cfg.to_dict())}); resuming it would mix two runs. "
+            "Use another run folder, or retrain this one (retrain=True; command line: --retrain)"
+        )
+    return ckpt
+
+
+def tensorboard_writer(run_dir: str | Path):
+    """A TensorBoard ``SummaryWriter`` on the run folder's ``tensorboard/``."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as err:  # pragma: no cover - depends on the optional extra
+        raise RuntimeError("run.tensorboard needs the 'tensorboard' package") from err
+    return SummaryWriter(str(Path(run_dir) / TENSORBOARD))
 
 
 def read_config(run_dir: str | Path) -> TrainConfig | None:
@@ -125,7 +192,7 @@ def diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> str:
 
 
 def write_metrics(run_dir: str | Path, metrics: dict[str, Any]) -> None:
-    checkpointing.write_text_atomic(Path(run_dir) / METRICS, json.dumps(metrics, indent=1))
+    io.write_text_atomic(Path(run_dir) / METRICS, json.dumps(metrics, indent=1))
 
 
 def read_metrics(run_dir: str | Path) -> dict[str, Any]:
@@ -150,8 +217,8 @@ def write_summaries(run_dir: str | Path, state: TrainState, cfg: TrainConfig) ->
     import pandas as pd
 
     run_dir = Path(run_dir)
-    checkpointing.write_text_atomic(run_dir / HISTORY,
-                                    pd.DataFrame(state.history).to_csv(index=False))
+    io.write_text_atomic(run_dir / HISTORY,
+                         pd.DataFrame(state.history).to_csv(index=False))
     write_metrics(run_dir, {
         "method": cfg.method.name,
         "levels": cfg.method.levels,
@@ -190,7 +257,7 @@ def clear_results(run_dir: str | Path) -> None:
     the checkpoints. The caller writes the new ``config.yaml`` afterwards."""
     run_dir = Path(run_dir)
     for path in [run_dir / METRICS, run_dir / HISTORY, run_dir / CHECKPOINT,
-                 *sorted(run_dir.glob("iter_*.pth"))]:
+                 *sorted(run_dir.glob(SNAPSHOTS))]:
         path.unlink(missing_ok=True)
         if path.name == METRICS:
             _sync_dir(run_dir)  # the removal is on disk before anything else changes

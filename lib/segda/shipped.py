@@ -9,9 +9,10 @@ iterations, which a test regenerates (:func:`segda.experiments.first_losses`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
+
+from segda import io
 
 SCHEME = "shipped:"
 FOLDER = Path(__file__).parent / "shipped_weights"
@@ -47,14 +48,6 @@ def entry(name: str, path: Path = MANIFEST) -> dict:
     return known[name]
 
 
-def sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def resolve(ref: str | Path, manifest: Path = MANIFEST) -> Path:
     """The verified path of ``"shipped:<name>"``: the file exists and its SHA-256 is the
     manifest's; otherwise :class:`ShippedWeightsError` naming the file, both digests and the
@@ -65,7 +58,7 @@ def resolve(ref: str | Path, manifest: Path = MANIFEST) -> Path:
     remake = f"regenerate it with `{record['command']}` (or restore it: git checkout -- {path.name})"
     if not path.is_file():
         raise ShippedWeightsError(f"shipped weights {name!r} missing: {path}; {remake}")
-    found = sha256(path)
+    found = io.sha256(path)
     if found != record["sha256"]:
         raise ShippedWeightsError(
             f"{path} is not the shipped {name!r}: SHA-256 {found}, the manifest "

@@ -1,9 +1,13 @@
 """The fit loop: iterations, logging, evaluation cadence, checkpoints, the NaN stop.
 
-The step itself is :func:`segda.methods.train_step` (the same for every method); the checkpoint
-format is :mod:`segda.checkpointing`; the run folder's files are written by :mod:`segda.runs`.
-:func:`ensure_run` trains a run unless a finished run of the same config is already there,
-which is how notebooks and experiments share runs.
+A fit is three steps: restore (the run folder prepared, the state built, resumed from
+``last.pth`` or warm-started), the loop (steps, the loss log, evaluations and checkpoints at
+their cadence) and finish (the final evaluation, checkpoint and summaries). The step itself is
+:func:`segda.methods.train_step` (the same for every method); the loss log, TensorBoard and the
+progress bar are :class:`segda.trainlog.TrainLog`; the checkpoint format is
+:mod:`segda.checkpointing`; every file of the run folder (checkpoints included) is written by
+:mod:`segda.runs`. :func:`ensure_run` trains a run unless a finished run of the same config is
+already there, which is how notebooks and experiments share runs.
 
 A training process holds its run folder's lock (:func:`segda.runs.lock`; in a data-parallel run,
 rank 0 holds it), resumes only a checkpoint of the same config, and never writes a checkpoint
@@ -13,9 +17,7 @@ whose tensors are not all finite, so ``last.pth`` is always a state worth resumi
 from __future__ import annotations
 
 import contextlib
-import math
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,16 +28,8 @@ from torch import nn
 from segda import checkpointing, evaluate, methods, repro, runs
 from segda.config import TrainConfig
 from segda.data import loaders, registry
-from segda.methods import Batch, TrainState
-
-
-class NonFiniteLossError(RuntimeError):
-    """A loss became NaN or infinite; the run stops and its last checkpoint is left intact."""
-
-
-class NonFiniteStateError(NonFiniteLossError):
-    """A tensor of the training state (a weight, a batch-norm statistic, an optimizer moment)
-    became NaN or infinite; the run stops before writing it, leaving the last checkpoint."""
+from segda.methods import TrainState
+from segda.trainlog import TrainLog, check_state_finite
 
 
 @dataclass
@@ -61,47 +55,44 @@ class RunResult:
         return self.state.evals[-1] if self.state.evals else None
 
 
-def _batches(dataset, cfg: TrainConfig, seed: int, start_iter: int, device, dist) -> Iterator[Batch]:
-    loader = loaders.build_loader(
-        dataset, batch_size=cfg.data.batch_size, seed=seed, start_iter=start_iter,
-        num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",
-        rank=dist.rank if dist is not None else 0,
-        world_size=dist.world_size if dist is not None else 1,
-    )
-    memory_format = torch.channels_last if cfg.run.channels_last else torch.contiguous_format
-    for item in loader:
-        label = item.get("label")
-        yield Batch(
-            image=item["image"].to(device, non_blocking=True, memory_format=memory_format),
-            label=None if label is None else label.to(device, non_blocking=True),
-        )
+@dataclass
+class _Fitting:
+    """One fit in progress: what the restore step builds and the loop and finish steps use."""
 
+    cfg: TrainConfig
+    run_dir: Path | None
+    data: Any
+    state: TrainState
+    device: torch.device
+    started: float  # time.perf_counter() when this process began the fit
+    saved_at: int | None = None  # the iteration last.pth holds
+    wall_before: float = 0.0  # the training time of the processes that resumed before this one
 
-def _kept(last_ckpt: Path | None, saved_at: int | None) -> str:
-    """What a stopped run leaves: its last checkpoint (every tensor finite), or none."""
-    if last_ckpt is None or saved_at is None:
-        return "no checkpoint was written"
-    return f"{last_ckpt} (iteration {saved_at}, every tensor finite) is kept untouched"
+    @property
+    def main(self) -> bool:
+        return self.state.dist is None or self.state.dist.is_main
 
+    def kept(self) -> str:
+        """What a stopped run leaves: its last checkpoint (every tensor finite), or none."""
+        if self.run_dir is None or self.saved_at is None:
+            return "no checkpoint was written"
+        return (f"{self.run_dir / runs.CHECKPOINT} (iteration {self.saved_at}, every tensor "
+                "finite) is kept untouched")
 
-def _check_finite(values: dict[str, float], it: int, kept: str) -> None:
-    bad = {k: v for k, v in values.items() if not math.isfinite(v)}
-    if bad:
-        raise NonFiniteLossError(
-            f"non-finite loss at iteration {it}: {bad}; the run stopped and {kept} "
-            "(lower the learning rate or lambdas, or check the labels)"
-        )
+    def clock(self) -> None:
+        self.state.wall_time_s = self.wall_before + time.perf_counter() - self.started
 
-
-def _check_state_finite(state: TrainState, kept: str) -> None:
-    bad = checkpointing.non_finite(checkpointing.training_tensors(state))
-    if bad:
-        shown = ", ".join(bad[:4]) + (f", ... {len(bad) - 4} more" if len(bad) > 4 else "")
-        raise NonFiniteStateError(
-            f"non-finite values in the training state at iteration {state.iteration}: "
-            f"{len(bad)} tensor(s) ({shown}); the run stopped without writing them and {kept} "
-            "(lower the learning rate or lambdas, or check the labels)"
-        )
+    def save(self, snapshot: bool) -> None:
+        """Write ``last.pth`` (and a snapshot), only when every tensor of the state is finite
+        (every rank checks its own copy, which data-parallel training keeps equal, so all stop
+        together); rank 0 writes."""
+        check_state_finite(self.state, self.kept())
+        if self.main:
+            runs.write_checkpoint(self.run_dir, checkpointing.run_state(self.state, self.cfg),
+                                  snapshot)
+        if self.state.dist is not None:
+            self.state.dist.barrier()
+        self.saved_at = self.state.iteration
 
 
 def fit(
@@ -145,36 +136,37 @@ def fit(
 
 def _fit(cfg: TrainConfig, run_dir: Path | None, data, resume: bool, stop_at: int | None,
          dist, progress_bar: str | None) -> RunResult:
-    t0 = time.perf_counter()
+    fitting = _restore(cfg, run_dir, data, resume, dist)
+    end = min(cfg.optim.early_stop, stop_at if stop_at is not None else cfg.optim.early_stop)
+    log = TrainLog(fitting.state, cfg, run_dir, end, fitting.kept, progress_bar)
+    _loop(fitting, log, end)
+    _finish(fitting, log)
+    return RunResult(fitting.state, cfg, run_dir, time.perf_counter() - fitting.started)
+
+
+def _restore(cfg: TrainConfig, run_dir: Path | None, data, resume: bool, dist) -> _Fitting:
+    """The state a fit starts from: resumed from ``last.pth``, warm-started from
+    ``model.init_checkpoint``, or fresh; the run folder prepared and its config written."""
+    started = time.perf_counter()
+    methods.get(cfg.method.name)  # an unknown method fails before the run folder changes
     device = dist.device if dist is not None else repro.resolve_device(cfg.run.device)
     world = dist.world_size if dist is not None else 1
     main = dist is None or dist.is_main
-    method = methods.get(cfg.method.name)
-    if run_dir and main and run_dir.is_dir():
-        checkpointing.remove_temporaries(run_dir)  # left by a killed write; we hold the lock
-    if run_dir and resume:
-        runs.check_config(run_dir, cfg)
-    elif run_dir and main:
-        runs.clear_results(run_dir)  # a retrain: no result of the old run may survive it
+    if run_dir:
+        runs.prepare(run_dir, cfg, resume=resume, writes=main)
     repro.seed_everything(cfg.run.seed)
     data = data if data is not None else registry.build_datasets(cfg.data, cfg.model)
-    state = methods.build_state(cfg, device)
-    last_ckpt = run_dir / runs.CHECKPOINT if run_dir else None
-    saved_at: int | None = None  # the iteration last.pth holds
+    fitting = _Fitting(cfg, run_dir, data, methods.build_state(cfg, device), device, started)
+    state = fitting.state
     if run_dir and main:
         runs.write_config(run_dir, cfg)
     if dist is not None:
         dist.barrier()  # nobody reads last.pth while rank 0 may still be writing it
-    if resume and last_ckpt is not None and last_ckpt.exists():
-        ckpt = checkpointing.load_run_checkpoint(last_ckpt)
-        if int(ckpt.get("world_size", 1)) != world:
-            raise checkpointing.CheckpointError(
-                f"{last_ckpt} was written by a run over {ckpt.get('world_size', 1)} process(es); "
-                f"resuming it over {world} would draw other images. Resume with the same number."
-            )
-        _check_same_config(last_ckpt, ckpt, cfg)
+    ckpt = runs.resume_checkpoint(run_dir, cfg, world) if run_dir and resume else None
+    if ckpt is not None:
         checkpointing.load_state_into(state, ckpt)
-        saved_at = state.iteration
+        fitting.saved_at = state.iteration
+        fitting.wall_before = state.wall_time_s
         del ckpt
     elif cfg.model.init_checkpoint:
         checkpointing.load_segmenter_weights(state.seg, cfg.model.init_checkpoint,
@@ -185,78 +177,56 @@ def _fit(cfg: TrainConfig, run_dir: Path | None, data, resume: bool, stop_at: in
     if dist is not None:
         dist.broadcast_modules([state.seg, *state.discs.values()])
         state.dist = dist
+    return fitting
 
-    wall_before = state.wall_time_s
 
-    def clock() -> None:
-        state.wall_time_s = wall_before + time.perf_counter() - t0
-
-    end = min(cfg.optim.early_stop, stop_at if stop_at is not None else cfg.optim.early_stop)
+def _loop(fitting: _Fitting, log: TrainLog, end: int) -> None:
+    """Train up to iteration ``end``: each step's losses logged, evaluations and checkpoints
+    at their cadence (each after a flush of the log, so a NaN stops the run before them)."""
+    cfg, state, data, device = fitting.cfg, fitting.state, fitting.data, fitting.device
+    dist = state.dist
     source_prior = None
     if cfg.method.lambda_cp > 0:
         source_prior = torch.as_tensor(data.source_prior(), dtype=torch.float32, device=device)
-    src_iter = _batches(data.train_source, cfg, cfg.run.seed, state.iteration, device, dist)
-    tgt_iter = (
-        _batches(data.train_target, cfg, cfg.run.seed + 1, state.iteration, device, dist)
-        if method.uses_target else None
-    )
-    writer = _tensorboard(run_dir) if cfg.run.tensorboard and run_dir and main else None
-    pending: list[tuple[int, dict[str, torch.Tensor]]] = []
-    bar = _progress(cfg, state.iteration, end, progress_bar) if main else None
-
-    def flush() -> None:
-        if dist is not None and pending:
-            # Log the mean over the ranks: every rank then sees the same (non-)finite values.
-            flat = dist.mean(torch.stack([v.float() for _, t in pending for v in t.values()]))
-            it_flat = iter(flat.tolist())
-            averaged = [(it, {k: next(it_flat) for k in terms}) for it, terms in pending]
-            pending[:] = averaged
-        for it, terms in pending:
-            values = {k: float(v) for k, v in terms.items()}
-            _check_finite(values, it, _kept(last_ckpt, saved_at))
-            state.history.append({"iteration": it, **values})
-            if writer:
-                for k, v in values.items():
-                    writer.add_scalar(f"loss/{k}", v, it)
-        if pending and bar is not None:
-            bar.set_postfix({k: f"{v:.3g}" for k, v in state.history[-1].items() if k != "iteration"})
-        pending.clear()
-
+    start = state.iteration
+    src_iter = loaders.device_batches(data.train_source, cfg, cfg.run.seed, start, device, dist)
+    tgt_iter = (loaders.device_batches(data.train_target, cfg, cfg.run.seed + 1, start, device, dist)
+                if methods.get(cfg.method.name).uses_target else None)
     while state.iteration < end:
         it = state.iteration
         src = next(src_iter)
         tgt = next(tgt_iter) if tgt_iter is not None else None
-        pending.append((it, methods.train_step(state, src, tgt, cfg, source_prior)))
-        if bar is not None:
-            bar.update(1)
+        log.record(it, methods.train_step(state, src, tgt, cfg, source_prior))
         done = state.iteration
         if done % max(cfg.run.log_every, 1) == 0 or done == end:
-            flush()
+            log.flush()
         if cfg.run.eval_every and done % cfg.run.eval_every == 0 and done != end:
-            flush()
-            _evaluate_into(state, data, cfg, device, writer)
-        if run_dir and cfg.run.checkpoint_every and done % cfg.run.checkpoint_every == 0:
-            flush()
-            clock()
-            _save(state, cfg, run_dir, cfg.run.keep_snapshots, _kept(last_ckpt, saved_at))
-            saved_at = state.iteration
-    flush()
-    if bar is not None:
-        bar.close()
+            log.flush()
+            _evaluate_into(state, data, cfg, device, log.writer)
+        if fitting.run_dir and cfg.run.checkpoint_every and done % cfg.run.checkpoint_every == 0:
+            log.flush()
+            fitting.clock()
+            fitting.save(cfg.run.keep_snapshots)
+    log.flush()
+    log.close_bar()
+
+
+def _finish(fitting: _Fitting, log: TrainLog) -> None:
+    """A run that reached ``optim.early_stop`` is evaluated (unless it just was); the final
+    checkpoint and, on rank 0, ``history.csv`` and ``metrics.json`` are written."""
+    cfg, state = fitting.cfg, fitting.state
     if state.iteration >= cfg.optim.early_stop and (
         not state.evals or state.evals[-1]["iteration"] != state.iteration
     ):
-        _evaluate_into(state, data, cfg, device, writer)
-    if dist is not None:
-        dist.check_in_sync([state.seg, *state.discs.values()])
-    clock()
-    if run_dir:
-        _save(state, cfg, run_dir, False, _kept(last_ckpt, saved_at))
-        if main:
-            runs.write_summaries(run_dir, state, cfg)
-    if writer:
-        writer.close()
-    return RunResult(state, cfg, run_dir, time.perf_counter() - t0)
+        _evaluate_into(state, fitting.data, cfg, fitting.device, log.writer)
+    if state.dist is not None:
+        state.dist.check_in_sync([state.seg, *state.discs.values()])
+    fitting.clock()
+    if fitting.run_dir:
+        fitting.save(False)
+        if fitting.main:
+            runs.write_summaries(fitting.run_dir, state, cfg)
+    log.close()
 
 
 def _evaluate_into(state: TrainState, data, cfg: TrainConfig, device, writer) -> None:
@@ -278,63 +248,6 @@ def _evaluate_into(state: TrainState, data, cfg: TrainConfig, device, writer) ->
         if writer:
             writer.add_scalar(f"miou/{name}", res.miou, state.iteration)
     state.evals.append(entry)
-
-
-def _check_same_config(path: Path, ckpt: dict[str, Any], cfg: TrainConfig) -> None:
-    """Refuse to resume a checkpoint written by a run of another config."""
-    old = checkpointing.config_of(ckpt, path)
-    if old != cfg:
-        raise checkpointing.CheckpointError(
-            f"{path} was written by a run of another config "
-            f"({runs.diff(old.to_dict(), cfg.to_dict())}); resuming it would mix two runs. "
-            "Use another run folder, or retrain this one (retrain=True; command line: --retrain)"
-        )
-
-
-def _save(state: TrainState, cfg: TrainConfig, run_dir: Path, keep: bool, kept: str) -> None:
-    """Write ``last.pth`` (and a snapshot when ``keep``), only when every tensor of the state
-    is finite (every rank checks its own copy, which data-parallel training keeps equal, so all
-    stop together)."""
-    _check_state_finite(state, kept)
-    dist = state.dist
-    if dist is None or dist.is_main:
-        blob = checkpointing.run_state(state, cfg)
-        checkpointing.save_atomic(blob, run_dir / runs.CHECKPOINT)
-        if keep:
-            checkpointing.save_atomic(blob, run_dir / f"iter_{state.iteration:06d}.pth")
-    if dist is not None:
-        dist.barrier()
-
-
-PROGRESS_BARS = ("text", "notebook", "none")
-
-
-def _progress(cfg: TrainConfig, start: int, end: int, style: str | None = None):
-    """A tqdm bar, or ``None``. ``style`` (see :func:`fit`) overrides ``run.progress``, whose
-    bar is tqdm's automatic choice (a widget in a notebook kernel, text elsewhere)."""
-    if style is not None and style not in PROGRESS_BARS:
-        raise ValueError(f"progress_bar must be one of {PROGRESS_BARS} or None, got {style!r}")
-    if style == "none" or (style is None and not cfg.run.progress):
-        return None
-    # A text bar is also what an executed notebook stores (one output per redraw): redraw it
-    # every few seconds, not ten times a second.
-    interval = {"text": 5.0}.get(style, 0.1)
-    if style == "text":
-        from tqdm.std import tqdm
-    elif style == "notebook":
-        from tqdm.notebook import tqdm
-    else:
-        from tqdm.auto import tqdm
-    return tqdm(total=end, initial=start, desc=cfg.method.name, leave=style is not None,
-                mininterval=interval)
-
-
-def _tensorboard(run_dir: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError as err:  # pragma: no cover - depends on the optional extra
-        raise RuntimeError("run.tensorboard needs the 'tensorboard' package") from err
-    return SummaryWriter(str(run_dir / "tensorboard"))
 
 
 # ------------------------------------------------------------------ runs trained or reused

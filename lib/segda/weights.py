@@ -13,7 +13,6 @@ still download. For the dead DeepLab init, :func:`instructions` explains the alt
 
 from __future__ import annotations
 
-import hashlib
 import re
 import shutil
 import urllib.error
@@ -21,6 +20,8 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from segda import io
 
 DEFAULT_DIR = Path("weights")
 _HASH_SUFFIX = re.compile(r"-([0-9a-f]{6,64})\.[A-Za-z0-9]+$")
@@ -160,14 +161,6 @@ TORCHVISION_RESNET101 = {
 DEFAULT_TORCHVISION_INIT = DEFAULT_DIR / "deeplab_init_torchvision_resnet101.pth"
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def expected_prefix_from_filename(filename: str) -> str | None:
     """``name-f81d91e8.pth`` -> ``"f81d91e8"`` (model_zoo convention); None without a suffix."""
     m = _HASH_SUFFIX.search(filename)
@@ -177,7 +170,7 @@ def expected_prefix_from_filename(filename: str) -> str | None:
 def verify(path: str | Path, prefix: str | None) -> str:
     """SHA-256 of ``path``; raises :class:`ChecksumMismatchError` if it does not start with
     ``prefix`` (no check when ``prefix`` is None)."""
-    digest = sha256_file(path)
+    digest = io.sha256(path)
     if prefix is not None and not digest.startswith(prefix.lower()):
         raise ChecksumMismatchError(
             f"{path}: SHA-256 {digest} does not start with the expected {prefix}"
@@ -202,19 +195,38 @@ def instructions(name: str) -> str:
     return "\n".join(lines)
 
 
-def _reject(path: Path, weights_dir: Path, digest: str) -> Path:
+def _reject(path: Path, name: str, weights_dir: Path, digest: str) -> Path:
+    """Move the file at ``path`` (the weights file ``name``) aside into ``rejected/``."""
     rejected = weights_dir / "rejected"
     rejected.mkdir(parents=True, exist_ok=True)
-    dest = rejected / f"{path.name}.sha256-{digest[:12]}"
+    dest = rejected / f"{name}.sha256-{digest[:12]}"
     shutil.move(str(path), dest)
     return dest
 
 
-def _download(url: str, dest: Path, timeout: float, log: Callable[[str], None]) -> None:
+def _download(url: str, path: Path, prefix: str | None, timeout: float,
+              log: Callable[[str], None]) -> str:
+    """Download ``url`` to ``path`` atomically and return its SHA-256. A file whose SHA-256
+    does not start with ``prefix`` never takes the name: it is moved to ``rejected/``
+    (:class:`ChecksumMismatchError`)."""
+    digest = ""
+
+    def check(downloaded: Path) -> None:  # before the rename (see segda.io.write_atomic)
+        nonlocal digest
+        digest = io.sha256(downloaded)
+        if prefix is not None and not digest.startswith(prefix):
+            dest = _reject(downloaded, path.name, path.parent, digest)
+            raise ChecksumMismatchError(
+                f"{url} gave a file whose SHA-256 {digest} does not start with {prefix}; it was "
+                f"not used and is kept at {dest}"
+            )
+
     log(f"downloading {url}")
     req = urllib.request.Request(url, headers={"User-Agent": "segda"})
-    with urllib.request.urlopen(req, timeout=timeout) as resp, open(dest, "wb") as f:
-        shutil.copyfileobj(resp, f, length=1 << 20)
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        io.write_atomic(path, lambda f: shutil.copyfileobj(resp, f, length=1 << 20),
+                        size_hint=getattr(resp, "length", None) or 0, check=check)
+    return digest
 
 
 def fetch(
@@ -240,26 +252,18 @@ def fetch(
         try:
             verify(path, prefix)
         except ChecksumMismatchError as err:
-            dest = _reject(path, weights_dir, sha256_file(path))
+            dest = _reject(path, path.name, weights_dir, io.sha256(path))
             raise ChecksumMismatchError(f"{err}; moved it to {dest}") from None
         return path
     errors = []
-    part = weights_dir / (spec.filename + ".part")
     for url in spec.urls:
         try:
-            _download(url, part, timeout, log)
+            digest = _download(url, path, prefix, timeout, log)
+        except io.DiskFullError:
+            raise  # not a dead link: every other URL would fail the same way
         except (urllib.error.URLError, OSError, ValueError) as err:
             errors.append(f"{url}: {err}")
-            part.unlink(missing_ok=True)
             continue
-        digest = sha256_file(part)
-        if prefix is not None and not digest.startswith(prefix):
-            dest = _reject(part, weights_dir, digest)
-            raise ChecksumMismatchError(
-                f"{url} gave a file whose SHA-256 {digest} does not start with {prefix}; it was "
-                f"not used and is kept at {dest}"
-            )
-        part.replace(path)
         log(f"saved {path} (sha256 {digest})")
         return path
     tried = "\n".join(f"  {e}" for e in errors) or "  (no URL is known)"
@@ -311,18 +315,18 @@ def convert_torchvision_resnet101(
         log(f"{src}: SHA-256 {digest} matches torchvision's {src.name}")
     else:
         log(f"{src}: not one of torchvision's file names ({', '.join(TORCHVISION_RESNET101)}), "
-            f"so its SHA-256 ({sha256_file(src)}) is not checked")
-    state = torch.load(src, map_location="cpu", weights_only=True)
+            f"so its SHA-256 ({io.sha256(src)}) is not checked")
+    try:
+        state = io.load_file(src)
+    except io.CheckpointError as err:
+        raise WeightsError(str(err)) from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsError(f"{src} does not hold a state_dict (a dict of tensors)")
     try:
         mapped = torchvision_resnet101_to_deeplab(state)
     except ValueError as err:
         raise WeightsError(f"{src}: {err}") from None
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + ".part")
-    torch.save({INIT_PREFIX + k: v for k, v in mapped.items()}, tmp)
-    tmp.replace(dst)
+    io.save_atomic({INIT_PREFIX + k: v for k, v in mapped.items()}, dst)
     log(f"wrote {dst}: {len(mapped)} backbone tensors; train with --set "
         f"model.init_checkpoint={dst} --set data.normalization=imagenet")
     return dst

@@ -53,8 +53,8 @@ from segda.data.real import (
     write_report,
 )
 from segda.data.stats import label_class_counts
+from segda.io import sha256
 from segda.labels import label_id_lut
-from segda.weights import sha256_file
 
 NAME = "gta5"
 SPLITS = ("train",)  # one list: AdaptSegNet's gta5_list/train.txt (ADVENT's all.txt)
@@ -219,7 +219,7 @@ def hash_archives(folder: str | Path) -> dict[str, dict]:
     """SHA-256 of the GTA5 zips in ``folder``; checked against ``ARCHIVE_SHA256`` where known."""
     out = {}
     for path in sorted(Path(folder).glob("*.zip")):
-        digest = sha256_file(path)
+        digest = sha256(path)
         known = ARCHIVE_SHA256.get(path.name)
         status = "unknown (no published hash)" if known is None else (
             "ok" if digest == known else "MISMATCH"

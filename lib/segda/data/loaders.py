@@ -12,17 +12,24 @@ that their random mirror is keyed by the draw too; others receive plain indices.
 In a data-parallel run, rank ``r`` of ``W`` with a per-rank batch ``B`` takes, at iteration
 ``k``, positions ``[(kW + r) B, (kW + r + 1) B)`` of the same stream (:class:`RankSampler`): the
 ranks draw different images, and together they see at iteration ``k`` exactly batch ``k`` of a
-single-process run with batch ``W * B``, in the same order.
+single-process run with batch ``W * B``, in the same order. :func:`device_batches` is the
+stream the fit loop draws: a loader's batches on the training device.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+from segda.methods import Batch
+
+if TYPE_CHECKING:
+    from segda.config import TrainConfig
 
 
 def epoch_permutation(size: int, seed: int, epoch: int) -> torch.Tensor:
@@ -52,12 +59,6 @@ class InfiniteSampler(Sampler):
             raise ValueError(f"start must be >= 0, got {start}")
         self.size, self.seed, self.start = size, seed, start
         self.shuffle, self.with_position = shuffle, with_position
-
-    def index_at(self, position: int) -> int:
-        epoch, offset = divmod(position, self.size)
-        if not self.shuffle:
-            return offset
-        return int(epoch_permutation(self.size, self.seed, epoch)[offset])
 
     def __iter__(self) -> Iterator:
         position = self.start
@@ -146,3 +147,23 @@ def build_loader(
         persistent_workers=num_workers > 0,
     )
     return iter(loader)
+
+
+def device_batches(dataset: Dataset, cfg: TrainConfig, seed: int, start_iter: int, device,
+                   dist=None) -> Iterator[Batch]:
+    """The endless stream of :func:`build_loader` from iteration ``start_iter``, as
+    :class:`segda.methods.Batch` es on ``device`` (images channels-last when
+    ``run.channels_last``); ``dist``: this rank's share of a data-parallel run, or ``None``."""
+    loader = build_loader(
+        dataset, batch_size=cfg.data.batch_size, seed=seed, start_iter=start_iter,
+        num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",
+        rank=dist.rank if dist is not None else 0,
+        world_size=dist.world_size if dist is not None else 1,
+    )
+    memory_format = torch.channels_last if cfg.run.channels_last else torch.contiguous_format
+    for item in loader:
+        label = item.get("label")
+        yield Batch(
+            image=item["image"].to(device, non_blocking=True, memory_format=memory_format),
+            label=None if label is None else label.to(device, non_blocking=True),
+        )

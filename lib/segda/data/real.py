@@ -33,6 +33,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_png, read_file
 
+from segda import io
 from segda.data.stats import label_class_counts
 from segda.labels import IGNORE_INDEX, NUM_CLASSES
 
@@ -189,10 +190,10 @@ def read_label(path: str | Path) -> torch.Tensor:
 
 def write_label_png(path: str | Path, label: np.ndarray) -> None:
     """Save a uint8 (H, W) label as a grey PNG, atomically (a half-written file never stays)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(np.ascontiguousarray(label, dtype=np.uint8), mode="L").save(tmp, format="PNG")
-    tmp.replace(path)
+    image = Image.fromarray(np.ascontiguousarray(label, dtype=np.uint8), mode="L")
+    # Not synced one by one: a preparation writes thousands of labels. After a crash the old
+    # file or the new one is there either way; only a power loss can leave an empty one.
+    io.write_atomic(path, lambda f: image.save(f, format="PNG"), size_hint=label.size, sync=False)
 
 
 # ---------------------------------------------------------------------------- pre-processing
@@ -273,11 +274,7 @@ def read_report(root: Path) -> dict | None:
 
 
 def write_report(root: Path, report: dict) -> Path:
-    path = root / REPORT_NAME
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
-    return path
+    return io.write_text_atomic(root / REPORT_NAME, json.dumps(report, indent=2, sort_keys=True) + "\n")
 
 
 def run_conversions(convert_one: Callable[[Any], dict], jobs: list, workers: int = 1,

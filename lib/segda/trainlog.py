@@ -1,0 +1,143 @@
+"""What the fit loop records of each step and the NaN stop: the loss history, TensorBoard, the
+progress bar, and the errors that stop a run whose losses or state are no longer finite.
+
+:class:`TrainLog` keeps each step's loss terms as tensors until the loop flushes them (at the
+logging cadence, before an evaluation or a checkpoint, at the end): converting a tensor to a
+number waits for the device, so the loop does it every ``run.log_every`` steps, not every step.
+A flush averages the terms over the ranks of a data-parallel run, so every rank sees the same
+values and a non-finite one stops all ranks together (:class:`NonFiniteLossError`). Before a
+checkpoint is written, :func:`check_state_finite` stops a run whose state holds a non-finite
+tensor (:class:`NonFiniteStateError`), so ``last.pth`` is always a state worth resuming.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from segda import checkpointing, runs
+from segda.config import TrainConfig
+from segda.methods import TrainState
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss became NaN or infinite; the run stops and its last checkpoint is left intact."""
+
+
+class NonFiniteStateError(NonFiniteLossError):
+    """A tensor of the training state (a weight, a batch-norm statistic, an optimizer moment)
+    became NaN or infinite; the run stops before writing it, leaving the last checkpoint."""
+
+
+PROGRESS_BARS = ("text", "notebook", "none")
+
+
+def progress_bar(cfg: TrainConfig, start: int, end: int, style: str | None = None):
+    """A tqdm bar, or ``None``. ``style`` (see :func:`segda.train.fit`) overrides
+    ``run.progress``, whose bar is tqdm's automatic choice (a widget in a notebook kernel, text
+    elsewhere)."""
+    if style is not None and style not in PROGRESS_BARS:
+        raise ValueError(f"progress_bar must be one of {PROGRESS_BARS} or None, got {style!r}")
+    if style == "none" or (style is None and not cfg.run.progress):
+        return None
+    # A text bar is also what an executed notebook stores (one output per redraw): redraw it
+    # every few seconds, not ten times a second.
+    interval = {"text": 5.0}.get(style, 0.1)
+    if style == "text":
+        from tqdm.std import tqdm
+    elif style == "notebook":
+        from tqdm.notebook import tqdm
+    else:
+        from tqdm.auto import tqdm
+    return tqdm(total=end, initial=start, desc=cfg.method.name, leave=style is not None,
+                mininterval=interval)
+
+
+def _check_finite(values: dict[str, float], it: int, kept: str) -> None:
+    bad = {k: v for k, v in values.items() if not math.isfinite(v)}
+    if bad:
+        raise NonFiniteLossError(
+            f"non-finite loss at iteration {it}: {bad}; the run stopped and {kept} "
+            "(lower the learning rate or lambdas, or check the labels)"
+        )
+
+
+def check_state_finite(state: TrainState, kept: str) -> None:
+    """Raise :class:`NonFiniteStateError` when a tensor of ``state`` (what a checkpoint would
+    hold) is not finite; ``kept`` says what the stopped run leaves."""
+    bad = checkpointing.non_finite(checkpointing.training_tensors(state))
+    if bad:
+        shown = ", ".join(bad[:4]) + (f", ... {len(bad) - 4} more" if len(bad) > 4 else "")
+        raise NonFiniteStateError(
+            f"non-finite values in the training state at iteration {state.iteration}: "
+            f"{len(bad)} tensor(s) ({shown}); the run stopped without writing them and {kept} "
+            "(lower the learning rate or lambdas, or check the labels)"
+        )
+
+
+class TrainLog:
+    """The loss log of one fit: ``record`` each step's terms, ``flush`` them into
+    ``state.history`` (and TensorBoard, and the bar's text).
+
+    Args:
+        state: the training state whose ``history`` grows and whose ``dist`` (a data-parallel
+            run's context, or ``None``) averages the terms.
+        cfg: the run's config (``run.tensorboard``, ``run.progress``).
+        run_dir: the run folder (TensorBoard writes into it), or ``None``.
+        end: the iteration the loop stops after (the bar's total).
+        kept: what the run leaves if it stops now (named in the NaN error).
+        style: the progress bar (:func:`progress_bar`).
+
+    Only rank 0 writes TensorBoard and shows a bar.
+    """
+
+    def __init__(self, state: TrainState, cfg: TrainConfig, run_dir: Path | None, end: int,
+                 kept: Callable[[], str], style: str | None = None) -> None:
+        main = state.dist is None or state.dist.is_main
+        self.state, self._kept = state, kept
+        self.writer = (runs.tensorboard_writer(run_dir)
+                       if cfg.run.tensorboard and run_dir and main else None)
+        self._bar = progress_bar(cfg, state.iteration, end, style) if main else None
+        self._pending: list[tuple[int, dict[str, torch.Tensor]]] = []
+
+    def record(self, iteration: int, terms: dict[str, torch.Tensor]) -> None:
+        """Keep the loss terms of the step that began at ``iteration`` (tensors, not yet read)."""
+        self._pending.append((iteration, terms))
+        if self._bar is not None:
+            self._bar.update(1)
+
+    def flush(self) -> None:
+        """Read the recorded terms (their mean over the ranks), stop on a non-finite one with
+        :class:`NonFiniteLossError`, and append them to the history."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        dist = self.state.dist
+        if dist is not None:
+            # The mean over the ranks: every rank then sees the same (non-)finite values.
+            flat = dist.mean(torch.stack([v.float() for _, t in pending for v in t.values()]))
+            it_flat = iter(flat.tolist())
+            pending = [(it, {k: next(it_flat) for k in terms}) for it, terms in pending]
+        for it, terms in pending:
+            values = {k: float(v) for k, v in terms.items()}
+            _check_finite(values, it, self._kept())
+            self.state.history.append({"iteration": it, **values})
+            if self.writer:
+                for k, v in values.items():
+                    self.writer.add_scalar(f"loss/{k}", v, it)
+        if self._bar is not None:
+            last = self.state.history[-1]
+            self._bar.set_postfix({k: f"{v:.3g}" for k, v in last.items() if k != "iteration"})
+
+    def close_bar(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def close(self) -> None:
+        self.close_bar()
+        if self.writer:
+            self.writer.close()
