@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segda import config, experiments, results, runs, shipped, train
+from segda import config, experiments, repro, results, runs, shipped, train
 from segda.results import PAPER_PRESETS, ROW_NAMES
 
 
@@ -40,6 +40,7 @@ def notebook_config(
     as the official code does. ``image_size`` is ``[W, H]`` for both domains; ``None`` keeps
     the preset's sizes (1280x720 / 1024x512 for the paper rows).
     """
+    repro.check_device(device, key="device")  # the notebook parameter, before any run folder
     base = config.load(preset)
     over: dict = {"run.seed": seed, "run.device": device, "run.amp": amp,
                   "run.progress": progress}
