@@ -79,3 +79,10 @@ def test_a_changed_shipped_checkpoint_is_a_user_error():
     from segda import shipped
 
     assert issubclass(shipped.ShippedWeightsError, cli._user_errors())
+
+
+def test_image_size_given_as_text_by_papermill_is_read():
+    cfg = notebook.notebook_config("embedded/source_only", image_size="[96, 48]")
+    assert cfg.data.source_size == (96, 48) and cfg.data.target_size == (96, 48)
+    with pytest.raises(config.ConfigError, match=r"image_size must be \[W, H\]"):
+        notebook.notebook_config("embedded/source_only", image_size="96")
