@@ -24,10 +24,13 @@ from pathlib import Path
 
 def cmd_train(args) -> int:
     """Train one preset; under ``torchrun`` every rank joins the data-parallel run."""
-    from segda import config, distributed, methods, train
+    from segda import config, distributed, methods, repro, train
 
+    if args.stop_at is not None and args.stop_at < 1:
+        raise config.ConfigError(f"--stop-at must be an iteration of at least 1, got {args.stop_at}")
     cfg = config.load(args.preset, config.parse_overrides(args.set))
     methods.get(cfg.method.name)  # an unknown method is a config error before anything runs
+    repro.check_device(cfg.run.device)  # before the run folder is created
     dist = distributed.init_from_env(device=cfg.run.device) if distributed.launched_by_torchrun() \
         else None
     main = dist is None or dist.is_main
@@ -44,8 +47,12 @@ def cmd_train(args) -> int:
             result = train.ensure_run(args.run_dir, cfg, retrain=args.retrain, dist=dist)
         if main:
             final = result.final_eval or {}
-            print(f"done: iteration {result.state.iteration}, target mIoU "
-                  f"{100 * final.get('target_miou', float('nan')):.2f}", flush=True)
+            if "target_miou" in final:
+                print(f"done: iteration {result.state.iteration}, target mIoU "
+                      f"{100 * final['target_miou']:.2f}", flush=True)
+            else:  # stopped early (--stop-at): evaluated when it finishes
+                print(f"stopped at iteration {result.state.iteration} (not evaluated yet); "
+                      "rerun without --stop-at to finish the run", flush=True)
     finally:
         if dist is not None:
             distributed.destroy()
@@ -422,10 +429,11 @@ def main(argv: list[str] | None = None) -> int:
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors caused by an input (a config value, a file, a folder in use), reported in one
     line without a traceback."""
-    from segda import checkpointing, config, evaluate, io, runs, trainlog
+    from segda import checkpointing, config, evaluate, io, repro, results, runs, shipped, trainlog
     from segda.models.checkpoints import CheckpointMismatchError
 
     return (config.ConfigError, checkpointing.CheckpointError, io.DiskFullError,
             runs.RunFileError, runs.RunLockedError, runs.ConfigMismatchError,
             trainlog.NonFiniteLossError, evaluate.EvaluationError, CheckpointMismatchError,
-            CommandLineError, FileNotFoundError)
+            CommandLineError, FileNotFoundError, repro.DeviceError, shipped.ShippedWeightsError,
+            results.ReadmeMarkersError)

@@ -171,7 +171,8 @@ LOWER_BOUNDS: dict[str, float] = {
     **{f"optim.{name}": 0.0 for name in (
         "lr", "head_lr_mult", "momentum", "weight_decay", "lr_disc", "poly_power")},
     "optim.max_iters": 1,
-    "optim.early_stop": 0,
+    "optim.early_stop": 1,  # 0 would make a "finished" run that trained nothing
+    "run.seed": 0,  # numpy's seeds are non-negative
     **{f"run.{name}": 0 for name in (
         "log_every", "eval_every", "eval_max_images", "checkpoint_every")},
 }
@@ -268,6 +269,15 @@ def _validate(cfg: TrainConfig) -> TrainConfig:
         value = plain[section][name]
         if value < low:
             raise ConfigError(f"{key!r} must be at least {low}, got {value!r}")
+    for key in ("data.source_size", "data.target_size"):
+        section, name = key.split(".")
+        if min(plain[section][name]) < 1:
+            raise ConfigError(f"{key!r} is (W, H) in pixels, each at least 1, got {plain[section][name]!r}")
+    for key in ("optim.adam_betas", "optim.disc_betas"):
+        section, name = key.split(".")
+        if not all(0.0 <= b < 1.0 for b in plain[section][name]):
+            raise ConfigError(f"{key!r} are Adam's two decay rates, each in [0, 1), "
+                              f"got {plain[section][name]!r}")
     if cfg.optim.early_stop > cfg.optim.max_iters:
         raise ConfigError("'optim.early_stop' must not exceed 'optim.max_iters'")
     return cfg
@@ -319,12 +329,16 @@ def parse_yaml(text: str) -> Any:
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:
     """``["optim.lr=1e-3", "method.levels=multi"]`` (the CLI's ``--set``) -> typed overrides,
-    each value read as a YAML scalar."""
+    each value read as a YAML scalar; an empty value (``model.init_checkpoint=``) is the empty
+    string, as ``''`` is."""
     out = {}
     for item in items or []:
         if "=" not in item:
             raise ConfigError(f"--set expects key=value, got {item!r}")
         key, value = item.split("=", 1)
+        if not value.strip():
+            out[key] = ""  # YAML reads nothing as null, which no config key takes
+            continue
         try:
             out[key] = parse_yaml(value)
         except ConfigError as err:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segda import config, experiments, results, runs, shipped, train
+from segda import config, experiments, repro, results, runs, shipped, train
 from segda.results import PAPER_PRESETS, ROW_NAMES
 
 
@@ -38,8 +38,14 @@ def notebook_config(
     the run ends (the embedded ones) get both ``optim.max_iters`` and ``optim.early_stop``;
     the paper presets keep their 250k-iteration schedule horizon and only stop earlier,
     as the official code does. ``image_size`` is ``[W, H]`` for both domains; ``None`` keeps
-    the preset's sizes (1280x720 / 1024x512 for the paper rows).
+    the preset's sizes (1280x720 / 1024x512 for the paper rows); the text ``"[128, 64]"``
+    (what papermill's ``-p`` passes) is read as YAML.
     """
+    if isinstance(image_size, str):  # papermill's -p passes "[128, 64]" as text
+        image_size = config.parse_yaml(image_size)
+    if image_size is not None and not isinstance(image_size, list | tuple):
+        raise config.ConfigError(f"image_size must be [W, H], got {image_size!r}")
+    repro.check_device(device, key="device")  # the notebook parameter, before any run folder
     base = config.load(preset)
     over: dict = {"run.seed": seed, "run.device": device, "run.amp": amp,
                   "run.progress": progress}

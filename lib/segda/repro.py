@@ -58,6 +58,26 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+class DeviceError(ValueError):
+    """The configured device is not on this machine (``run.device=cuda`` without CUDA)."""
+
+
+def check_device(device: str, key: str = "run.device") -> None:
+    """Refuse a device this machine lacks, before anything is created, in one line naming
+    ``key``. ``"gpu"`` is not a torch device name: it is refused with the name to use."""
+    if device == "auto":
+        return
+    if device.split(":")[0] == "gpu":
+        raise DeviceError(f"{key}={device!r} is not a device name; use 'cuda' (or 'auto')")
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise DeviceError(f"{key}={device!r} is not a device name; use 'auto', 'cpu' or 'cuda'") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise DeviceError(f"{key}={device!r} but this machine has no CUDA device; "
+                          f"set {key}=cpu (or auto)")
+
+
 def git_sha(path: str | Path | None = None) -> str:
     try:
         out = subprocess.run(

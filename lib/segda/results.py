@@ -139,13 +139,19 @@ def results_block(collected, wall_time_s: float | None = None) -> str:
     return "\n".join(lines)
 
 
+class ReadmeMarkersError(ValueError):
+    """The Markdown file given to ``--readme`` lacks the markers of the block to replace."""
+
+
 def write_readme_block(readme: str | Path, name: str, block: str) -> None:
     """Replace the text between ``name``'s begin/end markers in ``readme`` (atomically)."""
     readme = Path(readme)
     text = readme.read_text()
     begin, end = README_BEGIN.format(name=name), README_END.format(name=name)
     if text.count(begin) != 1 or text.count(end) != 1 or text.index(begin) > text.index(end):
-        raise ValueError(f"{readme} needs exactly one pair of markers, in order:\n{begin}\n{end}")
+        raise ReadmeMarkersError(
+            f"{readme} has no single pair of the block's markers, in order: add the two lines "
+            f"'{begin}' and '{end}' where the table should go (or pass --readme-block NAME)")
     head, rest = text.split(begin)
     _, tail = rest.split(end)
     io.write_text_atomic(readme, f"{head}{begin}\n{block}\n{end}{tail}")

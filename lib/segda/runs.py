@@ -350,6 +350,9 @@ def collect(run_root: str | Path):
 
     from segda.labels import CLASS_NAMES
 
+    if not Path(run_root).is_dir():
+        raise RunFileError(f"{run_root} does not exist or is not a folder; give the folder the "
+                           "runs were trained under (e.g. runs/embedded)")
     rows = []
     for metrics_path in sorted(Path(run_root).rglob(METRICS)):
         run_dir = metrics_path.parent

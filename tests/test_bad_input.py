@@ -1,0 +1,88 @@
+"""Wrong inputs typed as a user types them: each gives one `error:` line naming the input and
+the fix (exit 1), and nothing is created."""
+
+import pytest
+
+from segda import cli, config, notebook, results
+
+TINY = ["--set", "data.source_size=[64, 32]", "--set", "data.target_size=[64, 32]",
+        "--set", "data.batch_size=2", "--set", "run.device=cpu", "--set", "run.progress=false"]
+
+
+def _one_line_error(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def _train(capsys, tmp_path, preset, *sets, extra=()):
+    run_dir = tmp_path / "run"
+    rc = cli.main(["train", preset, "--run-dir", str(run_dir), *TINY,
+                   *[a for s in sets for a in ("--set", s)], *extra])
+    out, err = capsys.readouterr()
+    return rc, err, run_dir
+
+
+@pytest.mark.parametrize("setting, key", [
+    ("optim.early_stop=0", "optim.early_stop"),          # a paper preset too
+    ("data.source_size=[0, 0]", "data.source_size"),
+    ("data.target_size=[64, 0]", "data.target_size"),
+    ("run.seed=-1", "run.seed"),
+    ("optim.adam_betas=[1.5, 0.9]", "optim.adam_betas"),
+    ("optim.disc_betas=[0.9, -0.1]", "optim.disc_betas"),
+    ("run.device=gpu", "run.device"),
+])
+def test_a_wrong_value_names_its_key_and_creates_nothing(capsys, tmp_path, setting, key):
+    rc, err, run_dir = _train(capsys, tmp_path, "paper/adaptsegnet_multi", setting)
+    assert rc == 1 and key in _one_line_error(err)
+    assert not run_dir.exists()
+
+
+def test_cuda_on_a_machine_without_it_is_refused_before_the_folder(capsys, tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    rc, err, run_dir = _train(capsys, tmp_path, "embedded/source_only", "run.device=cuda")
+    line = _one_line_error(err)
+    assert rc == 1 and "no CUDA device" in line and "run.device=cpu" in line
+    assert not run_dir.exists()
+    with pytest.raises(ValueError, match="device='cuda' but this machine has no CUDA"):
+        notebook.notebook_config("embedded/source_only", device="cuda")
+
+
+def test_a_negative_stop_at_is_refused(capsys, tmp_path):
+    rc, err, run_dir = _train(capsys, tmp_path, "embedded/source_only", extra=["--stop-at", "-3"])
+    assert rc == 1 and "--stop-at" in _one_line_error(err) and not run_dir.exists()
+
+
+def test_an_empty_set_value_is_the_empty_string():
+    assert config.parse_overrides(["model.init_checkpoint="]) == {"model.init_checkpoint": ""}
+    assert config.load("embedded/advent", config.parse_overrides(
+        ["model.init_checkpoint="])).model.init_checkpoint == ""
+
+
+def test_collect_on_a_missing_path_says_it_does_not_exist(capsys, tmp_path):
+    rc = cli.main(["collect", str(tmp_path / "nowhere")])
+    line = _one_line_error(capsys.readouterr().err)
+    assert rc == 1 and "does not exist" in line and "nowhere" in line
+
+
+def test_readme_without_markers_is_one_line(tmp_path):
+    readme = tmp_path / "R.md"
+    readme.write_text("no markers here\n")
+    with pytest.raises(results.ReadmeMarkersError, match="add the two lines"):
+        results.write_readme_block(readme, "embedded", "table")
+    assert readme.read_text() == "no markers here\n"
+
+
+def test_a_changed_shipped_checkpoint_is_a_user_error():
+    from segda import shipped
+
+    assert issubclass(shipped.ShippedWeightsError, cli._user_errors())
+
+
+def test_image_size_given_as_text_by_papermill_is_read():
+    cfg = notebook.notebook_config("embedded/source_only", image_size="[96, 48]")
+    assert cfg.data.source_size == (96, 48) and cfg.data.target_size == (96, 48)
+    with pytest.raises(config.ConfigError, match=r"image_size must be \[W, H\]"):
+        notebook.notebook_config("embedded/source_only", image_size="96")
