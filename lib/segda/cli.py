@@ -208,7 +208,8 @@ def cmd_suite(args) -> int:
 
 
 def _write_readme(args, collected, wall_time_s: float | None = None) -> None:
-    """--readme: the table, with its machine and wall time, between the README's markers."""
+    """--readme: the table, with its machine and wall time, between the markers of a Markdown file
+    (docs/embedded_benchmark.md holds the embedded benchmark's)."""
     if not args.readme:
         return
     from segda import results
@@ -310,11 +311,12 @@ def cmd_ship(args) -> int:
 
 
 def _add_readme_args(p) -> None:
-    p.add_argument("--readme", metavar="PATH", help="also write the table into this Markdown file, "
-                   "between its '<!-- segda:results NAME begin ... -->' / 'end' markers")
+    p.add_argument("--readme", metavar="PATH", help="also write the table into this Markdown file "
+                   "(the embedded benchmark's: docs/embedded_benchmark.md), between its "
+                   "'<!-- segda:results NAME begin ... -->' / 'end' markers")
     p.add_argument("--readme-block", default="embedded", metavar="NAME")
     p.add_argument("--readme-variant", metavar="SUFFIX",
-                   help="the README table of the variant runs named <row>SUFFIX (e.g. @400it) instead")
+                   help="the --readme table of the variant runs named <row>SUFFIX (e.g. @400it) instead")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,9 +1,10 @@
-"""Results tables: mean +/- std over seeds with paired gains, files, and the README's table.
+"""Results tables: mean +/- std over seeds with paired gains, files, and the table of a Markdown page.
 
 :func:`summarize` turns :func:`segda.runs.collect`'s one-row-per-run table into one row per
 method; gains are paired per seed (every adaptation row of a seed starts from the same
 pretrained checkpoint). :func:`write_results` writes results.md/.csv and runs.csv beside the
-runs; :func:`write_readme_block` puts a table between a README's markers.
+runs; :func:`write_readme_block` puts a table between a Markdown file's markers (the embedded
+benchmark's three-seed table lives in ``docs/embedded_benchmark.md``).
 """
 
 from __future__ import annotations
@@ -202,7 +203,8 @@ def paired_gains(df, control: str = CONTROL):
 
 
 # The smallest difference the tables resolve (points of mIoU): they print one decimal, and one
-# seed's runs at another thread count differ by up to 0.05 (README, "Every method").
+# seed's runs at another thread count differ by up to 0.05 (docs/embedded_benchmark.md, "What
+# `make demo` reproduces of the table").
 RESOLUTION = 0.1
 
 
