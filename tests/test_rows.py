@@ -121,10 +121,10 @@ def test_register_refuses_a_key_twice_and_unknown_members(monkeypatch):
 
 
 def test_one_decision_of_where_a_row_starts():
-    assert experiments.start_of("embedded/advent", "shipped") == "shipped"
-    assert experiments.start_of("embedded/advent", "train") == "own"
-    assert experiments.start_of("embedded/oracle", "train") == "preset"
-    assert experiments.start_of("embedded/source_pretrain") == "preset"
-    assert experiments.start_of("paper/advent") == "preset"
+    assert experiments.starts_from("embedded/advent", "shipped") == "shipped"
+    assert experiments.starts_from("embedded/advent", "train") == "own"
+    assert experiments.starts_from("embedded/oracle", "train") == "preset"
+    assert experiments.starts_from("embedded/source_pretrain") == "preset"
+    assert experiments.starts_from("paper/advent") == "preset"
     with pytest.raises(config.ConfigError, match="pretrained must be"):
-        experiments.start_of("embedded/oracle", "imagenet")
+        experiments.starts_from("embedded/oracle", "imagenet")

@@ -44,7 +44,7 @@ def preset_config(preset: str, seed: int, overrides: dict | None = None,
     return config.load(f"embedded/{preset}", over)
 
 
-def start_of(preset: str, pretrained: str = "shipped") -> str:
+def starts_from(preset: str, pretrained: str = "shipped") -> str:
     """Where ``preset``'s row of a seed starts, the one decision the suite and the notebooks
     share: ``"shipped"`` (the shipped source-only checkpoint; every seed then adapts the same
     model), ``"own"`` (the seed's own ``embedded/source_pretrain`` run) or ``"preset"`` (the
@@ -63,10 +63,10 @@ def start_of(preset: str, pretrained: str = "shipped") -> str:
 def starting_point(root: Path, seed: int, pretrained: str = "shipped",
                    pretrain_overrides: dict | None = None, data=None,
                    preset: str = "embedded/source_only") -> str | Path | None:
-    """The checkpoint ``preset``'s row of a seed starts from (:func:`start_of`): the shipped
+    """The checkpoint ``preset``'s row of a seed starts from (:func:`starts_from`): the shipped
     one, or the seed's own ``source_pretrain`` run in ``root`` (trained first when missing);
     ``None`` for a row that starts from its preset's own initialisation."""
-    start = start_of(preset, pretrained)
+    start = starts_from(preset, pretrained)
     if start == "preset":
         return None
     if start == "shipped":
@@ -117,7 +117,7 @@ def run_lambda_sweep(run_root: str | Path, seed: int, row: str = "output_adv_sin
     """``row`` at every weight of ``lambdas`` but its preset's own (the main row), as
     variants ``<row>@lambda<value>`` paired per seed with the main rows (trained with the
     same ``adapt_overrides`` as those rows)."""
-    own = config.load(f"embedded/{row}", adapt_overrides).method.lambda_adv_main
+    own = config.load(rows.preset_of(row), adapt_overrides).method.lambda_adv_main
     for value in lambdas:
         if value != own:
             run_variant(run_root, seed, row, f"{row}@lambda{value:g}",

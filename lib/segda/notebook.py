@@ -92,7 +92,7 @@ def train_preset(
     """
     seed = params.get("seed", 0)
     extra = dict(params.pop("extra", None) or {})  # the notebook's `overrides`
-    start = experiments.start_of(preset, pretrained)
+    start = experiments.starts_from(preset, pretrained)
     if start == "shipped":
         extra["model.init_checkpoint"] = _shipped_start(params.get("model"))
     elif start == "own":
