@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from segda import config, experiments, results, runs, train
+from segda import config, experiments, results, rows, runs, train
 
 TINY = {"data.source_size": [64, 32], "data.target_size": [64, 32], "data.batch_size": 2,
         "optim.max_iters": 2, "optim.early_stop": 2, "run.device": "cpu", "run.progress": False,
@@ -136,14 +136,14 @@ def test_train_eval_and_suite_commands_end_to_end(tmp_path, capsys):
     assert cli.main(["suite", "--run-root", str(tmp_path / "suite"), "--seeds", "7", *pre, *ada,
                      "--readme", str(readme), "--reference", str(tmp_path / "ref.csv")]) == 0
     assert "wall time" in capsys.readouterr().out
-    rows = set(runs.collect(tmp_path / "suite")["run"])
+    trained = set(runs.collect(tmp_path / "suite")["run"])
     sweep = [f"output_adv_single@lambda{v:g}" for v in experiments.LAMBDA_SWEEP
              if v != config.load("embedded/output_adv_single").method.lambda_adv_main]
     assert len(sweep) == 2
-    assert rows == {f"seed7/{k}" for k in ("oracle", *results.ADAPTATION_PRESETS, "advent+minent",
+    assert trained == {f"seed7/{k}" for k in ("oracle", *rows.adaptation(), "advent+minent",
                                            *sweep)}
     reference = results.read_reference(tmp_path / "ref.csv")
-    assert set(reference["run"]) == rows
+    assert set(reference["run"]) == trained
     assert set(reference["iterations"]) == {2}  # the sweep got the suite's --adapt-set too
     assert set(reference.loc[reference["key"] == "advent", "start"]) == {
         "shipped:embedded_source_pretrain"}

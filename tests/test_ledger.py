@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from segda import checkpointing, cli, config, evaluate, ledger, train
+from segda import checkpointing, cli, config, evaluate, ledger, rows, train
 from segda.data import registry
 from segda.labels import CLASS_NAMES
 
@@ -28,11 +28,11 @@ def test_official_names_hold_the_same_number_of_updates():
 
 
 def test_rows_and_papers_numbers_follow_the_config():
-    assert ledger.row_of(config.load("paper/adaptsegnet_vgg_single")) == "output_adv_single"
+    assert rows.row_of(config.load("paper/adaptsegnet_vgg_single")) == "output_adv_single"
     assert ledger.papers_number(config.load("paper/adaptsegnet_vgg_single"))[0] == 35.0
     assert ledger.papers_number(config.load("paper/advent"))[0] == 43.8
-    assert ledger.row_of(config.load("paper/oracle")) == "oracle"
-    assert ledger.row_of(config.load("paper/minent_vgg_cp")) == "minent_cp"
+    assert rows.row_of(config.load("paper/oracle")) == "oracle"
+    assert rows.row_of(config.load("paper/minent_vgg_cp")) == "minent_cp"
     assert ledger.papers_number(config.load("paper/minent_vgg_cp")) is None  # SYNTHIA row
     assert ledger.papers_number(config.load("paper/adaptsegnet_lsgan_single")) is None
 

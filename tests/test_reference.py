@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from segda import results
+from segda import results, rows
 
 
 def _runs(rows):
@@ -81,7 +81,7 @@ def test_the_lambda_sweep_reads_the_row_and_its_variants():
 
 def test_the_committed_reference_holds_three_seeds_of_every_row():
     ref = results.read_reference()
-    for key in results.ADAPTATION_PRESETS + ("oracle", results.ENSEMBLE_ROW):
+    for key in rows.adaptation() + ("oracle", rows.ensemble().key):
         assert sorted(ref.loc[ref["key"] == key, "seed"]) == [0, 1, 2], key
     sweep = results.lambda_sweep(ref)
     assert len(set(sweep["lambda_adv_main"])) == 3

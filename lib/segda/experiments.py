@@ -23,20 +23,9 @@ from pathlib import Path
 
 import torch
 
-from segda import config, evaluate, io, runs, shipped, train
+from segda import config, evaluate, io, rows, runs, shipped, train
 from segda.config import TrainConfig
 from segda.data import registry
-from segda.results import ADAPTATION_PRESETS, ROW_NAMES
-
-ENSEMBLE = ("advent", "minent")
-# Presets trained from scratch; every other embedded preset starts from source_pretrain.
-WARM_START_EXEMPT = ("source_pretrain", "oracle")
-
-
-def is_warm_started(preset: str) -> bool:
-    """Whether ``preset`` (``"embedded/advent"``) starts from the seed's pretrained model."""
-    family, _, name = preset.rpartition("/")
-    return family == "embedded" and name not in WARM_START_EXEMPT
 
 
 def warm_start(run_dir: str | Path, pretrain_cfg: TrainConfig, data=None,
@@ -55,19 +44,32 @@ def preset_config(preset: str, seed: int, overrides: dict | None = None,
     return config.load(f"embedded/{preset}", over)
 
 
-def check_pretrained(pretrained: str) -> str:
-    """``pretrained`` itself when it names a starting point ("shipped" or "train")."""
+def starts_from(preset: str, pretrained: str = "shipped") -> str:
+    """Where ``preset``'s row of a seed starts, the one decision the suite and the notebooks
+    share: ``"shipped"`` (the shipped source-only checkpoint; every seed then adapts the same
+    model), ``"own"`` (the seed's own ``embedded/source_pretrain`` run) or ``"preset"`` (the
+    preset's own initialisation: scratch for the embedded rows that start there,
+    :func:`segda.rows.warm_started`, and every paper preset).
+
+    ``pretrained`` is ``"shipped"`` or ``"train"``; anything else is refused before anything
+    trains."""
     if pretrained not in ("shipped", "train"):
         raise config.ConfigError(f"pretrained must be 'shipped' or 'train', got {pretrained!r}")
-    return pretrained
+    if not rows.warm_started(preset):
+        return "preset"
+    return "shipped" if pretrained == "shipped" else "own"
 
 
 def starting_point(root: Path, seed: int, pretrained: str = "shipped",
-                   pretrain_overrides: dict | None = None, data=None) -> str | Path:
-    """Where a seed's adaptation rows start: the shipped source-only checkpoint
-    (``pretrained="shipped"``; every seed then adapts the same model) or the seed's own
-    ``source_pretrain`` run in ``root`` (``"train"``; trained first when missing)."""
-    if check_pretrained(pretrained) == "shipped":
+                   pretrain_overrides: dict | None = None, data=None,
+                   preset: str = "embedded/source_only") -> str | Path | None:
+    """The checkpoint ``preset``'s row of a seed starts from (:func:`starts_from`): the shipped
+    one, or the seed's own ``source_pretrain`` run in ``root`` (trained first when missing);
+    ``None`` for a row that starts from its preset's own initialisation."""
+    start = starts_from(preset, pretrained)
+    if start == "preset":
+        return None
+    if start == "shipped":
         return shipped.reference()
     pre_cfg = preset_config("source_pretrain", seed, pretrain_overrides)
     data = data if data is not None else registry.build_datasets(pre_cfg.data, pre_cfg.model)
@@ -77,7 +79,7 @@ def starting_point(root: Path, seed: int, pretrained: str = "shipped",
 def run_seed(
     run_root: str | Path,
     seed: int,
-    presets: Sequence[str] = ADAPTATION_PRESETS,
+    presets: Sequence[str] | None = None,
     pretrain_overrides: dict | None = None,
     adapt_overrides: dict | None = None,
     oracle: bool = True,
@@ -85,7 +87,9 @@ def run_seed(
     pretrained: str = "shipped",
 ) -> Path:
     """Train (or reuse) every run of one seed under ``run_root/seed{seed}``, adaptation rows
-    starting from :func:`starting_point`."""
+    (``presets``; by default the suite's, :func:`segda.rows.adaptation`) starting from
+    :func:`starting_point`."""
+    presets = rows.adaptation() if presets is None else presets
     root = Path(run_root) / f"seed{seed}"
     pre_cfg = preset_config("source_pretrain", seed, pretrain_overrides)
     data = registry.build_datasets(pre_cfg.data, pre_cfg.model)
@@ -97,7 +101,7 @@ def run_seed(
     for preset in presets:
         cfg = preset_config(preset, seed, adapt_overrides, init)
         results[preset] = train.ensure_run(root / preset, cfg, data=data)
-    if ensemble and all(name in results for name in ENSEMBLE):
+    if ensemble and all(name in results for name in rows.ensemble().members):
         evaluate_ensemble(Path(run_root), seed, results, data)
     return root
 
@@ -113,7 +117,7 @@ def run_lambda_sweep(run_root: str | Path, seed: int, row: str = "output_adv_sin
     """``row`` at every weight of ``lambdas`` but its preset's own (the main row), as
     variants ``<row>@lambda<value>`` paired per seed with the main rows (trained with the
     same ``adapt_overrides`` as those rows)."""
-    own = config.load(f"embedded/{row}", adapt_overrides).method.lambda_adv_main
+    own = config.load(rows.preset_of(row), adapt_overrides).method.lambda_adv_main
     for value in lambdas:
         if value != own:
             run_variant(run_root, seed, row, f"{row}@lambda{value:g}",
@@ -137,12 +141,10 @@ def run_variant(
     sweep, a longer schedule). Collected tables list variants after the main rows, under
     their folder name.
     """
-    if name in ROW_NAMES:
+    if rows.find(name) is not None:
         raise ValueError(f"variant name {name!r} is a main-table row; choose another name")
     root = Path(run_root) / f"seed{seed}"
-    init = None
-    if is_warm_started(f"embedded/{preset}"):
-        init = starting_point(root, seed, pretrained, pretrain_overrides)
+    init = starting_point(root, seed, pretrained, pretrain_overrides, preset=f"embedded/{preset}")
     cfg = preset_config(preset, seed, overrides, init)
     return train.ensure_run(root / name, cfg, data=registry.build_datasets(cfg.data, cfg.model))
 
@@ -152,7 +154,7 @@ def evaluate_ensemble(
     seed: int,
     results: dict,
     data,
-    members: Sequence[str] = ENSEMBLE,
+    members: Sequence[str] | None = None,
     weights: Sequence[float] = (0.5, 0.5),
     combine: str = "logits",
     max_images: int | None = None,
@@ -167,6 +169,7 @@ def evaluate_ensemble(
     evaluated (:meth:`segda.evaluate.Predictor.for_runs`: they must agree on it). Returns the
     target :class:`segda.evaluate.EvalResult`.
     """
+    members = rows.ensemble().members if members is None else members
     models = [results[name].seg for name in members]
     predictor = evaluate.Predictor.for_runs(
         [results[name].config for name in members], members, device, weights=weights,

@@ -36,49 +36,30 @@ from pathlib import Path
 
 import numpy as np
 
-from segda import checkpointing, config, evaluate, paper_results, repro, runs
+from segda import checkpointing, config, evaluate, paper_results, repro, rows, runs
 from segda.data import registry
 from segda.labels import CLASS_NAMES, CLASS_SUBSETS
-from segda.results import ROW_NAMES
 
 SNAPSHOT = re.compile(r"^iter_(\d+)\.pth$")
 SNAPSHOTS_CSV, TABLE_CSV, TABLE_MD = "ledger_snapshots.csv", "ledger.csv", "ledger.md"
-# Methods trained by ADVENT's code (snapshots model_i.pth); the others by AdaptSegNet's
-# (GTA5_i.pth), including the rows the AdaptSegNet authors ran with their script.
-ADVENT_METHODS = ("minent", "advent")
 BACKBONES = {"deeplabv2_resnet101": "resnet101", "deeplab_vgg16": "vgg16"}
 
 
 def official_name(cfg: config.TrainConfig, updates: int) -> str:
-    """The official snapshot file that holds ``updates`` updates (see the module docstring)."""
-    if cfg.method.name in ADVENT_METHODS:
+    """The official snapshot file that holds ``updates`` updates (see the module docstring),
+    named as its row's official code names them (:func:`segda.rows.snapshot_naming`)."""
+    if rows.snapshot_naming(cfg) == "advent":
         return f"model_{updates - 1}"
     if updates == cfg.optim.early_stop:  # AdaptSegNet saves its last file at index stop - 1
         return f"GTA5_{updates}"
     return f"GTA5_{updates - 1}"
 
 
-def row_of(cfg: config.TrainConfig) -> str:
-    """The results row a config trains (a key of :data:`segda.results.ROW_NAMES`, or a
-    descriptive name for rows the embedded table does not have)."""
-    m = cfg.method
-    if cfg.data.train_on == "target":
-        return "oracle"
-    name = m.name
-    if name == "output_adv":
-        name = f"output_adv_{m.levels}"
-    if m.lambda_cp > 0:
-        name += "_cp"
-    if m.gan_loss != "bce":
-        name += f"_{m.gan_loss}"
-    return name
-
-
 def papers_number(cfg: config.TrainConfig) -> tuple[float, str] | None:
     """(mIoU, where from) of the papers' row for this config, or None (no such row)."""
     if cfg.data.dataset != "gta5_cityscapes":
         return None
-    key = (BACKBONES.get(cfg.model.name, cfg.model.name), row_of(cfg))
+    key = (BACKBONES.get(cfg.model.name, cfg.model.name), rows.row_of(cfg))
     entry = paper_results.GTA5_CITYSCAPES.get(key)
     return None if entry is None else (entry[0], f"{entry[3]}, {entry[2]}")
 
@@ -252,7 +233,7 @@ def summarize_set(snaps, name: str, cfg: config.TrainConfig):
     paper = papers_number(cfg)
     if paper is not None:
         per_class = paper_results.GTA5_CITYSCAPES[
-            (BACKBONES.get(cfg.model.name, cfg.model.name), row_of(cfg))][1]
+            (BACKBONES.get(cfg.model.name, cfg.model.name), rows.row_of(cfg))][1]
         out.append({"set": name, "row": "papers", "seed": "", "snapshot": "", "updates": None,
                     "official": paper[1], "miou": paper[0],
                     **{c: (per_class[i] if per_class else np.nan) for i, c in enumerate(iou_cols)}})
@@ -274,7 +255,7 @@ def format_set(table, snaps, name: str, cfg: config.TrainConfig) -> str:
     classes = "16 classes" if eval_classes(cfg) else f"{cfg.model.num_classes} classes"
     images = sorted(set(int(x) for x in snaps["images"]))
     folder = name.split(" ")[0]
-    title = ROW_NAMES.get(folder) or ROW_NAMES.get(row_of(cfg), row_of(cfg))
+    title = rows.label(folder if rows.find(folder) else rows.row_of(cfg))
     lines = [
         f"### {title} ({name}): {cfg.model.name}, {cfg.data.dataset}",
         "",

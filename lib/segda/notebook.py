@@ -12,8 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segda import config, experiments, repro, results, runs, shipped, train
-from segda.results import PAPER_PRESETS, ROW_NAMES
+from segda import config, experiments, repro, results, rows, runs, shipped, train
 
 
 def notebook_config(
@@ -99,10 +98,10 @@ def train_preset(
     """
     seed = params.get("seed", 0)
     extra = dict(params.pop("extra", None) or {})  # the notebook's `overrides`
-    pretrained = experiments.check_pretrained(pretrained)
-    if experiments.is_warm_started(preset) and pretrained == "shipped":
+    start = experiments.starts_from(preset, pretrained)
+    if start == "shipped":
         extra["model.init_checkpoint"] = _shipped_start(params.get("model"))
-    elif experiments.is_warm_started(preset):
+    elif start == "own":
         pre_cfg = notebook_config("embedded/source_pretrain",
                                   **{**params, "max_iters": pretrain_iters, "extra": dict(extra)})
         pre_dir = run_folder(run_dir, "embedded/source_pretrain", seed, pre_cfg)
@@ -129,26 +128,19 @@ def _shipped_start(model: str | None) -> str:
 
 
 def sibling(preset: str, row: str) -> str:
-    """The preset of the row ``row`` (a key of :data:`segda.results.ROW_NAMES`) in the family of
+    """The preset of the row ``row`` (a key of :data:`segda.rows.ROWS`) in the family of
     ``preset``, so a notebook run at paper scale compares against paper-scale runs:
     ``sibling("paper/advent", "minent")`` is ``"paper/minent"`` and
     ``sibling("paper/advent", "output_adv_single")`` is ``"paper/adaptsegnet_single"``
-    (:data:`segda.results.PAPER_PRESETS`)."""
-    family = preset.split("/")[0] if "/" in preset else "embedded"
-    if family == "paper":
-        row = PAPER_PRESETS.get(row, row)
-    return f"{family}/{row}"
+    (:func:`segda.rows.preset_of`)."""
+    return rows.preset_of(row, preset.split("/")[0] if "/" in preset else "embedded")
 
 
 def row_key(preset: str) -> str:
-    """The row a preset trains, under the embedded rows' names: ``"advent"`` for
+    """The row a preset trains (:func:`segda.rows.key_of_preset`): ``"advent"`` for
     ``embedded/advent`` and ``paper/advent``, ``"output_adv_single"`` for
-    ``paper/adaptsegnet_single``; a preset that is no sibling of an embedded row keeps its
-    name (``paper/adaptsegnet_vgg_single``)."""
-    family, name = preset.split("/")[0] if "/" in preset else "embedded", preset.split("/")[-1]
-    if family == "paper":
-        return {v: k for k, v in PAPER_PRESETS.items()}.get(name, name)
-    return name
+    ``paper/adaptsegnet_single``."""
+    return rows.key_of_preset(preset)
 
 
 def train_rows(presets: Sequence[str], run_dir: str | Path, **kwargs) -> dict:
@@ -162,14 +154,14 @@ def compare(results: dict):
     the first two rows: pass plain source-only and the batch-norm control first."""
     import pandas as pd
 
-    rows = {}
+    table = {}
     for name, res in results.items():
         final = res.final_eval or {}
-        rows[ROW_NAMES.get(name, name)] = {
+        table[rows.label(name)] = {
             "target mIoU": 100 * final.get("target_miou", np.nan),
             "source mIoU": 100 * final.get("source_miou", np.nan),
         }
-    df = pd.DataFrame.from_dict(rows, orient="index")
+    df = pd.DataFrame.from_dict(table, orient="index")
     names = list(df.index)
     if len(names) >= 2:
         df["gain vs source-only"] = df["target mIoU"] - df.loc[names[0], "target mIoU"]
@@ -203,12 +195,13 @@ def beside_reference(trained: dict, extra: dict | None = None, reference=None):
             notes.append(f"{key}: {run.state.iteration} iterations, reference "
                          f"{int(seeds['iterations'].iloc[0])}")
         start = runs.start_of(run.config)
-        if key != "oracle" and start != seeds["start"].fillna("").iloc[0]:
+        if rows.warm_started(rows.preset_of(key)) and start != seeds["start"].fillna("").iloc[0]:
             notes.append(f"{key}: starts from {start or 'scratch'!r}, reference from "
                          f"{seeds['start'].iloc[0]!r}")
     if notes:
         print("Note: these runs differ from the reference's settings (" + "; ".join(notes[:3])
               + ("; ..." if len(notes) > 3 else "") + "): the comparison shows the scale of the "
               "effects, it does not reproduce them.")
-    order = [results.CONTROL] + [k for k in own if k != results.CONTROL]
+    control = rows.control()
+    order = [control] + [k for k in own if k != control]
     return results.against_reference({k: own[k] for k in order if k in own}, ref)

@@ -13,32 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segda import io, runs
-
-ADAPTATION_PRESETS: tuple[str, ...] = (
-    "source_only", "source_only_tgt_bn", "feature_adv", "output_adv_single",
-    "output_adv_multi", "minent", "minent_cp", "advent",
-)
-ENSEMBLE_ROW = "advent+minent"
-ROW_NAMES = {
-    "source_only": "source-only", "source_only_tgt_bn": "source-only + target BN (control)",
-    "feature_adv": "feature-level adversarial", "output_adv_single": "AdaptSegNet single-level",
-    "output_adv_multi": "AdaptSegNet multi-level", "minent": "MinEnt", "minent_cp": "MinEnt + CP",
-    "advent": "AdvEnt", "advent+minent": "AdvEnt + MinEnt (ensemble)",
-    "oracle": "oracle (target-trained)", "source_pretrain": "source-only (pretrained checkpoint)",
-    # paper presets (presets/paper/*) whose names differ from the rows' above
-    "adaptsegnet_single": "AdaptSegNet single-level", "adaptsegnet_multi": "AdaptSegNet multi-level",
-    "adaptsegnet_lsgan_single": "AdaptSegNet single-level (LS-GAN)",
-    "adaptsegnet_vgg_single": "AdaptSegNet single-level (VGG-16)",
-    "minent_vgg_cp": "MinEnt + CP (VGG-16)", "advent_vgg_cp": "AdvEnt + CP (VGG-16)",
-}
-# The paper preset of a row where the names differ (``paper/<name>``); the other rows' paper
-# presets carry the row's name (``paper/advent``). The papers report MinEnt + CP only with
-# VGG-16, so that row's paper preset is the VGG-16 one.
-PAPER_PRESETS = {
-    "output_adv_single": "adaptsegnet_single", "output_adv_multi": "adaptsegnet_multi",
-    "minent_cp": "minent_vgg_cp",
-}
+from segda import io, rows, runs
 
 
 def summarize(df):
@@ -46,7 +21,7 @@ def summarize(df):
     import pandas as pd
 
     df = df.copy()
-    df["key"] = df["run"].str.split("/").str[-1]
+    df["key"] = rows.keys(df)
     grouped = df.groupby("key")
     table = pd.DataFrame({
         "target mIoU": grouped["target_miou"].mean(),
@@ -58,12 +33,11 @@ def summarize(df):
                      ("source_only_tgt_bn", "gain vs BN control")):
         if ref in table.index:
             table[col] = paired_gains(df, ref).groupby("key")["gain"].mean()
-    order = ["source_pretrain", *ADAPTATION_PRESETS, ENSEMBLE_ROW, "oracle"]
-    order = [n for k in order for n in (k, PAPER_PRESETS.get(k)) if n]  # paper rows beside theirs
+    order = rows.table_order()
     # Variants (run_variant) follow the main rows, under their folder names.
     table = table.reindex([k for k in order if k in table.index]
                           + sorted(k for k in table.index if k not in order))
-    table.index = [ROW_NAMES.get(k, k) for k in table.index]
+    table.index = [rows.label(k) for k in table.index]
     return table
 
 
@@ -107,7 +81,7 @@ def select_variant(collected, suffix: str):
     """The runs whose folder name ends with ``suffix`` (e.g. ``"@400it"``), renamed without it,
     so that :func:`summarize` pairs them with each other (``advent@400it`` against
     ``source_only_tgt_bn@400it``) exactly as it pairs the main rows."""
-    key = collected["run"].str.split("/").str[-1]
+    key = rows.keys(collected)
     chosen = collected[key.str.endswith(suffix)].copy()
     chosen["run"] = chosen["run"].str.removesuffix(suffix)
     return chosen
@@ -120,8 +94,8 @@ README_END = "<!-- segda:results {name} end -->"
 def results_block(collected, wall_time_s: float | None = None) -> str:
     """The main table (variants left out) and a line saying what produced it."""
     table = summarize(collected)
-    table = table.loc[[k for k in table.index if k in ROW_NAMES.values()]]
-    main = collected[collected["run"].str.split("/").str[-1].isin(list(ROW_NAMES))]
+    table = table.loc[[k for k in table.index if k in rows.labels()]]
+    main = collected[rows.keys(collected).isin(rows.names())]
     machines = sorted({" / ".join(x for x in (r.cpu, r.gpu) if isinstance(x, str) and x)
                        for r in main.itertuples()} - {""})
     torches = sorted({t for t in main["torch"] if isinstance(t, str) and t})
@@ -165,9 +139,6 @@ def write_readme_block(readme: str | Path, name: str, block: str) -> None:
 REFERENCE = Path(__file__).parent / "reference" / "embedded_runs.csv"
 REFERENCE_COLUMNS = ["run", "method", "levels", "seed", "iterations", "target_miou", "source_miou",
                      "lambda_adv_main", "start", "wall_time_s", "cpu", "threads", "torch"]
-CONTROL = "source_only_tgt_bn"
-# Rows far from the control (13 and 20 points) that would flatten a plot of the methods' gains.
-BASELINES = (ROW_NAMES["source_only"], ROW_NAMES["oracle"])
 
 
 def write_reference(collected, path: str | Path = REFERENCE) -> Path:
@@ -187,16 +158,17 @@ def read_reference(path: str | Path = REFERENCE):
         raise FileNotFoundError(f"no reference results at {path}; `make suite` writes them "
                                 "(python -m segda suite --seeds 0 1 2 --reference)")
     df = pd.read_csv(path)
-    df["key"] = df["run"].str.split("/").str[-1]
+    df["key"] = rows.keys(df)
     return df
 
 
-def paired_gains(df, control: str = CONTROL):
+def paired_gains(df, control: str | None = None):
     """``df`` with a ``gain`` column: each run's target mIoU minus the control's of its seed
     (both start from the same checkpoint, so the pairing removes the seed's shared part)."""
+    control = rows.control() if control is None else control
     df = df.copy()
     if "key" not in df:
-        df["key"] = df["run"].str.split("/").str[-1]
+        df["key"] = rows.keys(df)
     base = df[df["key"] == control].set_index("seed")["target_miou"]
     df["gain"] = df["target_miou"] - df["seed"].map(base)
     return df
@@ -219,7 +191,7 @@ def verdict(gain: float, spread: float) -> str:
     return "above the control" if gain > 0 else "below the control"
 
 
-def against_reference(own: dict[str, float], reference, control: str = CONTROL):
+def against_reference(own: dict[str, float], reference, control: str | None = None):
     """One notebook's run beside the reference, per row.
 
     Args:
@@ -235,15 +207,16 @@ def against_reference(own: dict[str, float], reference, control: str = CONTROL):
     """
     import pandas as pd
 
+    control = rows.control() if control is None else control
     ref = paired_gains(reference, control)
     own_control = own.get(control, np.nan)
-    rows = {}
+    table = {}
     for key, value in own.items():
         seeds = ref[ref["key"] == key]
         g = seeds["gain"]
         own_gain = value - own_control
         spread = g.std(ddof=1) if len(g) > 1 else np.nan
-        rows[ROW_NAMES.get(key, key)] = {
+        table[rows.label(key)] = {
             "this run": value, "gain (this run)": own_gain,
             "reference mean": seeds["target_miou"].mean(),
             "reference std": seeds["target_miou"].std(ddof=1) if len(seeds) > 1 else np.nan,
@@ -256,7 +229,7 @@ def against_reference(own: dict[str, float], reference, control: str = CONTROL):
             "verdict (reference)": "the control" if key == control
             else verdict(g.mean(), spread),
         }
-    return pd.DataFrame.from_dict(rows, orient="index")
+    return pd.DataFrame.from_dict(table, orient="index")
 
 
 def lambda_sweep(reference, row: str = "output_adv_single"):
@@ -272,12 +245,11 @@ def beside_collected(collected, reference=None, seed: int | None = None):
     """:func:`against_reference` for the runs of one seed of :func:`segda.runs.collect`'s
     table (the lowest seed found, unless ``seed`` is given): what ``make demo`` prints."""
     df = collected.copy()
-    df["key"] = df["run"].str.split("/").str[-1]
+    df["key"] = rows.keys(df)
     seed = int(df["seed"].min()) if seed is None else seed
     mine = df[df["seed"] == seed]
-    order = [CONTROL, "source_only", *ADAPTATION_PRESETS, ENSEMBLE_ROW, "oracle"]
     own = {k: float(mine.loc[mine["key"] == k, "target_miou"].iloc[0])
-           for k in dict.fromkeys(order) if (mine["key"] == k).any()}
+           for k in rows.compared() if (mine["key"] == k).any()}
     return against_reference(own, read_reference() if reference is None else reference)
 
 
