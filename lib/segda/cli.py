@@ -274,14 +274,26 @@ def cmd_ledger(args) -> int:
 
 
 def cmd_sweep(args) -> int:
+    """Check every preset against its notebook, run the jobs (one after another), then write and
+    print the table of those that finished; a failed job is one line and exit code 1."""
     from segda import config, notebooks_runner, results
 
-    notebooks_runner.sweep(
-        notebook=args.notebook, out_root=args.out, presets=args.presets, seeds=args.seeds,
-        parameters=config.parse_overrides(args.param),
-    )
-    print(results.write_results(args.out))
-    return 0
+    try:
+        jobs, notes = notebooks_runner.plan_sweep(args.notebook, args.out, args.presets, args.seeds,
+                                                  config.parse_overrides(args.param))
+    except notebooks_runner.SweepError as err:
+        print(f"error: {err}".replace("\n", "\nerror: "), file=sys.stderr)
+        return 1
+    for note in notes:
+        print(note, flush=True)
+    _, failures = notebooks_runner.sweep(args.notebook, args.out, args.presets, args.seeds, jobs=jobs)
+    try:
+        print(results.write_results(args.out))
+    except RuntimeError as err:  # every job failed
+        print(err, file=sys.stderr)
+    if failures:
+        print(f"{len(failures)} of {len(jobs)} jobs failed:\n" + "\n".join(failures), file=sys.stderr)
+    return 1 if failures else 0
 
 
 def cmd_demo(args) -> int:

@@ -6,6 +6,7 @@ import base64
 import json
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 NOTEBOOKS: tuple[str, ...] = (
@@ -32,29 +33,190 @@ def execute(notebook: str | Path, output: str | Path, parameters: dict, cwd: str
     )
 
 
+class SweepError(ValueError):
+    """A sweep that cannot start: one line per preset that cannot run, naming the fix."""
+
+
+@dataclass(frozen=True)
+class SweepJob:
+    """One (preset, seed) execution of a notebook: what a serial loop, a local process or a
+    SLURM array task runs (:func:`run_job`). Plain paths and values, so it pickles."""
+
+    notebook: str
+    preset: str
+    seed: int
+    run_dir: str
+    parameters: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"{self.preset.replace('/', '_')}/seed{self.seed}"
+
+    @property
+    def output(self) -> Path:
+        """The executed notebook, beside the runs it trained."""
+        return Path(self.run_dir) / Path(self.notebook).name
+
+
+def _notebook_code(notebook: Path) -> list[str]:
+    return ["".join(c["source"]) for c in json.loads(notebook.read_text())["cells"]
+            if c["cell_type"] == "code"]
+
+
+def notebook_rows(notebook: str | Path) -> tuple[str, tuple[str, ...]]:
+    """The preset a notebook is written for (its parameters cell's ``preset``) and the rows it
+    trains beside it (its ``names = [...]`` list), read from the notebook's source."""
+    import ast
+
+    default, names = None, ()
+    for source in _notebook_code(Path(notebook)):
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:  # IPython magics: no assignments the check needs
+            continue
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and len(node.targets) == 1 \
+                    and isinstance(node.targets[0], ast.Name):
+                target = node.targets[0].id
+                try:
+                    value = ast.literal_eval(node.value)
+                except ValueError:  # a computed value: not the literal the check reads
+                    continue
+                if target == "preset" and default is None:
+                    default = value
+                elif target == "names":
+                    names = tuple(value)
+    if default is None:
+        raise SweepError(f"{notebook} has no 'preset' parameter: it cannot be swept over presets")
+    return default, names
+
+
+def why_not_runnable(notebook: str | Path, preset: str) -> str | None:
+    """Why ``notebook`` cannot execute ``preset`` (``None``: it can).
+
+    A method notebook writes out its own method's update and reads its rows by name, so it runs
+    the presets of its own method (``06_advent`` with ``embedded/advent`` or
+    ``paper/advent``), not a row it trains itself beside its preset (``embedded/minent_cp`` in
+    ``05_minent``).
+    """
+    from segda import config, methods
+    from segda import notebook as nb_rows
+
+    default, names = notebook_rows(notebook)
+    cfg = config.load(preset)  # an unknown preset or a bad value: ConfigError naming it
+    method = methods.get(cfg.method.name)
+    own = methods.get(config.load(default).method.name)
+    name = Path(notebook).name
+    if method.name != own.name:
+        extra = "" if method.disc_input is not None or own.disc_input is None else \
+            f"; method '{method.name}' has no discriminator"
+        return f"{name} writes out and plots the '{own.name}' update, {preset} trains '{method.name}'{extra}"
+    row = nb_rows.row_key(preset)
+    if row in names and row != nb_rows.row_key(default):
+        return f"{name} trains {row} itself, beside its own preset {default}"
+    return None
+
+
+def notebook_for(preset: str, candidates: Sequence[str | Path] | None = None) -> Path | None:
+    """The first notebook of the sequence that can execute ``preset``."""
+    paths = candidates or [notebooks_dir() / f"{n}.ipynb" for n in NOTEBOOKS]
+    for path in paths:
+        path = Path(path)
+        try:
+            if path.exists() and why_not_runnable(path, preset) is None:
+                return path
+        except SweepError:
+            continue
+    return None
+
+
+def plan_sweep(
+    notebook: str | Path,
+    out_root: str | Path,
+    presets: Sequence[str],
+    seeds: Sequence[int],
+    parameters: dict | None = None,
+) -> tuple[list[SweepJob], list[str]]:
+    """Every (preset, seed) job of a sweep, checked before anything runs, and the notes to print.
+
+    A preset that ``notebook`` cannot execute runs in the notebook of the sequence that can
+    (one note says so); a preset that no notebook can execute stops the sweep here with one
+    line per such preset (:class:`SweepError`), before any training.
+    """
+    from segda import config
+
+    notebook = Path(notebook).resolve()
+    if not notebook.exists():
+        raise FileNotFoundError(f"notebook not found: {notebook}")
+    out_root = Path(out_root).resolve()
+    chosen, notes, errors = {}, [], []
+    for preset in dict.fromkeys(presets):
+        try:
+            reason = why_not_runnable(notebook, preset)
+        except config.ConfigError as err:
+            errors.append(f"{preset}: {err}")
+            continue
+        if reason is None:
+            chosen[preset] = notebook
+            continue
+        other = notebook_for(preset)
+        if other is None:
+            errors.append(f"{preset} cannot run in {notebook.name} ({reason}) nor in any other notebook; "
+                          f"train it with: python -m segda train {preset} --run-dir DIR")
+        else:
+            chosen[preset] = other
+            notes.append(f"{preset} runs in {other.name}: {reason}")
+    if errors:
+        raise SweepError("\n".join(errors))
+    jobs = [SweepJob(str(chosen[p]), p, seed, str(out_root / p.replace("/", "_") / f"seed{seed}"),
+                     dict(parameters or {}))
+            for p in chosen for seed in seeds]
+    return jobs, notes
+
+
+def run_job(job: SweepJob) -> Path:
+    """Execute one sweep job's notebook into its run folder (runs found there are reused,
+    unfinished ones resumed from their ``last.pth``)."""
+    params = {**job.parameters, "preset": job.preset, "seed": job.seed, "run_dir": job.run_dir,
+              "interactive": False}
+    execute(job.notebook, job.output, params)
+    return job.output
+
+
+def failure_line(job: SweepJob, err: BaseException) -> str:
+    """One line for a failed job: the error (a notebook's: the failing cell's exception) and the
+    executed notebook, which holds the whole traceback."""
+    what = f"{getattr(err, 'ename', type(err).__name__)}: {getattr(err, 'evalue', err)}"
+    return f"{job.name} failed: {what.splitlines()[0] if what else ''} (see {job.output})"
+
+
 def sweep(
     notebook: str | Path,
     out_root: str | Path,
     presets: Sequence[str],
     seeds: Sequence[int],
     parameters: dict | None = None,
-) -> list[Path]:
-    """Execute ``notebook`` once per (preset, seed) into ``out_root/<preset>/seed<k>/``.
+    jobs: Sequence[SweepJob] | None = None,
+) -> tuple[list[Path], list[str]]:
+    """Execute ``notebook`` once per (preset, seed) into ``out_root/<preset>/seed<k>/``, one after
+    another; return the executed notebooks and one line per failed job.
 
     Each execution gets its own ``run_dir`` so the runs' metrics can be collected into one
-    table afterwards (``python -m segda collect out_root``).
+    table afterwards (``python -m segda collect out_root``); a failed job is reported and the
+    others still run.
     """
-    out_root = Path(out_root).resolve()
-    written = []
-    for preset in presets:
-        for seed in seeds:
-            run_dir = out_root / preset.replace("/", "_") / f"seed{seed}"
-            params = {**(parameters or {}), "preset": preset, "seed": seed,
-                      "run_dir": str(run_dir), "interactive": False}
-            out = run_dir / Path(notebook).name
-            execute(notebook, out, params)
-            written.append(out)
-    return written
+    if jobs is None:
+        jobs, notes = plan_sweep(notebook, out_root, presets, seeds, parameters)
+        for note in notes:
+            print(note, flush=True)
+    written, failures = [], []
+    for job in jobs:
+        try:
+            written.append(run_job(job))
+        except Exception as err:  # noqa: BLE001 - one job's failure must not stop the others
+            failures.append(failure_line(job, err))
+            print(failures[-1], flush=True)
+    return written, failures
 
 
 def export_figures(notebook: str | Path, out_dir: str | Path) -> list[Path]:

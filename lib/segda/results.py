@@ -69,12 +69,45 @@ def write_results(run_dir: str | Path, collected=None) -> str:
     collected = runs.collect(run_dir) if collected is None else collected
     if collected.empty:
         raise RuntimeError(f"no finished runs under {run_dir}")
-    table = summarize(collected)
+    kept, notes = by_config(collected)
+    for note in notes:
+        print(note)
+    table = summarize(kept)
     text = format_table(table)
     io.write_text_atomic(run_dir / "runs.csv", collected.to_csv(index=False))
     io.write_text_atomic(run_dir / "results.csv", table.to_csv())
     io.write_text_atomic(run_dir / "results.md", text + "\n")
     return text
+
+
+def by_config(collected):
+    """The runs grouped by configuration rather than by folder name, and one note per change.
+
+    A run whose config (seed included) another run already has is the same run trained twice
+    (a sweep trains the controls once per preset folder): it is left out. Runs of one folder
+    name with different settings (the config at seed 0: another length, another lambda) become
+    rows of their own, ``<name>@<setting hash>``, instead of one row mixing them.
+    """
+    if "config_hash" not in collected or collected.empty:
+        return collected, []
+    df = collected.copy()
+    notes = []
+    hashed = df["config_hash"].fillna("").astype(str) != ""
+    dup = hashed & df.duplicated("config_hash", keep="first")
+    for r in df[dup].itertuples():
+        first = df[df["config_hash"] == r.config_hash].iloc[0]["run"]
+        notes.append(f"left out {r.run}: the same config ({r.config_hash}) as {first}")
+    df = df[~dup].copy()
+    key = df["run"].str.split("/").str[-1]
+    # Only a name that holds two runs of one seed is split: a setting that differs across seeds
+    # alone (each seed warm-started from its own pretraining) stays one row.
+    per_seed = df.groupby([key, df["seed"]]).size()
+    for name in sorted({k for (k, _), n in per_seed.items() if n > 1}):
+        rows = key == name
+        df.loc[rows, "run"] = df.loc[rows, "run"] + "@" + df.loc[rows, "setting_hash"].fillna("").astype(str)
+        notes.append(f"{name}: runs of different configs under one name, one row per config "
+                     f"({name}@<config hash>)")
+    return df, notes
 
 
 def select_variant(collected, suffix: str):

@@ -382,6 +382,10 @@ def collect(run_root: str | Path):
             "gpu": env.get("gpu", ""),
             "lambda_adv_main": cfg.method.lambda_adv_main if cfg else np.nan,
             "start": start_of(cfg),
+            # The run's own config (seed included) and its setting (the config at seed 0): runs
+            # are grouped by setting, not by folder name (results.by_config).
+            "config_hash": m.get("config_hash", ""),
+            "setting_hash": config_hash(cfg.replace({"run.seed": 0})) if cfg else "",
         }
         for name, v in zip(CLASS_NAMES, last.get("target_iou", []), strict=False):
             row[f"iou_{name}"] = 100 * v
