@@ -98,13 +98,14 @@ def by_config(collected):
         first = df[df["config_hash"] == r.config_hash].iloc[0]["run"]
         notes.append(f"left out {r.run}: the same config ({r.config_hash}) as {first}")
     df = df[~dup].copy()
-    key = df["run"].str.split("/").str[-1]
+    key = rows.keys(df)
     # Only a name that holds two runs of one seed is split: a setting that differs across seeds
     # alone (each seed warm-started from its own pretraining) stays one row.
     per_seed = df.groupby([key, df["seed"]]).size()
     for name in sorted({k for (k, _), n in per_seed.items() if n > 1}):
-        rows = key == name
-        df.loc[rows, "run"] = df.loc[rows, "run"] + "@" + df.loc[rows, "setting_hash"].fillna("").astype(str)
+        named = key == name
+        df.loc[named, "run"] = (df.loc[named, "run"] + "@"
+                                + df.loc[named, "setting_hash"].fillna("").astype(str))
         notes.append(f"{name}: runs of different configs under one name, one row per config "
                      f"({name}@<config hash>)")
     return df, notes
