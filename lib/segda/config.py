@@ -53,6 +53,9 @@ class DataConfig:
     palette_shift: float = 0.3  # embedded benchmark only: strength of the target's palette
     light_shift: float = 0.3  # embedded benchmark only: strength of the target's lighting
     embedded_seed: int = 0  # embedded benchmark only: which generated world
+    # embedded benchmark only: how far the target's class balance moves from the source's
+    # (0 = the source's balance, 1 = the benchmark's full shift); source images never change.
+    balance_shift: float = 1.0
     # Subsets of the real datasets: a list file, one name per line as in the official lists
     # (gta5_list/train.txt, cityscapes_list/{train,val}.txt); "" = the official list, whose
     # count is checked. source_list names GTA5/SYNTHIA images, target_list Cityscapes train,
@@ -76,6 +79,9 @@ class MethodConfig:
     cp_mu: float = 0.5
     gan_loss: str = "bce"  # "bce" (vanilla) | "lsgan"
     disc_ndf: int = 64
+    # How many of the output-space discriminator's last stride-2 convolutions run at stride 1
+    # (0 = official): 3 gives a 128x64 map the official 32x16 verdicts of a 1024x512 one.
+    disc_patch_stride1: int = 0
 
 
 @dataclass(frozen=True)

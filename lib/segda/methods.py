@@ -312,7 +312,8 @@ def build_state(cfg: TrainConfig, device: torch.device) -> TrainState:
         for lvl in level_names(cfg.method.levels):
             channels = method.disc_input.channels(seg, cfg.model.num_classes, lvl)
             discs[lvl] = models.build_discriminator(method.disc_input.kind, channels,
-                                                    cfg.method.disc_ndf)
+                                                    cfg.method.disc_ndf,
+                                                    stride1_layers=cfg.method.disc_patch_stride1)
     memory_format = torch.channels_last if cfg.run.channels_last else torch.contiguous_format
     seg.to(device, memory_format=memory_format)
     for d in discs.values():

@@ -102,7 +102,7 @@ def _embedded(data: DataConfig) -> DomainData:
         raise ValueError("the embedded benchmark renders both domains at one size")
     scfg = synthetic.SyntheticConfig(
         height=h_src, width=w_src, palette_shift=data.palette_shift,
-        light_shift=data.light_shift, seed=data.embedded_seed,
+        light_shift=data.light_shift, balance_shift=data.balance_shift, seed=data.embedded_seed,
     )
     cache_dir = Path(data.root) / embedded_cache.FOLDER
 

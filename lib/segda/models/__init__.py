@@ -58,11 +58,12 @@ def build_segmenter(
     )
 
 
-def build_discriminator(kind: str, in_channels: int, ndf: int = 64) -> nn.Module:
+def build_discriminator(kind: str, in_channels: int, ndf: int = 64, stride1_layers: int = 0) -> nn.Module:
     """``kind="output"``: the official FC discriminator (softmax or self-information maps);
-    ``kind="feature"``: a discriminator on backbone features."""
+    ``kind="feature"``: a discriminator on backbone features. ``stride1_layers``: see
+    :class:`segda.models.discriminators.FCDiscriminator` (0 = official)."""
     cls = _resolve(DISCRIMINATORS, kind, "discriminator")
-    return cls(in_channels, ndf=ndf)
+    return cls(in_channels, ndf=ndf, stride1_layers=stride1_layers)
 
 
 def load_checkpoint(model: nn.Module, path, kind: str = "auto", **kwargs):

@@ -15,14 +15,32 @@ class FCDiscriminator(nn.Sequential):
     :func:`segda.models.checkpoints.load_checkpoint`.
 
     Shape: ``(N, C, H, W) -> (N, 1, H/32, W/32)``.
+
+    ``stride1_layers`` (0 = official) runs that many of the last five convolutions at stride 1
+    with "same" padding, so the output is at ``1/2**(5 - stride1_layers)`` of the input: the
+    official network returns 32x16 verdicts on a 1024x512 image but 4x2 on a 128x64 one, each
+    seeing most of the image; with ``stride1_layers=3`` a 128x64 map gets 32x16 verdicts again.
+    The layers, their widths and their keys are unchanged (only strides and padding differ).
     """
 
-    def __init__(self, in_channels: int, ndf: int = 64) -> None:
-        widths = [in_channels, ndf, ndf * 2, ndf * 4, ndf * 8]
+    NUM_CONVS = 5
+
+    def __init__(self, in_channels: int, ndf: int = 64, stride1_layers: int = 0) -> None:
+        if not 0 <= stride1_layers <= self.NUM_CONVS:
+            raise ValueError(f"method.disc_patch_stride1 = {stride1_layers}: the discriminator has "
+                             f"{self.NUM_CONVS} convolutions; choose 0 (official) to {self.NUM_CONVS}")
+        widths = [in_channels, ndf, ndf * 2, ndf * 4, ndf * 8, 1]
+        first_stride1 = self.NUM_CONVS - stride1_layers
         layers: list[nn.Module] = []
-        for cin, cout in zip(widths[:-1], widths[1:], strict=True):
-            layers += [nn.Conv2d(cin, cout, 4, stride=2, padding=1), nn.LeakyReLU(0.2, inplace=True)]
-        layers.append(nn.Conv2d(widths[-1], 1, 4, stride=2, padding=1))
+        for i, (cin, cout) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+            if i >= first_stride1:
+                # A 4x4 kernel at stride 1 keeps the size only with asymmetric padding (1, 2),
+                # which padding="same" applies.
+                layers.append(nn.Conv2d(cin, cout, 4, stride=1, padding="same"))
+            else:
+                layers.append(nn.Conv2d(cin, cout, 4, stride=2, padding=1))
+            if i < self.NUM_CONVS - 1:
+                layers.append(nn.LeakyReLU(0.2, inplace=True))
         super().__init__(*layers)
 
 
@@ -38,7 +56,11 @@ class FeatureDiscriminator(nn.Sequential):
     Shape: ``(N, C, h, w) -> (N, 1, ceil(h/4), ceil(w/4))``.
     """
 
-    def __init__(self, in_channels: int, ndf: int = 64) -> None:
+    def __init__(self, in_channels: int, ndf: int = 64, stride1_layers: int = 0) -> None:
+        if stride1_layers:
+            raise ValueError(f"method.disc_patch_stride1 = {stride1_layers}: it applies to the "
+                             "output-space discriminator only; set it to 0 for feature-level "
+                             "alignment")
         super().__init__(
             nn.Conv2d(in_channels, ndf * 4, 1),
             nn.LeakyReLU(0.2, inplace=True),
