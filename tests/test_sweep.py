@@ -1,4 +1,4 @@
-"""Sweeps: the README's example as written (at tiny length), the presets checked against their
+"""Sweeps: the documented example (docs/notebooks.md, linked from the README) as written (at tiny length), the presets checked against their
 notebook before anything runs, one failed job leaving the others' table, and ``collect``
 grouping runs by config rather than by folder name."""
 
@@ -20,11 +20,15 @@ TINY = ["-p", "max_iters=2", "-p", "eval_images=2", "-p", "batch_size=2", "-p", 
         "-p", "pretrain_iters=4", "-p", "device=cpu"]
 
 
+# Where the sweep example is documented (the README links to it).
+SWEEP_DOC = REPO / "docs" / "notebooks.md"
+
+
 def readme_sweep_command() -> list[str]:
-    """The README's ``python -m segda sweep`` command (with its continuation lines), as argv."""
-    text = (REPO / "README.md").read_text()
+    """The documented ``python -m segda sweep`` command (with its continuation lines), as argv."""
+    text = SWEEP_DOC.read_text()
     match = re.search(r"^python -m segda sweep (?:.*\\\n)*.*$", text, re.MULTILINE)
-    assert match, "README.md has no 'python -m segda sweep' example"
+    assert match, f"{SWEEP_DOC.name} has no 'python -m segda sweep' example"
     return shlex.split(match.group(0).replace("\\\n", " "))[3:]  # after "python -m segda"
 
 
