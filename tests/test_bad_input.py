@@ -84,5 +84,24 @@ def test_a_changed_shipped_checkpoint_is_a_user_error():
 def test_image_size_given_as_text_by_papermill_is_read():
     cfg = notebook.notebook_config("embedded/source_only", image_size="[96, 48]")
     assert cfg.data.source_size == (96, 48) and cfg.data.target_size == (96, 48)
-    with pytest.raises(config.ConfigError, match=r"image_size must be \[W, H\]"):
+    with pytest.raises(config.ConfigError, match=r"parameter 'image_size' must be a list.*-y"):
         notebook.notebook_config("embedded/source_only", image_size="96")
+
+
+def test_overrides_given_as_text_by_papermill_are_read():
+    # papermill -p overrides '{"method.lambda_adv_main": 0.5}' passes the text
+    cfg = notebook.notebook_config("embedded/output_adv_single",
+                                   extra='{"method.lambda_adv_main": 0.5}')
+    assert cfg.method.lambda_adv_main == 0.5
+    with pytest.raises(config.ConfigError, match=r"parameter 'overrides' must be a dict.*-y"):
+        notebook.notebook_config("embedded/output_adv_single", extra="[1, 2]")
+
+
+def test_a_file_where_the_run_folder_should_be_is_one_line(tmp_path, capsys):
+    (tmp_path / "taken").write_text("not a folder")
+    argv = ["train", "embedded/source_only", "--run-dir", str(tmp_path / "taken" / "run"),
+            "--set", "optim.max_iters=1", "--set", "optim.early_stop=1",
+            "--set", "data.batch_size=1", "--set", "run.eval_max_images=1"]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "taken" in err[0]

@@ -1,4 +1,5 @@
-"""Sweeps: the documented example (docs/notebooks.md, linked from the README) as written (at tiny length), the presets checked against their
+"""Sweeps: the documented example (docs/notebooks.md, linked from the README) as written (at
+tiny length), the presets checked against their
 notebook before anything runs, one failed job leaving the others' table, and ``collect``
 grouping runs by config rather than by folder name."""
 

@@ -450,4 +450,6 @@ def _user_errors() -> tuple[type[BaseException], ...]:
             runs.RunFileError, runs.RunLockedError, runs.ConfigMismatchError,
             trainlog.NonFiniteLossError, evaluate.EvaluationError, CheckpointMismatchError,
             CommandLineError, FileNotFoundError, repro.DeviceError, shipped.ShippedWeightsError,
-            results.ReadmeMarkersError)
+            results.ReadmeMarkersError,
+            # a read-only folder, or a file where a folder should be: the message names the path
+            PermissionError, FileExistsError, NotADirectoryError, IsADirectoryError)

@@ -40,10 +40,8 @@ def notebook_config(
     the preset's sizes (1280x720 / 1024x512 for the paper rows); the text ``"[128, 64]"``
     (what papermill's ``-p`` passes) is read as YAML.
     """
-    if isinstance(image_size, str):  # papermill's -p passes "[128, 64]" as text
-        image_size = config.parse_yaml(image_size)
-    if image_size is not None and not isinstance(image_size, list | tuple):
-        raise config.ConfigError(f"image_size must be [W, H], got {image_size!r}")
+    image_size = notebook_parameter("image_size", image_size, list)
+    extra = notebook_parameter("overrides", extra, dict)
     repro.check_device(device, key="device")  # the notebook parameter, before any run folder
     base = config.load(preset)
     over: dict = {"run.seed": seed, "run.device": device, "run.amp": amp,
@@ -60,6 +58,22 @@ def notebook_config(
         over["optim.max_iters"] = max_iters
     over.update(extra or {})
     return config.load(preset, over)
+
+
+def notebook_parameter(name: str, value, kind: type):
+    """A list or dict notebook parameter as given: papermill's ``-p`` passes text
+    (``-p image_size "[128, 64]"``, ``-p overrides '{"method.lambda_adv_main": 0.5}'``), which is
+    read as JSON / YAML; ``-y`` passes the value itself."""
+    if isinstance(value, str):
+        try:
+            value = config.parse_yaml(value)
+        except config.ConfigError as err:
+            raise config.ConfigError(f"parameter {name!r}: {err}; pass it with papermill -y "
+                                     f"'{name}: ...' instead of -p") from None
+    if value is not None and not isinstance(value, (list, tuple) if kind is list else kind):
+        raise config.ConfigError(f"parameter {name!r} must be a {kind.__name__}, got {value!r}; "
+                                 f"pass it with papermill -y '{name}: ...'")
+    return value
 
 
 def run_folder(run_dir: str | Path, preset: str, seed: int,
@@ -97,7 +111,7 @@ def train_preset(
     ``"notebook"`` in JupyterLab and ``"text"`` under papermill.
     """
     seed = params.get("seed", 0)
-    extra = dict(params.pop("extra", None) or {})  # the notebook's `overrides`
+    extra = dict(notebook_parameter("overrides", params.pop("extra", None), dict) or {})
     start = experiments.starts_from(preset, pretrained)
     if start == "shipped":
         extra["model.init_checkpoint"] = _shipped_start(params.get("model"))
