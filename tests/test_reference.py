@@ -116,6 +116,13 @@ def test_the_plots_draw_the_reference_and_this_run():
     assert list(own) == pytest.approx([0.0, 3.5])  # this run's gains
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert "this notebook's run" in labels and "reference: mean of 3 seeds" in labels
+    # the band the "within reference range" check uses is drawn: the seeds' range +/- 0.1
+    band = [c for c in ax.collections if c.get_label().startswith("range checked")][0]
+    ends = sorted(float(y) for seg in band.get_segments() for _, y in seg)
+    gains = results.paired_gains(REF)
+    g = gains[gains["key"] == "advent"]["gain"]
+    assert min(ends) == pytest.approx(min(0.0 - 0.1, g.min() - 0.1))
+    assert max(ends) == pytest.approx(max(0.0 + 0.1, g.max() + 0.1))
 
     sweep = results.lambda_sweep(REF)
     ax = viz.plot_lambda_sweep(sweep).axes[0]

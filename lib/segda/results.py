@@ -257,6 +257,8 @@ def against_reference(own: dict[str, float], reference, control: str | None = No
             "reference seeds": len(seeds),
             "reference gain": g.mean(), "reference gain std": spread,
             "reference gain min": g.min(), "reference gain max": g.max(),
+            # the band "within reference range" checks, drawn as such by viz.plot_against_reference
+            "range checked low": g.min() - RESOLUTION, "range checked high": g.max() + RESOLUTION,
             "within reference range": bool(g.min() - RESOLUTION <= own_gain <= g.max() + RESOLUTION)
             if len(g) else False,
             "verdict (this run)": "the control" if key == control else verdict(own_gain, spread),

@@ -513,8 +513,9 @@ def plot_discriminator_scores(scores: Mapping[str, np.ndarray], bins: int = 40):
 
 def plot_against_reference(table, column: str = "gain"):
     """A notebook's own run beside the reference (:func:`segda.results.against_reference`):
-    per row, the reference's mean over seeds (bar) with its std (black whisker) and its range
-    of seeds (grey whisker), and this run (red diamond).
+    per row, the reference's mean over seeds (bar) with its std (black whisker), its range of
+    seeds (grey whisker) and the band "within reference range" checks (dotted: the range
+    widened by the tables' resolution), and this run (red diamond).
 
     Args:
         column: ``"gain"`` (over the batch-norm control) or ``"target mIoU"``.
@@ -537,6 +538,12 @@ def plot_against_reference(table, column: str = "gain"):
                 label="reference: +/- std over seeds")
     if low is not None:
         ax.vlines(x + 0.18, low, high, color="grey", linewidth=2, label="reference: range of seeds")
+    if column == "gain" and "range checked low" in table:
+        # What "within reference range" checks: the seeds' range widened by the tables'
+        # resolution, so a run drawn outside the grey range but inside this band is "inside".
+        ax.vlines(x + 0.26, table["range checked low"], table["range checked high"],
+                  color="grey", linewidth=1, linestyles="dotted",
+                  label="range checked: seeds' range +/- 0.1 (print resolution)")
     ax.scatter(x, own, marker="D", color="#d62728", zorder=3, label="this notebook's run")
     for xi, m, s, o in zip(x, mean, np.nan_to_num(std), own, strict=True):
         ax.annotate(f"ref {m:+.1f}\u00b1{s:.1f}\nrun {o:+.1f}", (xi, max(m + s, o, 0.0)),
