@@ -154,9 +154,8 @@ def test_write_results_writes_the_table_and_one_line_per_run(tmp_path, small_dat
 def test_warm_start_from_run_checkpoint_and_missing_init(tmp_path, small_data):
     cfg = _cfg(method="source_only", iters=1)
     first = train.fit(cfg, tmp_path / "a", data=small_data)
-    warm = cfg.replace({"model.init_checkpoint": str(tmp_path / "a" / "last.pth"),
-                        "optim.early_stop": 0})
-    second = train.fit(warm, None, data=small_data)
+    warm = cfg.replace({"model.init_checkpoint": str(tmp_path / "a" / "last.pth")})
+    second = train.fit(warm, None, data=small_data, stop_at=0)  # load the start, train nothing
     a, b = first.seg.state_dict(), second.seg.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     missing = cfg.replace({"model.init_checkpoint": str(tmp_path / "nope.pth")})
