@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from segda import cli, config, notebooks_runner, results, runs, train
+from segda import cli, config, notebooks_runner, results, rows, runs, train
 
 REPO = Path(__file__).resolve().parents[1]
 # The notebook tests' tiny length; appended after the README's own -p, so these win.
@@ -55,16 +55,16 @@ def test_the_readme_sweep_example_runs_and_writes_its_table(readme_sweep, capsys
     seeds = [int(s) for s in argv[argv.index("--seeds") + 1:argv.index("-p")]]
     table = (out / "results.md").read_text()
     for preset in presets:
-        assert f"| {results.ROW_NAMES[preset.split('/')[-1]]} |" in table
+        assert f"| {rows.label(preset.split('/')[-1])} |" in table
     # One control per seed in the table, although every preset's folder trained its own.
     summary = pd.read_csv(out / "results.csv", index_col=0)
-    assert summary.loc[results.ROW_NAMES["source_only_tgt_bn"], "seeds"] == len(seeds)
-    assert summary.loc[results.ROW_NAMES["source_only_tgt_bn"], "gain vs BN control"] == 0
+    assert summary.loc[rows.label("source_only_tgt_bn"), "seeds"] == len(seeds)
+    assert summary.loc[rows.label("source_only_tgt_bn"), "gain vs BN control"] == 0
     # The table's row is the mean over the seeds of the runs' own metrics.json.
     finals = [100 * runs.read_metrics(out / presets[0].replace("/", "_") / f"seed{s}" /
                                       f"seed{s}" / presets[0].split("/")[-1])["evals"][-1]["target_miou"]
               for s in seeds]
-    row = summary.loc[results.ROW_NAMES[presets[0].split("/")[-1]]]
+    row = summary.loc[rows.label(presets[0].split("/")[-1])]
     assert row["target mIoU"] == pytest.approx(sum(finals) / len(finals))
     # collect on the finished folder gives the same table again.
     assert cli.main(["collect", str(out)]) == 0
