@@ -26,16 +26,16 @@ def test_summarize_pairs_gains_per_seed_and_lists_variants_last():
         ("output_adv_single@lam0.001", 0, 61.0), ("output_adv_single@lam0.001", 1, 55.0),
     ])
     table = results.summarize(df)
-    assert list(table.index) == ["source-only", "source-only + target BN (control)", "AdvEnt",
+    assert list(table.index) == ["source-only (control)", "source-only + target BN (AdaBN)", "AdvEnt",
                                  "output_adv_single@lam0.001"]
     advent = table.loc["AdvEnt"]
     assert advent["target mIoU"] == pytest.approx(60.0)
     assert advent["std"] == pytest.approx(math.sqrt(18.0))  # (63-60)^2 + (57-60)^2, ddof 1
     # paired: seed 0 63-40 = 23, seed 1 57-50 = 7 -> 15; vs control: 3 and 1 -> 2
     assert advent["gain vs source-only"] == pytest.approx(15.0)
-    assert advent["gain vs BN control"] == pytest.approx(2.0)
+    assert advent["gain vs AdaBN"] == pytest.approx(2.0)
     variant = table.loc["output_adv_single@lam0.001"]
-    assert variant["gain vs BN control"] == pytest.approx(0.0)  # 61-60, 55-56
+    assert variant["gain vs AdaBN"] == pytest.approx(0.0)  # 61-60, 55-56
     text = results.format_table(table)
     assert "| AdvEnt | 60.0 +/- 4.2 | 80.0 | +15.0 | +2.0 | 2 |" in text
 
@@ -66,8 +66,8 @@ def test_select_variant_pairs_variant_rows_with_each_other():
     chosen = results.select_variant(df, "@400it")
     assert sorted(chosen["run"]) == ["seed0/advent", "seed0/advent+minent", "seed0/source_only_tgt_bn"]
     table = results.summarize(chosen)
-    assert table.loc["AdvEnt", "gain vs BN control"] == pytest.approx(3.5)  # 64.5 - 61, not - 60
-    assert table.loc["AdvEnt + MinEnt (ensemble)", "gain vs BN control"] == pytest.approx(2.0)
+    assert table.loc["AdvEnt", "gain vs AdaBN"] == pytest.approx(3.5)  # 64.5 - 61, not - 60
+    assert table.loc["AdvEnt + MinEnt (ensemble)", "gain vs AdaBN"] == pytest.approx(2.0)
 
 
 def test_results_block_says_what_produced_the_table_and_leaves_variants_out():
@@ -134,11 +134,11 @@ def test_train_eval_and_suite_commands_end_to_end(tmp_path, capsys):
     ada = [x for k, v in TINY.items() for x in ("--adapt-set", f"{k}={json.dumps(v)}")]
     capsys.readouterr()
     assert cli.main(["suite", "--run-root", str(tmp_path / "suite"), "--seeds", "7", *pre, *ada,
+                     "--studies", "lambda",
                      "--readme", str(readme), "--reference", str(tmp_path / "ref.csv")]) == 0
     assert "wall time" in capsys.readouterr().out
     trained = set(runs.collect(tmp_path / "suite")["run"])
-    sweep = [f"output_adv_single@lambda{v:g}" for v in experiments.LAMBDA_SWEEP
-             if v != config.load("embedded/output_adv_single").method.lambda_adv_main]
+    sweep = [r.name for r in experiments.STUDIES["lambda"] if r.overrides]
     assert len(sweep) == 2
     assert trained == {f"seed7/{k}" for k in ("oracle", *rows.adaptation(), "advent+minent",
                                            *sweep)}

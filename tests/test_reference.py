@@ -15,8 +15,8 @@ def _runs(rows):
 
 
 REF = _runs([
-    ("source_only_tgt_bn", 0, 60.0, 0.0), ("source_only_tgt_bn", 1, 58.0, 0.0),
-    ("source_only_tgt_bn", 2, 62.0, 0.0),
+    ("source_only", 0, 60.0, 0.0), ("source_only", 1, 58.0, 0.0),
+    ("source_only", 2, 62.0, 0.0),
     # gains 3, 4, 5: mean 4, std 1
     ("advent", 0, 63.0, 0.01), ("advent", 1, 62.0, 0.01), ("advent", 2, 67.0, 0.01),
     # gains +1, -1, +0.5: mean 1/6, std sqrt(((5/6)^2 + (7/6)^2 + (1/3)^2) / 2) = 1.0408
@@ -35,19 +35,16 @@ def test_gains_are_paired_per_seed():
     assert adv.to_dict() == {0: 3.0, 1: 4.0, 2: 5.0}
 
 
-def test_the_verdict_calls_a_gain_inside_the_spread_no_measurable_difference():
-    assert results.verdict(2.5, 1.0) == "above the control"
-    assert results.verdict(-2.5, 1.0) == "below the control"
-    assert results.verdict(0.9, 1.0) == "no measurable difference"
-    assert results.verdict(-1.0, 1.0) == "no measurable difference"
-    assert results.verdict(3.0, float("nan")) == "one seed: not judged"
-    # Below the tables' resolution (0.1 point) nothing is measurable, however small the spread.
-    assert results.verdict(0.08, 0.02) == "no measurable difference"
-    assert results.verdict(-0.15, 0.02) == "below the control"
+def test_the_verdict_reads_the_signs_of_the_paired_gains_of_every_seed():
+    assert results.verdict([2.5, 0.1, 3.0]) == "above the control on all 3 seeds"
+    assert results.verdict([-0.1, -0.1, -0.1]) == "below the control on all 3 seeds"
+    assert results.verdict([0.1, 0.1, -0.05]) == "no consistent difference (2 of 3 seeds above)"
+    assert results.verdict([3.0]) == "one seed: not judged"
+    assert results.verdict([3.0, float("nan")]) == "one seed: not judged"
 
 
 def test_a_run_is_set_beside_the_reference():
-    own = {"source_only_tgt_bn": 61.0, "advent": 64.5, "minent": 62.0}
+    own = {"source_only": 61.0, "advent": 64.5, "minent": 62.0}
     table = results.against_reference(own, REF)
     adv = table.loc["AdvEnt"]
     assert adv["gain (this run)"] == pytest.approx(3.5)
@@ -56,18 +53,18 @@ def test_a_run_is_set_beside_the_reference():
     assert adv["reference std"] == pytest.approx(np.std([63, 62, 67], ddof=1))
     assert adv["reference seeds"] == 3 and not np.isnan(adv["reference std"])
     assert adv["within reference range"]  # 3 <= 3.5 <= 5
-    edge = results.against_reference({"source_only_tgt_bn": 60.0, "advent": 65.1}, REF)
+    edge = results.against_reference({"source_only": 60.0, "advent": 65.1}, REF)
     assert edge.loc["AdvEnt", "within reference range"]  # 5.1 <= 5 + 0.1
-    beyond = results.against_reference({"source_only_tgt_bn": 60.0, "advent": 65.2}, REF)
+    beyond = results.against_reference({"source_only": 60.0, "advent": 65.2}, REF)
     assert not beyond.loc["AdvEnt", "within reference range"]
     assert adv["verdict (this run)"] == "above the control"
-    assert adv["verdict (reference)"] == "above the control"
+    assert adv["verdict (reference)"] == "above the control on all 3 seeds"
     mi = table.loc["MinEnt"]
     assert mi["gain (this run)"] == pytest.approx(1.0)
     assert mi["reference gain std"] == pytest.approx(1.0408, abs=1e-4)
-    assert mi["verdict (this run)"] == "no measurable difference"  # 1.0 <= 1.04
-    assert mi["verdict (reference)"] == "no measurable difference"
-    control = table.loc["source-only + target BN (control)"]
+    assert mi["verdict (this run)"] == "above the control"  # +1.0 on this one seed
+    assert mi["verdict (reference)"] == "no consistent difference (2 of 3 seeds above)"
+    control = table.loc["source-only (control)"]
     assert control["gain (this run)"] == 0.0 and control["verdict (this run)"] == "the control"
 
 
@@ -91,15 +88,15 @@ def test_the_committed_reference_holds_three_seeds_of_every_row():
 
 
 def test_the_demo_table_sets_the_lowest_seed_beside_the_reference():
-    mine = _runs([("source_only_tgt_bn", 5, 61.0, 0.0), ("advent", 5, 61.5, 0.01),
-                  ("advent", 6, 70.0, 0.01), ("source_only_tgt_bn", 6, 60.0, 0.0)])
+    mine = _runs([("source_only", 5, 61.0, 0.0), ("advent", 5, 61.5, 0.01),
+                  ("advent", 6, 70.0, 0.01), ("source_only", 6, 60.0, 0.0)])
     table = results.beside_collected(mine, REF)
-    assert list(table.index) == ["source-only + target BN (control)", "AdvEnt"]
+    assert list(table.index) == ["source-only (control)", "AdvEnt"]
     assert table.loc["AdvEnt", "gain (this run)"] == pytest.approx(0.5)  # seed 5: 61.5 - 61.0
     assert not table.loc["AdvEnt", "within reference range"]  # 0.5 < 3
-    assert table.loc["AdvEnt", "verdict (this run)"] == "no measurable difference"
+    assert table.loc["AdvEnt", "verdict (this run)"] == "above the control"
     text = results.format_beside(table)
-    assert "| AdvEnt | 61.5 | +0.5 | +4.0 +/- 1.0 (3) | no | above the control |" in text
+    assert "| AdvEnt | 61.5 | +0.5 | +4.0 +/- 1.0 (3) | no | above the control on all 3 seeds |" in text
 
 
 def test_the_plots_draw_the_reference_and_this_run():
@@ -108,7 +105,7 @@ def test_the_plots_draw_the_reference_and_this_run():
     matplotlib.use("Agg")
     from segda import viz
 
-    table = results.against_reference({"source_only_tgt_bn": 61.0, "advent": 64.5}, REF)
+    table = results.against_reference({"source_only": 61.0, "advent": 64.5}, REF)
     ax = viz.plot_against_reference(table).axes[0]
     bars = [p.get_height() for p in ax.patches]
     assert bars == pytest.approx([0.0, 4.0])  # the reference's mean gains

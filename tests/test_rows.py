@@ -48,24 +48,25 @@ COLLECTED = _collected([
 def test_a_registered_row_is_in_the_readme_table(maxsquare):
     text = results.results_block(COLLECTED)
     # mean (63 + 66) / 2 = 64.5, sample std 1.5 * sqrt(2) = 2.12; gains over the same seed's
-    # source-only 16 and 17 (16.5), over the control 3 and 4 (3.5)
+    # source-only (the control) 16 and 17 (16.5), over the batch-norm row (AdaBN) 3 and 4 (3.5)
     assert "| MaxSquare | 64.5 +/- 2.1 | 80.0 | +16.5 | +3.5 | 2 |" in text
     assert "6 runs over seeds [0, 1]" in text  # the variant is left out
     lines = [line.split(" | ")[0] for line in text.splitlines() if line.startswith("| ")]
-    assert lines[1:] == ["| source-only", "| source-only + target BN (control)", "| MaxSquare"]
+    assert lines[1:] == ["| source-only (control)", "| source-only + target BN (AdaBN)", "| MaxSquare"]
 
 
 def test_a_registered_row_is_beside_the_reference_in_the_demo_table(maxsquare):
-    # reference gains of MaxSquare over the control: 2, 3, 4 (mean 3, std 1)
-    ref = _collected([("source_only_tgt_bn", s, 58.0 + 2 * s) for s in range(3)]
+    # reference gains of MaxSquare over the control: 15, 16, 17 (mean 16, std 1)
+    ref = _collected([("source_only", s, 45.0 + 2 * s) for s in range(3)]
                      + [("maxsquare", s, 60.0 + 3 * s) for s in range(3)])
     ref["key"] = rows.keys(ref)
     beside = results.beside_collected(COLLECTED, ref)
-    assert list(beside.index) == ["source-only + target BN (control)", "source-only", "MaxSquare"]
+    assert list(beside.index) == ["source-only (control)", "source-only + target BN (AdaBN)",
+                                  "MaxSquare"]
     mine = beside.loc["MaxSquare"]
-    assert mine["this run"] == 63.0 and mine["gain (this run)"] == 3.0  # seed 0: 63 - 60
-    assert mine["reference gain"] == 3.0 and mine["reference gain std"] == pytest.approx(1.0)
-    assert mine["within reference range"] and mine["verdict (reference)"] == "above the control"
+    assert mine["this run"] == 63.0 and mine["gain (this run)"] == 16.0  # seed 0: 63 - 47
+    assert mine["reference gain"] == 16.0 and mine["reference gain std"] == pytest.approx(1.0)
+    assert mine["within reference range"] and mine["verdict (reference)"] == "above the control on all 3 seeds"
 
 
 def test_a_row_declaring_advents_naming_gets_advents_snapshot_names(maxsquare):
@@ -101,11 +102,11 @@ def test_lookups_at_both_scales():
     assert rows.preset_of("minent_cp", "paper") == "paper/minent_vgg_cp"
     assert rows.key_of_preset("paper/adaptsegnet_multi") == "output_adv_multi"
     assert rows.key_of("seed2/advent") == "advent"
-    assert rows.ensemble().members == ("advent", "minent") and rows.control() == "source_only_tgt_bn"
+    assert rows.ensemble().members == ("advent", "minent") and rows.control() == "source_only"
     assert rows.adaptation() == ("source_only", "source_only_tgt_bn", "feature_adv",
                                  "output_adv_single", "output_adv_multi", "minent", "minent_cp",
                                  "advent")
-    assert rows.baselines() == ("source-only", "oracle (target-trained)")
+    assert rows.baselines() == ("source-only + target BN (AdaBN)", "oracle (target-trained)")
     for name in ("adaptsegnet_lsgan_single", "adaptsegnet_vgg_single", "advent_vgg_cp"):
         assert rows.preset_of(name, "paper") in config.list_presets()
 

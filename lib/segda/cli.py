@@ -193,9 +193,9 @@ def cmd_suite(args) -> int:
     for seed in args.seeds:
         experiments.run_seed(args.run_root, seed, pretrain_overrides=pre, adapt_overrides=ada,
                              pretrained=args.pretrained)
-        if args.lambda_sweep:
-            experiments.run_lambda_sweep(args.run_root, seed, pretrained=args.pretrained,
-                                         adapt_overrides=ada, pretrain_overrides=pre)
+        if args.studies != []:  # None: every study
+            experiments.run_studies(args.run_root, seed, args.studies, pretrained=args.pretrained,
+                                    adapt_overrides=ada, pretrain_overrides=pre)
     collected = runs.collect(args.run_root)
     print(results.write_results(args.run_root, collected))
     if args.reference:
@@ -370,8 +370,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pretrained", choices=["shipped", "train"], default="shipped",
                    help="adaptation starts from the shipped source-only checkpoint (default) or "
                    "from each seed's own source_pretrain run")
-    p.add_argument("--no-lambda-sweep", dest="lambda_sweep", action="store_false",
-                   help="skip AdaptSegNet's single-level lambda sweep (0.01 / 0.001 / 0.0001)")
+    p.add_argument("--studies", nargs="*", default=None, metavar="STUDY",
+                   help="the studies behind the defaults to train after each seed's rows "
+                   "(segda.experiments.STUDIES: lambda, shift, bn, patch; default: all)")
+    p.add_argument("--no-studies", dest="studies", action="store_const", const=[],
+                   help="train the main rows only")
     p.add_argument("--reference", nargs="?", const="package", metavar="CSV",
                    help="also write every run to this CSV (without a path: the package's "
                    "lib/segda/reference/embedded_runs.csv, which the notebooks plot against)")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -106,22 +107,84 @@ def run_seed(
     return root
 
 
-# AdaptSegNet's adversarial weight, swept by the suite (notebook 03 plots the sweep from the
-# reference results); the embedded AdaptSegNet presets use the weight this sweep supports.
-LAMBDA_SWEEP = (0.01, 0.001, 0.0001)
+@dataclass(frozen=True)
+class StudyRun:
+    """One run of a study: the embedded preset it trains with ``overrides`` into the folder
+    ``name`` of each seed, and the run of the same seed its gain is paired with (``control``,
+    a folder name: a main row or another study run of the same setting). A study run without
+    overrides is a main row, listed so that its study's table holds it."""
+
+    name: str
+    preset: str
+    overrides: tuple[tuple[str, object], ...] = ()
+    control: str = "source_only"
 
 
-def run_lambda_sweep(run_root: str | Path, seed: int, row: str = "output_adv_single",
-                     lambdas: Sequence[float] = LAMBDA_SWEEP, pretrained: str = "shipped",
-                     adapt_overrides: dict | None = None, pretrain_overrides: dict | None = None):
-    """``row`` at every weight of ``lambdas`` but its preset's own (the main row), as
-    variants ``<row>@lambda<value>`` paired per seed with the main rows (trained with the
-    same ``adapt_overrides`` as those rows)."""
-    own = config.load(rows.preset_of(row), adapt_overrides).method.lambda_adv_main
-    for value in lambdas:
-        if value != own:
-            run_variant(run_root, seed, row, f"{row}@lambda{value:g}",
-                        {**(adapt_overrides or {}), "method.lambda_adv_main": value},
+def _study_run(name: str, preset: str, control: str = "source_only", **overrides) -> StudyRun:
+    return StudyRun(name, preset, tuple((k.replace("__", "."), v) for k, v in overrides.items()),
+                    control)
+
+
+# The experiments behind the embedded defaults, three seeds each, paired per seed with the
+# control of the same setting (docs/embedded_benchmark.md, "Why the defaults"; notebook 03
+# plots them from the reference). The suite trains them after each seed's main rows.
+STUDIES: dict[str, tuple[StudyRun, ...]] = {
+    # AdaptSegNet's adversarial weight around the default's 0.01 (10x the official 0.001).
+    "lambda": (
+        _study_run("output_adv_single@lambda0.001", "output_adv_single", method__lambda_adv_main=0.001),
+        _study_run("output_adv_single", "output_adv_single"),
+        _study_run("output_adv_single@lambda0.03", "output_adv_single", method__lambda_adv_main=0.03),
+    ),
+    # The label shift: none, the default's 0.3, the generator's full shift; each with its
+    # own source-only control.
+    "shift": (
+        _study_run("source_only@shift0", "source_only", "source_only@shift0", data__balance_shift=0.0),
+        _study_run("output_adv_single@shift0", "output_adv_single", "source_only@shift0",
+                   data__balance_shift=0.0),
+        _study_run("source_only", "source_only"),
+        _study_run("output_adv_single", "output_adv_single"),
+        _study_run("source_only@shift1", "source_only", "source_only@shift1", data__balance_shift=1.0),
+        _study_run("output_adv_single@shift1", "output_adv_single", "source_only@shift1",
+                   data__balance_shift=1.0),
+    ),
+    # Batch norm in the official training mode, paired with AdaBN (the batch-norm row):
+    # at the default label shift, and at the full shift (the previous embedded default).
+    "bn": (
+        _study_run("source_only_tgt_bn", "source_only_tgt_bn", "source_only_tgt_bn"),
+        _study_run("output_adv_single@bntrain", "output_adv_single", "source_only_tgt_bn",
+                   model__bn_mode="train"),
+        _study_run("source_only_tgt_bn@shift1", "source_only_tgt_bn", "source_only_tgt_bn@shift1",
+                   data__balance_shift=1.0),
+        _study_run("output_adv_single@shift1_bntrain", "output_adv_single",
+                   "source_only_tgt_bn@shift1", model__bn_mode="train", data__balance_shift=1.0),
+    ),
+    # The discriminator's verdicts: the official five stride-2 convolutions (4x2 verdicts at
+    # 128x64) against the last two at stride 1 (16x8 patches).
+    "patch": (
+        _study_run("output_adv_single", "output_adv_single"),
+        _study_run("output_adv_single@patch2", "output_adv_single", method__disc_patch_stride1=2),
+    ),
+}
+
+
+def run_studies(run_root: str | Path, seed: int, studies: Sequence[str] | None = None,
+                pretrained: str = "shipped", adapt_overrides: dict | None = None,
+                pretrain_overrides: dict | None = None) -> None:
+    """Train the runs of ``studies`` (names of :data:`STUDIES`; all by default) for one seed,
+    as variants (:func:`run_variant`) beside the seed's main rows, with the suite's
+    ``adapt_overrides`` under each run's own."""
+    chosen = list(STUDIES) if studies is None else list(studies)
+    unknown = [s for s in chosen if s not in STUDIES]
+    if unknown:
+        raise config.ConfigError(f"unknown studies {unknown}; known: {sorted(STUDIES)}")
+    done: set[str] = set()
+    for study in chosen:
+        for run in STUDIES[study]:
+            if not run.overrides or run.name in done:
+                continue  # a main row: run_seed trains it
+            done.add(run.name)
+            run_variant(run_root, seed, run.preset, run.name,
+                        {**(adapt_overrides or {}), **dict(run.overrides)},
                         pretrain_overrides=pretrain_overrides, pretrained=pretrained)
 
 

@@ -165,7 +165,7 @@ def train_rows(presets: Sequence[str], run_dir: str | Path, **kwargs) -> dict:
 
 def compare(results: dict):
     """Target and source mIoU (%) of trained runs (their final evaluation), with gains against
-    the first two rows: pass plain source-only and the batch-norm control first."""
+    the first two rows: pass source-only (the control) and the batch-norm row (AdaBN) first."""
     import pandas as pd
 
     table = {}
@@ -179,7 +179,7 @@ def compare(results: dict):
     names = list(df.index)
     if len(names) >= 2:
         df["gain vs source-only"] = df["target mIoU"] - df.loc[names[0], "target mIoU"]
-        df["gain vs BN control"] = df["target mIoU"] - df.loc[names[1], "target mIoU"]
+        df["gain vs AdaBN"] = df["target mIoU"] - df.loc[names[1], "target mIoU"]
     return df.round(2)
 
 
@@ -190,7 +190,7 @@ def beside_reference(trained: dict, extra: dict | None = None, reference=None):
 
     Args:
         trained: ``{row key: RunResult}`` as :func:`train_rows` returns it; it must hold the
-            batch-norm control (``source_only_tgt_bn``).
+            control (``source_only``).
         extra: more rows as ``{row key: target mIoU (%)}`` (the ensemble).
         reference: the reference table; :func:`segda.results.read_reference` by default.
 
@@ -219,3 +219,70 @@ def beside_reference(trained: dict, extra: dict | None = None, reference=None):
     control = rows.control()
     order = [control] + [k for k in own if k != control]
     return results.against_reference({k: own[k] for k in order if k in own}, ref)
+
+
+def update_inputs(cfg: config.TrainConfig, data):
+    """What a notebook's written-out update runs on: the first ``batch_size`` training images
+    of each domain (source with labels) and two identical copies of freshly built models
+    (seeded with ``run.seed``), one for the written-out update and one for
+    :func:`segda.methods.train_step`. Returns ``(source batch, target batch, state, reference)``."""
+    import torch
+
+    from segda import methods
+
+    device = repro.resolve_device(cfg.run.device)
+    n = cfg.data.batch_size
+    items_s = [data.train_source[i] for i in range(n)]
+    items_t = [data.train_target[i] for i in range(n)]
+    src = methods.Batch(torch.stack([x["image"] for x in items_s]).to(device),
+                        torch.stack([x["label"] for x in items_s]).to(device))
+    tgt = methods.Batch(torch.stack([x["image"] for x in items_t]).to(device))
+    copies = []
+    for _ in range(2):
+        torch.manual_seed(cfg.run.seed)
+        copies.append(methods.build_state(cfg, device))
+    return src, tgt, copies[0], copies[1]
+
+
+def same_weights(state, reference) -> bool:
+    """Whether two training states hold bitwise equal segmenters and discriminators."""
+    import torch
+
+    pairs = [(state.seg, reference.seg),
+             *((state.discs[k], reference.discs[k]) for k in state.discs)]
+    return set(state.discs) == set(reference.discs) and all(
+        torch.equal(a, b) for x, y in pairs
+        for a, b in zip(x.state_dict().values(), y.state_dict().values(), strict=True))
+
+
+def diagnostics_summary(history, last: int = 20) -> dict[str, float]:
+    """The step diagnostics (``run.diagnostics``) averaged over the last ``last`` logged
+    iterations: each discriminator's accuracy per domain, the gradient norms of the source and
+    the target terms, and their ratio (how hard the target term pulls, relative to the
+    segmentation loss)."""
+    df = history.tail(last)
+    out = {c: float(df[c].astype(float).mean()) for c in df.columns if c.startswith("diag_")}
+    if out.get("diag_grad_source") and "diag_grad_target" in out:
+        out["target / source gradient"] = out["diag_grad_target"] / out["diag_grad_source"]
+    return {k: round(v, 4) for k, v in out.items()}
+
+
+def run_summary(preset: str, comparison, beside) -> str:
+    """What a method notebook's run showed, in two sentences: its target mIoU with the gains
+    over the control (source-only, batch norm as in the walk) and over the batch-norm row
+    (AdaBN), then the three-seed reference's paired gain and verdict, and whether this run
+    lies in the reference's range."""
+    row = rows.label(row_key(preset))
+    r = comparison.loc[row]
+    text = (f"{row}: {r['target mIoU']:.1f} target mIoU, {r['gain vs source-only']:+.1f} against "
+            f"the control (source-only) and {r['gain vs AdaBN']:+.1f} against the batch-norm row "
+            f"(AdaBN); source mIoU {r['source mIoU']:.1f}.")
+    if row in beside.index and beside.loc[row, "reference seeds"] > 0:
+        v = beside.loc[row]
+        text += (f"\nThree-seed reference: {v['reference gain']:+.1f} +/- "
+                 f"{v['reference gain std']:.1f} against the control ({v['verdict (reference)']}); "
+                 f"this run's {v['gain (this run)']:+.1f} is "
+                 f"{'inside' if v['within reference range'] else 'outside'} the reference's range "
+                 f"of seeds (checked band {v['range checked low']:+.1f} to "
+                 f"{v['range checked high']:+.1f}).")
+    return text

@@ -17,7 +17,8 @@ from segda import io, rows, runs
 
 
 def summarize(df):
-    """Mean +/- std over seeds per method, with gains against source-only and the BN control."""
+    """Mean +/- std over seeds per method, with gains against source-only (the control) and
+    the batch-norm row (AdaBN: training-mode batch norm on target images)."""
     import pandas as pd
 
     df = df.copy()
@@ -30,7 +31,7 @@ def summarize(df):
         "seeds": grouped["seed"].nunique(),
     })
     for ref, col in (("source_only", "gain vs source-only"),
-                     ("source_only_tgt_bn", "gain vs BN control")):
+                     ("source_only_tgt_bn", "gain vs AdaBN")):
         if ref in table.index:
             table[col] = paired_gains(df, ref).groupby("key")["gain"].mean()
     order = rows.table_order()
@@ -44,7 +45,7 @@ def summarize(df):
 def format_table(table, digits: int = 1) -> str:
     """Markdown with mean +/- std."""
     cols = ["method", "target mIoU (mean +/- std)", "source mIoU", "gain vs source-only",
-            "gain vs BN control", "seeds"]
+            "gain vs AdaBN", "seeds"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for name, row in table.iterrows():
         std = "" if np.isnan(row["std"]) else f" +/- {row['std']:.{digits}f}"
@@ -56,7 +57,7 @@ def format_table(table, digits: int = 1) -> str:
 
         lines.append("| " + " | ".join([
             name, f"{row['target mIoU']:.{digits}f}{std}", fmt(row["source mIoU"]),
-            fmt(row.get("gain vs source-only"), True), fmt(row.get("gain vs BN control"), True),
+            fmt(row.get("gain vs source-only"), True), fmt(row.get("gain vs AdaBN"), True),
             str(int(row["seeds"])),
         ]) + " |")
     return "\n".join(lines)
@@ -214,15 +215,18 @@ def paired_gains(df, control: str | None = None):
 RESOLUTION = 0.1
 
 
-def verdict(gain: float, spread: float) -> str:
-    """A gain over the control judged against the seed-to-seed spread of such gains: inside
-    +/- ``spread`` (at least :data:`RESOLUTION`) it is "no measurable difference"; with no
-    spread known (one seed) it is not judged."""
-    if spread is None or not np.isfinite(spread):
+def verdict(gains) -> str:
+    """A row's gains over the control, one per seed (each paired with the control of its own
+    seed), judged by their signs: above (or below) the control on every seed, or no consistent
+    difference. One seed is not judged: a single pair cannot tell a gain from seed noise."""
+    gains = [float(g) for g in gains if np.isfinite(g)]
+    if len(gains) < 2:
         return "one seed: not judged"
-    if abs(gain) <= max(spread, RESOLUTION):
-        return "no measurable difference"
-    return "above the control" if gain > 0 else "below the control"
+    if all(g > 0 for g in gains):
+        return f"above the control on all {len(gains)} seeds"
+    if all(g < 0 for g in gains):
+        return f"below the control on all {len(gains)} seeds"
+    return f"no consistent difference ({sum(g > 0 for g in gains)} of {len(gains)} seeds above)"
 
 
 def against_reference(own: dict[str, float], reference, control: str | None = None):
@@ -235,9 +239,9 @@ def against_reference(own: dict[str, float], reference, control: str | None = No
 
     Columns: this run's target mIoU and gain over the control; the reference's mean, std,
     seeds and per-seed gains (mean, std, min, max); whether this run's gain lies within the
-    reference's range of gains (widened by :data:`RESOLUTION` on each side); the verdict on
-    this run's gain (:func:`verdict`, against the reference's std of gains for that row) and
-    on the reference's mean gain.
+    reference's range of gains (widened by :data:`RESOLUTION` on each side); the sign of this
+    run's gain (one seed) and the reference's verdict (:func:`verdict`: the signs of its
+    per-seed gains).
     """
     import pandas as pd
 
@@ -261,9 +265,10 @@ def against_reference(own: dict[str, float], reference, control: str | None = No
             "range checked low": g.min() - RESOLUTION, "range checked high": g.max() + RESOLUTION,
             "within reference range": bool(g.min() - RESOLUTION <= own_gain <= g.max() + RESOLUTION)
             if len(g) else False,
-            "verdict (this run)": "the control" if key == control else verdict(own_gain, spread),
-            "verdict (reference)": "the control" if key == control
-            else verdict(g.mean(), spread),
+            "verdict (this run)": "the control" if key == control
+            else ("above the control" if own_gain > 0 else "below the control" if own_gain < 0
+                  else "equal to the control"),
+            "verdict (reference)": "the control" if key == control else verdict(g),
         }
     return pd.DataFrame.from_dict(table, orient="index")
 
@@ -275,6 +280,36 @@ def lambda_sweep(reference, row: str = "output_adv_single"):
     base = df["key"].str.split("@").str[0]
     sweep = df[(base == row) & (df["key"].eq(row) | df["key"].str.contains("@lambda"))]
     return sweep[["key", "seed", "lambda_adv_main", "target_miou", "gain"]].reset_index(drop=True)
+
+
+def study_table(reference, study):
+    """One study of the reference (``segda.experiments.STUDIES[name]``): per run, its setting,
+    its control, its target mIoU over seeds and its gain paired per seed with the control of
+    the same seed (each gain, their mean and std, and :func:`verdict`). Runs the reference
+    lacks are left out."""
+    import pandas as pd
+
+    df = reference.copy()
+    if "key" not in df:
+        df["key"] = rows.keys(df)
+    by_key = {k: g.set_index("seed")["target_miou"] for k, g in df.groupby("key")}
+    table = {}
+    for run in study:
+        if run.name not in by_key or run.control not in by_key:
+            continue
+        own, base = by_key[run.name], by_key[run.control]
+        gains = (own - base.reindex(own.index)).dropna()
+        table[run.name] = {
+            "setting": ", ".join(f"{k}={v}" for k, v in run.overrides) or "the default",
+            "control": run.control,
+            "target mIoU": own.mean(),
+            "gain": gains.mean() if run.name != run.control else 0.0,
+            "gain std": gains.std(ddof=1) if len(gains) > 1 else np.nan,
+            "gains per seed": " / ".join(f"{g:+.1f}" for g in gains),
+            "seeds": len(gains),
+            "verdict": "the control" if run.name == run.control else verdict(gains),
+        }
+    return pd.DataFrame.from_dict(table, orient="index")
 
 
 def beside_collected(collected, reference=None, seed: int | None = None):
@@ -291,7 +326,7 @@ def beside_collected(collected, reference=None, seed: int | None = None):
 
 def format_beside(table, digits: int = 1) -> str:
     """Markdown of :func:`against_reference`'s table."""
-    cols = ["row", "this run", "gain vs BN control (this run)",
+    cols = ["row", "this run", "gain vs the control (this run)",
             "reference gain (mean +/- std, seeds)", "this run inside the reference's range",
             "verdict (reference)"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]

@@ -518,14 +518,14 @@ def plot_against_reference(table, column: str = "gain"):
     widened by the tables' resolution), and this run (red diamond).
 
     Args:
-        column: ``"gain"`` (over the batch-norm control) or ``"target mIoU"``.
+        column: ``"gain"`` (over the control, :func:`segda.rows.control`) or ``"target mIoU"``.
     """
     rows = list(table.index)
     x = np.arange(len(rows))
     if column == "gain":
         mean, std = table["reference gain"], table["reference gain std"]
         low, high, own = table["reference gain min"], table["reference gain max"], table["gain (this run)"]
-        label = "target mIoU gain over the BN control (points)"
+        label = "target mIoU gain over the control (points)"
     else:
         mean, std = table["reference mean"], table["reference std"]
         low = high = None
@@ -559,7 +559,7 @@ def plot_against_reference(table, column: str = "gain"):
 
 
 def plot_lambda_sweep(sweep):
-    """Target mIoU gain over the BN control against the adversarial weight: one point per
+    """Target mIoU gain over the control (source-only of the same seed) against the adversarial weight: one point per
     seed (grey) and the mean (line), from :func:`segda.results.lambda_sweep`."""
     fig, axes = new_figure(1, 1, (5.5, 3.4))
     ax = axes[0, 0]
@@ -569,7 +569,7 @@ def plot_lambda_sweep(sweep):
     ax.axhline(0.0, color="black", linewidth=0.8, linestyle="--")
     ax.set_xscale("log")
     ax.set_xlabel("lambda_adv (main)")
-    ax.set_ylabel("gain over the BN control (points)")
+    ax.set_ylabel("gain over the control (points)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
