@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from segda import config, experiments, results, rows, runs, train
+from segda import experiments, results, rows, runs, train
 
 TINY = {"data.source_size": [64, 32], "data.target_size": [64, 32], "data.batch_size": 2,
         "optim.max_iters": 2, "optim.early_stop": 2, "run.device": "cpu", "run.progress": False,

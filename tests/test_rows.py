@@ -66,7 +66,8 @@ def test_a_registered_row_is_beside_the_reference_in_the_demo_table(maxsquare):
     mine = beside.loc["MaxSquare"]
     assert mine["this run"] == 63.0 and mine["gain (this run)"] == 16.0  # seed 0: 63 - 47
     assert mine["reference gain"] == 16.0 and mine["reference gain std"] == pytest.approx(1.0)
-    assert mine["within reference range"] and mine["verdict (reference)"] == "above the control on all 3 seeds"
+    assert mine["within reference range"]
+    assert mine["verdict (reference)"] == "above the control on all 3 seeds"
 
 
 def test_a_row_declaring_advents_naming_gets_advents_snapshot_names(maxsquare):

@@ -559,8 +559,9 @@ def plot_against_reference(table, column: str = "gain"):
 
 
 def plot_lambda_sweep(sweep):
-    """Target mIoU gain over the control (source-only of the same seed) against the adversarial weight: one point per
-    seed (grey) and the mean (line), from :func:`segda.results.lambda_sweep`."""
+    """Target mIoU gain over the control (source-only of the same seed) against the
+    adversarial weight: one point per seed (grey) and the mean (line), from
+    :func:`segda.results.lambda_sweep`."""
     fig, axes = new_figure(1, 1, (5.5, 3.4))
     ax = axes[0, 0]
     ax.scatter(sweep["lambda_adv_main"], sweep["gain"], color="grey", s=14, label="one seed")
