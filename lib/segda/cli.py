@@ -307,6 +307,13 @@ def cmd_ship(args) -> int:
     manifest), or with ``--check`` verify the file and regenerate its first iterations."""
     from segda import experiments, shipped
 
+    if args.rescore:
+        record = experiments.rescore_shipped()
+        print(f"{shipped.resolve(shipped.reference())} (SHA-256 {record['sha256']}, unchanged) "
+              f"re-evaluated: target mIoU {100 * record['target_miou']:.1f}, "
+              f"source mIoU {100 * record['source_miou']:.1f} (balance_shift "
+              f"{record['balance_shift']:g})")
+        return 0
     if not args.check:
         record = experiments.make_shipped(args.run_dir, seed=args.seed, progress_bar="text")
         print(f"wrote {shipped.FOLDER / record['file']} (SHA-256 {record['sha256']}); "
@@ -433,6 +440,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--check", action="store_true",
                    help="verify the shipped file's SHA-256 and regenerate its first iterations")
+    p.add_argument("--rescore", action="store_true",
+                   help="re-evaluate the shipped file, unchanged, on the preset's validation splits "
+                   "as rendered now (after a change of the target domain) and record the scores")
     p.set_defaults(fn=cmd_ship)
 
     args = parser.parse_args(argv)
