@@ -105,3 +105,30 @@ def test_a_file_where_the_run_folder_should_be_is_one_line(tmp_path, capsys):
     assert cli.main(argv) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and "taken" in err[0]
+
+
+def test_one_of_the_two_image_sizes_changed_alone_names_both_keys(capsys, tmp_path):
+    rc = cli.main(["train", "embedded/source_only", "--run-dir", str(tmp_path / "run"),
+                   "--set", "data.source_size=[32,16]"])
+    line = _one_line_error(capsys.readouterr().err)
+    assert rc == 1 and "'data.source_size' [32, 16] and 'data.target_size' [128, 64]" in line
+    assert "--set data.target_size=[W,H]" in line and not (tmp_path / "run").exists()
+    # the real datasets take two sizes (the papers' 1280x720 and 1024x512)
+    assert config.load("paper/advent", {"data.source_size": [640, 360]}).data.source_size == (640, 360)
+
+
+def test_preset_names_and_numbers_in_another_notation(capsys, tmp_path):
+    def error(*argv):
+        assert cli.main(["train", *argv, "--run-dir", str(tmp_path / "run")]) == 1
+        return _one_line_error(capsys.readouterr().err)
+
+    assert "did you mean 'embedded/advent' or 'paper/advent'?" in error("advent")
+    assert "did you mean 'embedded/advent'?" in error("embedded/advnt")
+    assert "preset file nothere.yaml does not exist" in error("nothere.yaml")
+    assert "'optim.max_iters' must be a whole number, got '1e3'; write it as 1000" in error(
+        "embedded/advent", "--set", "optim.max_iters=1e3")
+    assert "'run.amp' must be true or false, got 1" in error("embedded/advent", "--set", "run.amp=1")
+    line = error("embedded/advent", "--set", "optim.early_stop=300", "--set", "optim.max_iters=200")
+    assert "'optim.early_stop' (300) must not exceed 'optim.max_iters' (200)" in line
+    assert "set optim.max_iters to at least 300" in line
+    assert not (tmp_path / "run").exists()

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from segda.config import DataConfig, ModelConfig
+from segda.config import DataConfig, ModelConfig, check_embedded_sizes
 from segda.data.stats import class_frequencies
 
 DATASETS = ("embedded", "gta5_cityscapes", "synthia_cityscapes")
@@ -96,10 +96,8 @@ def build_datasets(data: DataConfig, model: ModelConfig | None = None) -> Domain
 def _embedded(data: DataConfig) -> DomainData:
     from segda.data import embedded_cache, synthetic
 
+    check_embedded_sizes(data)  # a DataConfig built directly is not validated
     w_src, h_src = data.source_size
-    w_tgt, h_tgt = data.target_size
-    if (w_src, h_src) != (w_tgt, h_tgt):
-        raise ValueError("the embedded benchmark renders both domains at one size")
     scfg = synthetic.SyntheticConfig(
         height=h_src, width=w_src, palette_shift=data.palette_shift,
         light_shift=data.light_shift, balance_shift=data.balance_shift, seed=data.embedded_seed,
