@@ -132,3 +132,35 @@ def test_preset_names_and_numbers_in_another_notation(capsys, tmp_path):
     assert "'optim.early_stop' (300) must not exceed 'optim.max_iters' (200)" in line
     assert "set optim.max_iters to at least 300" in line
     assert not (tmp_path / "run").exists()
+
+
+def test_zero_images_is_refused_everywhere_with_the_parameter_named(capsys, tmp_path):
+    import torch
+
+    from segda import evaluate, methods
+    from segda.data import registry, stats
+
+    with pytest.raises(config.ConfigError, match=r"parameter 'eval_images' must be at least 1 "
+                                                 r"\(None: the whole split\), got 0"):
+        notebook.notebook_config("embedded/advent", eval_images=0)
+    cfg = notebook.notebook_config("embedded/advent", image_size=[64, 32], batch_size=2,
+                                   device="cpu")
+    assert cfg.run.eval_max_images == 0  # None: the config's value for the whole split
+    data = registry.build_datasets(cfg.data, cfg.model)
+    state = methods.build_state(cfg, torch.device("cpu"))
+    calls = {  # as the notebooks call them with max_images=eval_images
+        "evaluate": lambda n: evaluate.evaluate(state.seg, data.val_target, max_images=n),
+        "mean_entropy": lambda n: evaluate.mean_entropy(state.seg, data.val_target, max_images=n),
+        "shares": lambda n: evaluate.predicted_class_shares(state.seg, data.val_target,
+                                                            max_images=n),
+        "scores": lambda n: evaluate.discriminator_scores(state.seg, state.discs["main"], "advent",
+                                                          data.val_target, max_images=n),
+    }
+    for call in calls.values():
+        with pytest.raises(evaluate.EvaluationError, match="max_images must be at least 1"):
+            call(0)
+    assert calls["scores"](1).size > 0 and calls["shares"](1).sum() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="max_items must be at least 1"):
+        stats.class_frequencies(data.val_target, 0)
+    assert cli.main(["ledger", str(tmp_path), "--max-images", "0"]) == 1
+    assert "--max-images must be at least 1" in _one_line_error(capsys.readouterr().err)

@@ -133,16 +133,23 @@ def _eval_stem(args, paths: list[Path], weights: tuple[float, ...], dataset: str
     return "eval_" + "_".join(parts) + f"_{args.num_eval_classes}cls"
 
 
+def _check_max_images(args) -> None:
+    """--max-images as every evaluation function takes it: at least 1; omitted = every image."""
+    from segda import evaluate
+
+    if args.max_images is not None and args.max_images < 1:
+        raise evaluate.EvaluationError(
+            f"--max-images must be at least 1 (omit it to evaluate every image), got "
+            f"{args.max_images}")
+
+
 def cmd_eval(args) -> int:
     """Evaluate one checkpoint or an ensemble, each predicted as its run was evaluated."""
     from segda import evaluate, io, metrics
     from segda.data import registry
     from segda.labels import CLASS_NAMES
 
-    if args.max_images is not None and args.max_images < 1:
-        raise evaluate.EvaluationError(
-            f"--max-images must be at least 1 (omit it to evaluate every image), got "
-            f"{args.max_images}")
+    _check_max_images(args)
     paths = [Path(p) for p in args.checkpoint]
     try:
         weights = evaluate.ensemble_weights(args.weights, len(paths))
@@ -267,6 +274,7 @@ def cmd_collect(args) -> int:
 def cmd_ledger(args) -> int:
     from segda import config, ledger
 
+    _check_max_images(args)
     text = ledger.ledger(args.runs, args.out, max_images=args.max_images, device=args.device,
                          overrides=config.parse_overrides(args.set))
     print(text)

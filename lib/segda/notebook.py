@@ -36,10 +36,14 @@ def notebook_config(
     ``max_iters`` is the number of iterations to run. Presets whose poly schedule ends where
     the run ends (the embedded ones) get both ``optim.max_iters`` and ``optim.early_stop``;
     the paper presets keep their 250k-iteration schedule horizon and only stop earlier,
-    as the official code does. ``image_size`` is ``[W, H]`` for both domains; ``None`` keeps
-    the preset's sizes (1280x720 / 1024x512 for the paper rows); the text ``"[128, 64]"``
-    (what papermill's ``-p`` passes) is read as YAML.
+    as the official code does. ``eval_images``: validation images per evaluation, at least 1
+    (None: the whole split), as the evaluation functions take it. ``image_size`` is ``[W, H]``
+    for both domains; ``None`` keeps the preset's sizes (1280x720 / 1024x512 for the paper
+    rows); the text ``"[128, 64]"`` (what papermill's ``-p`` passes) is read as YAML.
     """
+    if eval_images is not None and eval_images < 1:  # as every evaluation function refuses it
+        raise config.ConfigError(f"parameter 'eval_images' must be at least 1 (None: the whole "
+                                 f"split), got {eval_images}")
     image_size = notebook_parameter("image_size", image_size, list)
     extra = notebook_parameter("overrides", extra, dict)
     repro.check_device(device, key="device")  # the notebook parameter, before any run folder
