@@ -164,3 +164,14 @@ def test_zero_images_is_refused_everywhere_with_the_parameter_named(capsys, tmp_
         stats.class_frequencies(data.val_target, 0)
     assert cli.main(["ledger", str(tmp_path), "--max-images", "0"]) == 1
     assert "--max-images must be at least 1" in _one_line_error(capsys.readouterr().err)
+
+
+def test_the_notebooks_default_run_dir_is_the_repositorys_wherever_the_kernel_starts(
+        tmp_path, monkeypatch):
+    repo = notebook.NOTEBOOKS_DIR.parent
+    for kernel_cwd in (repo, repo / "notebooks", tmp_path):  # papermill, JupyterLab, elsewhere
+        monkeypatch.chdir(kernel_cwd)
+        assert notebook.run_root("../runs/notebooks") == repo / "runs" / "notebooks"
+        assert notebook.run_folder("../runs/notebooks", "embedded/advent", 1) == \
+            repo / "runs" / "notebooks" / "seed1" / "advent"
+    assert notebook.run_root(tmp_path / "runs") == tmp_path / "runs"  # make demo, sweeps
