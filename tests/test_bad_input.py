@@ -175,3 +175,30 @@ def test_the_notebooks_default_run_dir_is_the_repositorys_wherever_the_kernel_st
         assert notebook.run_folder("../runs/notebooks", "embedded/advent", 1) == \
             repo / "runs" / "notebooks" / "seed1" / "advent"
     assert notebook.run_root(tmp_path / "runs") == tmp_path / "runs"  # make demo, sweeps
+
+
+def test_minent_cp_given_to_the_minent_notebook_trains_and_its_step_names_the_prior(tmp_path):
+    """Notebook 05's calls with ``preset = "embedded/minent_cp"``: its rows train (the prior is
+    computed from the source labels); the written-out step, which has no datasets, names the
+    argument it needs."""
+    import torch
+
+    from segda import methods
+    from segda.data import registry
+
+    params = dict(image_size=[64, 32], batch_size=2, eval_images=2, device="cpu", seed=0)
+    cfg = notebook.notebook_config("embedded/minent_cp", max_iters=1, **params)
+    data = registry.build_datasets(cfg.data, cfg.model)
+    trained = notebook.train_rows(  # the notebook's rows end with its preset: here twice
+        [notebook.sibling("embedded/minent_cp", "minent_cp"), "embedded/minent_cp"],
+        tmp_path, pretrain_iters=1, data=data, max_iters=1, **params)
+    assert "cp_main" in trained["minent_cp"].history_frame()
+    state = methods.build_state(cfg, torch.device("cpu"))
+    items = [data.train_source[i] for i in range(2)]
+    src = methods.Batch(torch.stack([x["image"] for x in items]),
+                        torch.stack([x["label"] for x in items]))
+    tgt = methods.Batch(torch.stack([data.train_target[i]["image"] for i in range(2)]))
+    with pytest.raises(ValueError, match=r"pass source_prior=torch.as_tensor\(data.source_prior"):
+        methods.train_step(state, src, tgt, cfg)
+    prior = torch.full((19,), 1 / 19)  # any prior; data.source_prior() in a notebook
+    assert "cp_main" in methods.train_step(state, src, tgt, cfg, prior)
