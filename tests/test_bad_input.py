@@ -202,3 +202,34 @@ def test_minent_cp_given_to_the_minent_notebook_trains_and_its_step_names_the_pr
         methods.train_step(state, src, tgt, cfg)
     prior = torch.full((19,), 1 / 19)  # any prior; data.source_prior() in a notebook
     assert "cp_main" in methods.train_step(state, src, tgt, cfg, prior)
+
+
+@pytest.mark.filterwarnings("ignore:The image decoding:DeprecationWarning")
+def test_a_gta5_label_of_another_size_is_named_with_its_image_but_a_few_pixels_are_resized(
+        tmp_path, capsys):
+    import numpy as np
+
+    from segda import doctor
+    from segda.data import gta5, miniature
+    from segda.data.real import SizeMismatchError
+
+    mini = miniature.make_miniature(tmp_path / "data", init=False)
+    lists = {"train": mini.lists["gta5_train"]}
+    wrong = mini.gta5 / "labels" / "00002.png"  # a third of the 64x35 image, another ratio
+    miniature.write_palette_png(wrong, np.full((20, 21), 7, np.uint8))
+    sizes = f"{wrong} is 21x20 but its image {mini.gta5 / 'images' / '00002.png'} is 64x35"
+    with pytest.raises(SizeMismatchError, match="extract these labels again") as err:
+        gta5.prepare(mini.gta5, lists=lists, log=lambda s: None)
+    assert sizes in str(err.value) and "--exclude-mismatched" in str(err.value)
+    report = (mini.gta5 / "segda_prepare_report.json").read_text()
+    assert '"00003.png"' in report  # the miniature's 2x1-pixel mismatch: resized, as before
+    assert (mini.gta5 / "labels" / "00003_labelTrainIds.png").exists()
+    with pytest.raises(SizeMismatchError, match="21x20 but its image"):  # the dataset loader
+        gta5.GTA5(mini.gta5, size=None, list_file=lists["train"])
+    argv = ["--dataset", "gta5", "--root", str(mini.gta5), "--list", str(lists["train"])]
+    for extra in ([], ["--full"]):
+        assert doctor.main([*argv, *extra]) == 1
+        out = capsys.readouterr().out
+        assert sizes in out and "--exclude-mismatched" in out and "not converted" not in out
+    gta5.prepare(mini.gta5, lists=lists, exclude_mismatched=True, log=lambda s: None)
+    assert len(gta5.GTA5(mini.gta5, size=None, list_file=lists["train"])) == 2
