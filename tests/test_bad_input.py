@@ -233,3 +233,42 @@ def test_a_gta5_label_of_another_size_is_named_with_its_image_but_a_few_pixels_a
         assert sizes in out and "--exclude-mismatched" in out and "not converted" not in out
     gta5.prepare(mini.gta5, lists=lists, exclude_mismatched=True, log=lambda s: None)
     assert len(gta5.GTA5(mini.gta5, size=None, list_file=lists["train"])) == 2
+
+
+@pytest.mark.filterwarnings("ignore:The image decoding:DeprecationWarning")
+def test_colour_saved_cityscapes_labels_get_the_fix_that_works(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from segda import doctor
+    from segda.data import cityscapes as cs
+    from segda.data import miniature
+    from segda.data.real import DatasetError, read_list
+
+    mini = miniature.make_miniature(tmp_path / "data", init=False)
+    lists = {"train": mini.lists["cityscapes_train"], "val": mini.lists["cityscapes_val"]}
+    argv = ["--dataset", "cityscapes", "--root", str(mini.cityscapes),
+            *[a for k, v in lists.items() for a in ("--list", f"{k}={v}")]]
+
+    def resave_in_colour(path):
+        grey = np.asarray(Image.open(path))
+        Image.fromarray(np.stack([grey] * 3, axis=-1)).save(path)
+
+    val = [mini.cityscapes / "gtFine" / "val" / cs.stem(n) for n in read_list(lists["val"])]
+    for stem in val:
+        resave_in_colour(f"{stem}{cs.LABEL_IDS_SUFFIX}")
+    assert doctor.main(argv) == 1
+    out = capsys.readouterr().out
+    assert f"{val[0]}{cs.LABEL_IDS_SUFFIX}: an 8-bit RGB PNG" in out
+    assert "extract the *_gtFine_labelIds.png files again" in out and "--from-polygons" in out
+    assert "make the labelIds single-channel first" in out  # not a bare rerun of prepare
+    with pytest.raises(DatasetError, match="single-channel labelIds PNG.*--from-polygons"):
+        cs.prepare(mini.cityscapes, lists=lists, log=lambda s: None)
+    cs.prepare(mini.cityscapes, lists=lists, from_polygons=True, log=lambda s: None)
+    # train-id labels saved again in colour: prepare keeps existing files unless --overwrite
+    resave_in_colour(f"{val[0]}{cs.TRAIN_IDS_SUFFIX}")
+    assert doctor.main(argv) == 1
+    assert "--overwrite (prepare writes these files" in capsys.readouterr().out
+    cs.prepare(mini.cityscapes, lists=lists, from_polygons=True, overwrite=True,
+               log=lambda s: None)
+    assert doctor.main(argv) == 0
