@@ -272,3 +272,75 @@ def test_colour_saved_cityscapes_labels_get_the_fix_that_works(tmp_path, capsys)
     cs.prepare(mini.cityscapes, lists=lists, from_polygons=True, overwrite=True,
                log=lambda s: None)
     assert doctor.main(argv) == 0
+
+
+def test_wrong_starting_weights_and_data_folders_are_refused_before_the_run_folder(
+        capsys, tmp_path):
+    cases = {
+        ("embedded/advent", "model.init_checkpoint=nothere.pth"): "init checkpoint not found: "
+                                                                   "nothere.pth",
+        ("embedded/advent", "model.init_checkpoint=shipped:nothere"): "no shipped weights named "
+                                                                       "'nothere'",
+        ("paper/advent", "model.init_checkpoint=", f"data.root={tmp_path}"):
+            f"gta5 root not found: {tmp_path / 'GTA5'}",
+        ("paper/oracle", "model.init_checkpoint=", f"data.root={tmp_path}"):  # no source read
+            f"cityscapes root not found: {tmp_path / 'Cityscapes'}",
+    }
+    for (preset, *sets), expected in cases.items():
+        rc, err, run_dir = _train(capsys, tmp_path, preset, *sets)
+        assert rc == 1 and expected in _one_line_error(err) and not run_dir.exists()
+
+
+def test_wrong_names_of_files_runs_and_options_are_one_line(capsys, tmp_path):
+    def error(*argv):
+        assert cli.main(list(argv)) == 1
+        return _one_line_error(capsys.readouterr().err)
+
+    missing = tmp_path / "nothere.pth"
+    assert error("eval", "--checkpoint", str(missing)) == f"error: checkpoint not found: {missing}"
+    assert "nowhere does not exist; give run folders" in error("ledger", str(tmp_path / "nowhere"))
+    assert error("collect", str(tmp_path)).startswith(f"error: no finished runs under {tmp_path}")
+    root = str(tmp_path / "variants")
+    assert "variant trains embedded presets, not paper/advent" in error(
+        "variant", "paper/advent", "--name", "x", "--run-root", root)
+    assert "--name advent is a row of the main table" in error(
+        "variant", "embedded/advent", "--name", "advent", "--run-root", root)
+    assert "did you mean 'embedded/advent'?" in error(
+        "variant", "embedded/advnt", "--name", "x", "--run-root", root)
+    assert not (tmp_path / "variants").exists()
+    assert "-p expects key=value, got 'max_iters'" in error(
+        "sweep", "--notebook", "nb.ipynb", "--out", root, "--presets", "embedded/minent",
+        "-p", "max_iters")
+    assert "--adapt-set expects key=value" in error("suite", "--run-root", root, "--adapt-set", "x")
+    from segda.data.real import CountMismatchError
+
+    assert issubclass(CountMismatchError, cli._user_errors())  # a dataset's error, one line
+
+
+def test_eval_names_the_model_a_checkpoint_holds_and_takes_shipped_weights(capsys, tmp_path):
+    import shutil
+
+    from segda import shipped
+
+    copy = tmp_path / "weights.pth"
+    shutil.copy(shipped.resolve(shipped.reference()), copy)
+    assert cli.main(["eval", "--checkpoint", str(copy), "--out", str(tmp_path)]) == 1
+    assert "holds weights of the 'small' model" in _one_line_error(capsys.readouterr().err)
+    assert cli.main(["eval", "--checkpoint", shipped.reference(), "--model", "small",
+                     "--max-images", "1", "--device", "cpu", "--out", str(tmp_path)]) == 0
+    assert "embedded_source_pretrain" in capsys.readouterr().out
+
+
+def test_the_doctor_runs_as_a_command_and_names_an_unknown_split(capsys, tmp_path):
+    assert cli.main(["doctor", "--dataset", "gta5", "--root", str(tmp_path / "none")]) == 1
+    assert "gta5 root does not exist" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli.main(["doctor", "--dataset", "cityscapes", "--root", str(tmp_path), "--list", "foo=x"])
+    assert "'foo' is not a split of this dataset; its splits are train, val" in \
+        capsys.readouterr().err
+    from segda.data import synthia
+    from segda.data.real import CountMismatchError
+
+    with pytest.raises(CountMismatchError) as err:
+        synthia.prepare(tmp_path, log=lambda s: None)
+    assert "0 unpaired)" in str(err.value)  # no empty "e.g."

@@ -378,14 +378,14 @@ def parse_yaml(text: str) -> Any:
         raise ConfigError(f"not valid YAML ({problem})") from None
 
 
-def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+def parse_overrides(items: list[str] | None, flag: str = "--set") -> dict[str, Any]:
     """``["optim.lr=1e-3", "method.levels=multi"]`` (the CLI's ``--set``) -> typed overrides,
     each value read as a YAML scalar; an empty value (``model.init_checkpoint=``) is the empty
-    string, as ``''`` is."""
+    string, as ``''`` is. ``flag``: the option the items came with, named in errors."""
     out = {}
     for item in items or []:
         if "=" not in item:
-            raise ConfigError(f"--set expects key=value, got {item!r}")
+            raise ConfigError(f"{flag} expects key=value, got {item!r}")
         key, value = item.split("=", 1)
         if not value.strip():
             out[key] = ""  # YAML reads nothing as null, which no config key takes
@@ -393,7 +393,7 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
         try:
             out[key] = parse_yaml(value)
         except ConfigError as err:
-            raise ConfigError(f"--set {key}={value}: {err}") from None
+            raise ConfigError(f"{flag} {key}={value}: {err}") from None
     return out
 
 

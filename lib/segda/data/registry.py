@@ -122,6 +122,23 @@ def _embedded(data: DataConfig) -> DomainData:
     return out
 
 
+def require_roots(data: DataConfig) -> None:
+    """The dataset folders training reads exist (the splits themselves are read when first
+    used, after the run folder is made): raises the error a split would raise, naming the
+    folder and the command that prepares it. Nothing to check for the embedded benchmark."""
+    if data.dataset == "embedded":
+        return
+    from segda.data import cityscapes, gta5, synthia
+    from segda.data.real import require_root
+
+    root = Path(data.root)
+    if data.train_on == "source":  # an oracle reads no source image
+        source = gta5 if data.dataset == "gta5_cityscapes" else synthia
+        require_root(root / ("GTA5" if source is gta5 else "SYNTHIA"), source.NAME,
+                     source.PREPARE_COMMAND)
+    require_root(root / "Cityscapes", cityscapes.NAME, cityscapes.PREPARE_COMMAND)
+
+
 def _real(data: DataConfig, model: ModelConfig) -> DomainData:
     from segda.data.cityscapes import Cityscapes
 
