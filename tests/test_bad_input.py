@@ -344,3 +344,8 @@ def test_the_doctor_runs_as_a_command_and_names_an_unknown_split(capsys, tmp_pat
     with pytest.raises(CountMismatchError) as err:
         synthia.prepare(tmp_path, log=lambda s: None)
     assert "0 unpaired)" in str(err.value)  # no empty "e.g."
+    from segda.data import miniature
+
+    (tmp_path / "taken").write_text("a file")
+    with pytest.raises(FileExistsError, match="taken is a file; give a new folder"):
+        miniature.make_miniature(tmp_path / "taken", init=False)  # make_miniature.py: one line
