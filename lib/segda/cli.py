@@ -126,8 +126,11 @@ def _architecture_of(blob, aspp_branches: int, exclude: str) -> str | None:
     shapes = {k: tuple(v.shape) for k, v in blob.items()}
     for name in (n for n in models.SEGMENTERS if n != exclude):
         for multi_level in (True, False):
-            with torch.device("meta"):
-                seg = models.build_segmenter(name, 19, multi_level, aspp_branches)
+            try:
+                with torch.device("meta"):
+                    seg = models.build_segmenter(name, 19, multi_level, aspp_branches)
+            except ValueError:  # a combination the model does not have (VGG: one level)
+                continue
             if {k: tuple(v.shape) for k, v in seg.state_dict().items()} == shapes:
                 return name
     return None
