@@ -194,13 +194,11 @@ def _check_max_images(args) -> None:
 
 def cmd_eval(args) -> int:
     """Evaluate one checkpoint or an ensemble, each predicted as its run was evaluated."""
-    from segda import evaluate, io, metrics
+    from segda import evaluate, io, metrics, shipped
     from segda.data import registry
     from segda.labels import CLASS_NAMES
 
     _check_max_images(args)
-    from segda import shipped
-
     # "shipped:<name>", as model.init_checkpoint takes it: the verified file
     paths = [shipped.resolve(p) if shipped.is_shipped(p) else Path(p) for p in args.checkpoint]
     try:
