@@ -12,6 +12,7 @@ Commands:
   sweep       execute a notebook with papermill over methods/presets and seeds
   demo        run the notebook sequence (or the library pipeline) at demo scale
   ship        (re)make the shipped source-only checkpoint and its manifest, or --check it
+  doctor      check a dataset folder: what is present, missing, damaged, and the fix
 """
 
 from __future__ import annotations
@@ -24,13 +25,18 @@ from pathlib import Path
 
 def cmd_train(args) -> int:
     """Train one preset; under ``torchrun`` every rank joins the data-parallel run."""
-    from segda import config, distributed, methods, repro, train
+    from segda import config, distributed, methods, repro, runs, train
+    from segda.data import registry
 
     if args.stop_at is not None and args.stop_at < 1:
         raise config.ConfigError(f"--stop-at must be an iteration of at least 1, got {args.stop_at}")
     cfg = config.load(args.preset, config.parse_overrides(args.set))
     methods.get(cfg.method.name)  # an unknown method is a config error before anything runs
     repro.check_device(cfg.run.device)  # before the run folder is created
+    if not (Path(args.run_dir) / runs.CHECKPOINT).exists() or args.retrain:
+        # a new run needs its starting weights and its data; a resumed one has last.pth
+        _require_init_checkpoint(cfg.model.init_checkpoint)
+        registry.require_roots(cfg.data)
     dist = distributed.init_from_env(device=cfg.run.device) if distributed.launched_by_torchrun() \
         else None
     main = dist is None or dist.is_main
@@ -63,6 +69,19 @@ class CommandLineError(ValueError):
     """An argument that cannot be carried out as typed (the message names it and the fix)."""
 
 
+def _require_init_checkpoint(value: str) -> None:
+    """``model.init_checkpoint`` names a file (or verified shipped weights), checked before a
+    new run's folder is made: a wrong path would otherwise leave a folder of another config."""
+    from segda import shipped
+
+    if not value:
+        return
+    path = shipped.resolve(value) if shipped.is_shipped(value) else Path(value)
+    if not path.is_file():
+        raise CommandLineError(f"init checkpoint not found: {path} (set model.init_checkpoint to "
+                               "an existing file, or '' to start from scratch)")
+
+
 def _model_from_checkpoint(path: Path, args):
     """The segmenter of a checkpoint file and the config it predicts with: a run
     checkpoint's own, or (an official file) the defaults for ``--model``."""
@@ -83,8 +102,38 @@ def _model_from_checkpoint(path: Path, args):
     cfg = config.load(None, {"model.name": args.model, "model.aspp_branches": branches,
                              "model.multi_level": args.model != "deeplab_vgg16"})
     seg = models.build_segmenter(args.model, 19, cfg.model.multi_level, branches)
-    checkpoints.load_loaded(seg, blob, str(path), kind="adapted")
+    try:
+        checkpoints.load_loaded(seg, blob, str(path), kind="adapted")
+    except checkpoints.CheckpointMismatchError:
+        fits = _architecture_of(blob, branches, exclude=args.model)
+        if fits is None:
+            raise
+        raise CommandLineError(f"{path} holds weights of the {fits!r} model, not of --model "
+                               f"{args.model} (the default for official checkpoints): pass "
+                               f"--model {fits}") from None
     return seg, cfg
+
+
+def _architecture_of(blob, aspp_branches: int, exclude: str) -> str | None:
+    """The segmenter whose tensors (names and shapes) are exactly ``blob``'s, built without
+    memory on the meta device; None when ``blob`` is not a plain state dict or none fits."""
+    import torch
+
+    from segda import models
+
+    if not isinstance(blob, dict) or not all(isinstance(v, torch.Tensor) for v in blob.values()):
+        return None
+    shapes = {k: tuple(v.shape) for k, v in blob.items()}
+    for name in (n for n in models.SEGMENTERS if n != exclude):
+        for multi_level in (True, False):
+            try:
+                with torch.device("meta"):
+                    seg = models.build_segmenter(name, 19, multi_level, aspp_branches)
+            except ValueError:  # a combination the model does not have (VGG: one level)
+                continue
+            if {k: tuple(v.shape) for k, v in seg.state_dict().items()} == shapes:
+                return name
+    return None
 
 
 def _output_folder(folder: Path) -> Path:
@@ -133,17 +182,25 @@ def _eval_stem(args, paths: list[Path], weights: tuple[float, ...], dataset: str
     return "eval_" + "_".join(parts) + f"_{args.num_eval_classes}cls"
 
 
-def cmd_eval(args) -> int:
-    """Evaluate one checkpoint or an ensemble, each predicted as its run was evaluated."""
-    from segda import evaluate, io, metrics
-    from segda.data import registry
-    from segda.labels import CLASS_NAMES
+def _check_max_images(args) -> None:
+    """--max-images as every evaluation function takes it: at least 1; omitted = every image."""
+    from segda import evaluate
 
     if args.max_images is not None and args.max_images < 1:
         raise evaluate.EvaluationError(
             f"--max-images must be at least 1 (omit it to evaluate every image), got "
             f"{args.max_images}")
-    paths = [Path(p) for p in args.checkpoint]
+
+
+def cmd_eval(args) -> int:
+    """Evaluate one checkpoint or an ensemble, each predicted as its run was evaluated."""
+    from segda import evaluate, io, metrics, shipped
+    from segda.data import registry
+    from segda.labels import CLASS_NAMES
+
+    _check_max_images(args)
+    # "shipped:<name>", as model.init_checkpoint takes it: the verified file
+    paths = [shipped.resolve(p) if shipped.is_shipped(p) else Path(p) for p in args.checkpoint]
     try:
         weights = evaluate.ensemble_weights(args.weights, len(paths))
     except evaluate.EvaluationError as err:
@@ -188,8 +245,8 @@ def cmd_suite(args) -> int:
     from segda import config, experiments, results, runs
 
     t0 = time.perf_counter()
-    pre = config.parse_overrides(args.pretrain_set)
-    ada = config.parse_overrides(args.adapt_set)
+    pre = config.parse_overrides(args.pretrain_set, "--pretrain-set")
+    ada = config.parse_overrides(args.adapt_set, "--adapt-set")
     for seed in args.seeds:
         experiments.run_seed(args.run_root, seed, pretrain_overrides=pre, adapt_overrides=ada,
                              pretrained=args.pretrained)
@@ -222,11 +279,19 @@ def _write_readme(args, collected, wall_time_s: float | None = None) -> None:
 
 
 def cmd_variant(args) -> int:
-    from segda import config, experiments
+    from segda import config, experiments, rows
 
     overrides = config.parse_overrides(args.set)
+    folder, _, preset = args.preset.rpartition("/")
+    if folder not in ("", "embedded"):
+        raise CommandLineError(f"variant trains embedded presets, not {args.preset}; train it with: "
+                               f"python -m segda train {args.preset} --run-dir DIR --set ...")
+    config.preset_path(f"embedded/{preset}")  # an unknown preset: the list, before any run
+    if rows.find(args.name) is not None:
+        raise CommandLineError(f"--name {args.name} is a row of the main table; a variant needs "
+                               f"its own folder name, e.g. --name {args.name}_long")
     for seed in args.seeds:
-        result = experiments.run_variant(args.run_root, seed, args.preset, args.name, overrides,
+        result = experiments.run_variant(args.run_root, seed, preset, args.name, overrides,
                                          pretrained=args.pretrained)
         for ev in result.state.evals:
             source = 100 * ev.get("source_miou", float("nan"))
@@ -257,8 +322,9 @@ def cmd_collect(args) -> int:
     collected = runs.collect(args.run_root)
     try:
         print(results.write_results(args.run_root, collected))
-    except RuntimeError as err:
-        print(err, file=sys.stderr)
+    except RuntimeError as err:  # no finished run under the folder
+        print(f"error: {err}; a run is finished when its folder holds metrics.json (python -m "
+              "segda train ... finishes it)", file=sys.stderr)
         return 1
     _write_readme(args, collected)
     return 0
@@ -267,6 +333,11 @@ def cmd_collect(args) -> int:
 def cmd_ledger(args) -> int:
     from segda import config, ledger
 
+    _check_max_images(args)
+    for path in map(Path, args.runs):
+        if not path.exists():
+            raise CommandLineError(f"{path} does not exist; give run folders, or folders that "
+                                   "hold them (e.g. runs/embedded)")
     text = ledger.ledger(args.runs, args.out, max_images=args.max_images, device=args.device,
                          overrides=config.parse_overrides(args.set))
     print(text)
@@ -280,7 +351,7 @@ def cmd_sweep(args) -> int:
 
     try:
         jobs, notes = notebooks_runner.plan_sweep(args.notebook, args.out, args.presets, args.seeds,
-                                                  config.parse_overrides(args.param))
+                                                  config.parse_overrides(args.param, "-p"))
     except notebooks_runner.SweepError as err:
         print(f"error: {err}".replace("\n", "\nerror: "), file=sys.stderr)
         return 1
@@ -339,6 +410,11 @@ def _add_readme_args(p) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["doctor"]:  # the doctor has its own options (python -m segda.doctor)
+        from segda import doctor
+
+        return doctor.main(argv[1:], prog="python -m segda doctor")
     parser = argparse.ArgumentParser(prog="python -m segda", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -435,6 +511,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="fewer iterations (smoke test)")
     p.set_defaults(fn=cmd_demo)
 
+    # Listed for --help; main hands its arguments to segda.doctor's own parser.
+    sub.add_parser("doctor", help="check a dataset folder (the same as python -m segda.doctor)")
+
     p = sub.add_parser("ship", help="make the shipped source-only checkpoint (or --check it)")
     p.add_argument("--run-dir", default="runs/shipped/source_pretrain")
     p.add_argument("--seed", type=int, default=0)
@@ -449,20 +528,31 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(args)
     except _user_errors() as err:  # the message names the file or key and the fix
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {_message(err)}", file=sys.stderr)
         return 1
+
+
+def _message(err: BaseException) -> str:
+    """The error's text; an operating-system error without its ``[Errno N]`` prefix, and the
+    file named once (``checkpoint not found: P``, ``Permission denied: P``)."""
+    if isinstance(err, OSError) and err.strerror:
+        name = err.filename
+        return err.strerror if name is None or str(name) in err.strerror else \
+            f"{err.strerror}: {name}"
+    return str(err)
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors caused by an input (a config value, a file, a folder in use), reported in one
     line without a traceback."""
     from segda import checkpointing, config, evaluate, io, repro, results, runs, shipped, trainlog
+    from segda.data.real import DatasetError
     from segda.models.checkpoints import CheckpointMismatchError
 
     return (config.ConfigError, checkpointing.CheckpointError, io.DiskFullError,
             runs.RunFileError, runs.RunLockedError, runs.ConfigMismatchError,
             trainlog.NonFiniteLossError, evaluate.EvaluationError, CheckpointMismatchError,
             CommandLineError, FileNotFoundError, repro.DeviceError, shipped.ShippedWeightsError,
-            results.ReadmeMarkersError,
+            results.ReadmeMarkersError, DatasetError,
             # a read-only folder, or a file where a folder should be: the message names the path
             PermissionError, FileExistsError, NotADirectoryError, IsADirectoryError)

@@ -235,11 +235,25 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return float(value)
     if tp is int and isinstance(value, int) and not isinstance(value, bool):
         return value
+    if tp is int and not isinstance(value, bool) and _is_whole(value):
+        # 1e3 and 200.0 are whole numbers, but in another notation than a count's
+        raise ConfigError(f"{key!r} must be a whole number, got {value!r}; write it as "
+                          f"{int(float(value))}")
     if tp in (str, bool) and isinstance(value, tp):
         return value
+    if tp is bool:
+        raise ConfigError(f"{key!r} must be true or false, got {value!r}")
     if tp is type(None) and value is None:
         return None
     raise ConfigError(f"{key!r} must be of type {getattr(tp, '__name__', tp)}, got {value!r}")
+
+
+def _is_whole(value: Any) -> bool:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return False
+    return math.isfinite(number) and number == int(number)
 
 
 def _merge(obj: Any, updates: dict[str, Any], prefix: str) -> Any:
@@ -285,8 +299,24 @@ def _validate(cfg: TrainConfig) -> TrainConfig:
             raise ConfigError(f"{key!r} are Adam's two decay rates, each in [0, 1), "
                               f"got {plain[section][name]!r}")
     if cfg.optim.early_stop > cfg.optim.max_iters:
-        raise ConfigError("'optim.early_stop' must not exceed 'optim.max_iters'")
+        raise ConfigError(
+            f"'optim.early_stop' ({cfg.optim.early_stop}) must not exceed 'optim.max_iters' "
+            f"({cfg.optim.max_iters}), the poly schedule's horizon: set optim.max_iters to at "
+            f"least {cfg.optim.early_stop} too, or a smaller optim.early_stop")
+    check_embedded_sizes(cfg.data)
     return cfg
+
+
+def check_embedded_sizes(data: DataConfig) -> None:
+    """The embedded benchmark renders both domains at one size, so changing one of the two
+    sizes alone is a config error naming both keys (the real datasets take two sizes)."""
+    if data.dataset != "embedded" or tuple(data.source_size) == tuple(data.target_size):
+        return
+    raise ConfigError(
+        f"'data.source_size' {list(data.source_size)} and 'data.target_size' "
+        f"{list(data.target_size)} differ, but the embedded benchmark renders both domains at "
+        "one size: set both keys to the same [W, H] (--set data.source_size=[W,H] --set "
+        "data.target_size=[W,H]; notebooks: image_size=[W, H])")
 
 
 def preset_path(name: str | Path) -> Path:
@@ -294,10 +324,25 @@ def preset_path(name: str | Path) -> Path:
     path = Path(name)
     if path.suffix in (".yaml", ".yml") and path.exists():
         return path
+    if path.suffix in (".yaml", ".yml"):
+        raise ConfigError(f"preset file {path} does not exist; give an existing YAML file or a "
+                          f"preset name ({', '.join(list_presets())})")
     candidate = PRESET_DIR / f"{name}.yaml"
     if not candidate.exists():
-        raise ConfigError(f"unknown preset {str(name)!r}; available: {', '.join(list_presets())}")
+        raise ConfigError(f"unknown preset {str(name)!r}{_did_you_mean(str(name))}; available: "
+                          f"{', '.join(list_presets())}")
     return candidate
+
+
+def _did_you_mean(name: str) -> str:
+    """`` (did you mean 'embedded/advent' or 'paper/advent'?)``: presets of that name in a
+    folder (``advent``), then near spellings (``embedded/advnt``); empty when none is close."""
+    import difflib
+
+    presets = list_presets()
+    close = [p for p in presets if p.split("/")[-1] == name] or \
+        difflib.get_close_matches(name, presets, n=2, cutoff=0.8)
+    return f" (did you mean {' or '.join(repr(p) for p in close)}?)" if close else ""
 
 
 def list_presets() -> list[str]:
@@ -333,14 +378,14 @@ def parse_yaml(text: str) -> Any:
         raise ConfigError(f"not valid YAML ({problem})") from None
 
 
-def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+def parse_overrides(items: list[str] | None, flag: str = "--set") -> dict[str, Any]:
     """``["optim.lr=1e-3", "method.levels=multi"]`` (the CLI's ``--set``) -> typed overrides,
     each value read as a YAML scalar; an empty value (``model.init_checkpoint=``) is the empty
-    string, as ``''`` is."""
+    string, as ``''`` is. ``flag``: the option the items came with, named in errors."""
     out = {}
     for item in items or []:
         if "=" not in item:
-            raise ConfigError(f"--set expects key=value, got {item!r}")
+            raise ConfigError(f"{flag} expects key=value, got {item!r}")
         key, value = item.split("=", 1)
         if not value.strip():
             out[key] = ""  # YAML reads nothing as null, which no config key takes
@@ -348,7 +393,7 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
         try:
             out[key] = parse_yaml(value)
         except ConfigError as err:
-            raise ConfigError(f"--set {key}={value}: {err}") from None
+            raise ConfigError(f"{flag} {key}={value}: {err}") from None
     return out
 
 

@@ -49,8 +49,8 @@ def run(dataset: str, root: str | Path, write: Callable[[str], None] = print,
     return 1 if problems else 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m segda.doctor", description=__doc__.split(
+def main(argv: list[str] | None = None, prog: str = "python -m segda.doctor") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split(
         "\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True, choices=sorted(DATASETS))
     parser.add_argument("--root", required=True, help="dataset folder")

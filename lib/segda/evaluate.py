@@ -77,8 +77,18 @@ def _item_batches(dataset, indices: Sequence[int], batch_size: int):
         yield [dataset[i] for i in indices[start : start + batch_size]]
 
 
+def check_max_images(max_images: int | None, name: str = "max_images") -> None:
+    """``max_images`` means one thing in every function that takes it: ``None`` is every image,
+    a count is at least 1. 0 is refused rather than read as "all" (or as no image, an empty
+    figure), so a 0 typed for "all" is never silently one or the other; ``name``: the
+    parameter as the caller knows it."""
+    if max_images is not None and max_images < 1:
+        raise EvaluationError(f"{name} must be at least 1 (None: every image), got {max_images}")
+
+
 def _indices(dataset, max_images: int | None, rank: int = 0, world_size: int = 1) -> range:
     """The first ``max_images`` images; rank ``r`` of ``W`` takes every ``W``-th of them."""
+    check_max_images(max_images)
     n = len(dataset) if max_images is None else min(max_images, len(dataset))
     return range(rank, n, world_size)
 
@@ -251,8 +261,7 @@ def evaluate(
     spec = _spec(predictor, settings)
     device, num_classes = spec.device, spec.num_classes
     model_list = [models] if isinstance(models, nn.Module) else list(models)
-    if max_images is not None and max_images < 1:
-        raise EvaluationError(f"max_images must be at least 1 (None: every image), got {max_images}")
+    check_max_images(max_images)
     if len(dataset) == 0:
         raise EvaluationError("the evaluation split holds no image")
     ensemble_weights(spec.weights, len(model_list))  # before any image is predicted

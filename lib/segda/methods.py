@@ -237,7 +237,13 @@ def target_losses(
     terms = method.target_loss(method, cfg, out_tgt, discs) if method.target_loss else {}
     if cfg.lambda_cp > 0 and method.target_loss is not None:
         if source_prior is None:
-            raise ValueError("method.lambda_cp > 0 needs the source class prior")
+            # The prior is the source split's class shares: the step sees one batch, not the
+            # split, so whoever holds the datasets passes it (segda.train.fit does).
+            raise ValueError(
+                f"method.lambda_cp = {cfg.lambda_cp} (ADVENT's class-ratio prior) needs the source "
+                "class prior: pass source_prior=torch.as_tensor(data.source_prior(), "
+                "dtype=torch.float32) to segda.methods.train_step, data being the datasets "
+                "(segda.train.fit and segda.notebook.train_preset compute it themselves)")
         terms["cp_main"] = cfg.lambda_cp * losses.class_ratio_prior_loss(
             _softmax(out_tgt.main), source_prior, cfg.cp_mu
         )

@@ -7,12 +7,32 @@ does not recompute derived values), so the derivation lives here, in one place.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from segda import config, experiments, repro, results, rows, runs, shipped, train
+
+# notebooks/ of the source checkout (the package lives in lib/segda): JupyterLab starts a
+# notebook's kernel there, so the parameters cells write their paths relative to it.
+NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
+
+
+def run_root(run_dir: str | Path) -> Path:
+    """The folder a notebook's ``run_dir`` parameter names, wherever the kernel started.
+
+    A relative ``run_dir`` (the parameters cells' ``"../runs/notebooks"``) is relative to
+    ``notebooks/``, as in JupyterLab: ``<repo>/runs/notebooks`` also under papermill started
+    from the repository root, whose kernel works in the repository root. An absolute path
+    (``make demo``, sweeps) is kept; outside a source checkout (no ``notebooks/`` folder) a
+    relative path stays relative to the working folder.
+    """
+    path = Path(run_dir).expanduser()
+    if path.is_absolute() or not NOTEBOOKS_DIR.is_dir():
+        return path
+    return Path(os.path.normpath(NOTEBOOKS_DIR / path))
 
 
 def notebook_config(
@@ -36,10 +56,14 @@ def notebook_config(
     ``max_iters`` is the number of iterations to run. Presets whose poly schedule ends where
     the run ends (the embedded ones) get both ``optim.max_iters`` and ``optim.early_stop``;
     the paper presets keep their 250k-iteration schedule horizon and only stop earlier,
-    as the official code does. ``image_size`` is ``[W, H]`` for both domains; ``None`` keeps
-    the preset's sizes (1280x720 / 1024x512 for the paper rows); the text ``"[128, 64]"``
-    (what papermill's ``-p`` passes) is read as YAML.
+    as the official code does. ``eval_images``: validation images per evaluation, at least 1
+    (None: the whole split), as the evaluation functions take it. ``image_size`` is ``[W, H]``
+    for both domains; ``None`` keeps the preset's sizes (1280x720 / 1024x512 for the paper
+    rows); the text ``"[128, 64]"`` (what papermill's ``-p`` passes) is read as YAML.
     """
+    if eval_images is not None and eval_images < 1:  # as every evaluation function refuses it
+        raise config.ConfigError(f"parameter 'eval_images' must be at least 1 (None: the whole "
+                                 f"split), got {eval_images}")
     image_size = notebook_parameter("image_size", image_size, list)
     extra = notebook_parameter("overrides", extra, dict)
     repro.check_device(device, key="device")  # the notebook parameter, before any run folder
@@ -81,8 +105,9 @@ def run_folder(run_dir: str | Path, preset: str, seed: int,
     """Where a notebook's run of ``preset`` lives: ``<run_dir>/seed<k>/<preset name>``, or, when
     that folder already holds a run of another configuration (the learner changed a parameter),
     a sibling named by ``cfg``'s hash (``advent-1a2b3c4d``). So a changed parameter trains a new
-    run, and changing it back finds the old one again."""
-    plain = Path(run_dir) / f"seed{seed}" / preset.split("/")[-1]
+    run, and changing it back finds the old one again. A relative ``run_dir`` is resolved by
+    :func:`run_root`."""
+    plain = run_root(run_dir) / f"seed{seed}" / preset.split("/")[-1]
     held = None if cfg is None else runs.read_config(plain)
     if held is None or held == cfg:
         return plain

@@ -56,37 +56,40 @@ def decodes(path: Path, label: bool = False) -> Finding:
     return Finding("ok", f"decodes: {path}")
 
 
-def inspect_png(path: Path, expect: str) -> Finding | None:
+def inspect_png(path: Path, expect: str, fix: str = REEXTRACT) -> Finding | None:
     """None if ``path`` decodes completely and is what ``expect`` (a key of :data:`EXPECTED`)
-    says, else the finding that names the file and what is wrong with it."""
+    says, else the finding that names the file and what is wrong with it; ``fix``: what makes
+    the file again (extracting it from its archive; a prepared file: the prepare command)."""
     try:
         _, _, depth, colour = png_header(path)
         decode(path)  # every pixel: a truncated or damaged file fails here
     except DatasetError as err:
-        return Finding("problem", str(err), REEXTRACT)
+        return Finding("problem", str(err), fix)
     kind = f"{depth}-bit {PNG_COLOUR_TYPES.get(colour, f'colour type {colour}')} PNG"
     kind = ("an " if kind.startswith(("8-", "8 ")) else "a ") + kind
     if expect == "label16":
         if depth != 16:  # as the quick check: the colour labels (GT/COLOR) look like this
             return Finding("warn", f"{path}: {kind} where a 16-bit label is expected (is this "
-                           "the GT/COLOR folder?)", REEXTRACT)
+                           "the GT/COLOR folder?)", fix)
         return None
     if depth != 8:
-        return Finding("problem", f"{path}: {kind} where an 8-bit one is expected", REEXTRACT)
+        return Finding("problem", f"{path}: {kind} where an 8-bit one is expected", fix)
     if expect == "label8" and colour not in (0, 3):
         return Finding("problem", f"{path}: {kind} where a single-channel (grey or palette) "
-                       "label is expected", REEXTRACT)
+                       "label is expected", fix)
     return None
 
 
-def decode_all(paths: Sequence[Path], expect: str, what: str) -> list[Finding]:
-    """Decode every file (``doctor --full``): one summary line, then one finding per bad file.
+def decode_all(paths: Sequence[Path], expect: str, what: str,
+               fix: str = REEXTRACT) -> list[Finding]:
+    """Decode every file (``doctor --full``): one summary line, then one finding per bad file
+    (``fix``: as for :func:`inspect_png`).
 
     A progress bar goes to stderr when it is a terminal.
     """
     bad = []
     for path in tqdm(paths, desc=f"decoding {what}", unit="file", leave=False, disable=None):
-        finding = inspect_png(Path(path), expect)
+        finding = inspect_png(Path(path), expect, fix)
         if finding is not None:
             bad.append(finding)
     level = "ok" if not bad else max((f.level for f in bad), key=["warn", "problem"].index)

@@ -64,6 +64,10 @@ IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_IDS_SUFFIX = "_gtFine_labelIds.png"
 TRAIN_IDS_SUFFIX = "_gtFine_labelTrainIds.png"
 POLYGONS_SUFFIX = "_gtFine_polygons.json"
+# What makes single-channel labelIds again, when those on disk are colour images.
+LABEL_IDS_FIX = ("extract the *_gtFine_labelIds.png files again from gtFine_trainvaltest.zip, "
+                 "or render the train ids from the *_gtFine_polygons.json files with "
+                 "--from-polygons")
 DOWNLOAD_HELP = (
     "csDownload -d {root} leftImg8bit_trainvaltest.zip gtFine_trainvaltest.zip "
     "(pip install cityscapesscripts; needs a cityscapes-dataset.com account), then unzip both "
@@ -302,7 +306,9 @@ def _convert(src: Path, out: Path, lut: np.ndarray, from_polygons: bool) -> np.n
     except OSError as err:
         raise DatasetError(f"cannot read {src}: {err}") from err
     if ids.ndim != 2:
-        raise DatasetError(f"{src}: expected a single-channel labelIds PNG, got shape {ids.shape}")
+        raise DatasetError(f"{src}: an image of {ids.shape[2]} channels where a single-channel "
+                           f"labelIds PNG is expected (was it saved again in colour?); "
+                           f"{LABEL_IDS_FIX}")
     train = lut[ids]
     write_label_png(out, train)
     return train
@@ -354,6 +360,18 @@ def check(root: Path, lists: Mapping[str, str | Path] | None = None,
         out.append(checks.count(len(ids) - len(miss_ids), len(ids), f"{split} gtFine labelIds",
                                 download, miss_ids))
         miss_t = [t for t in train_ids if t not in present]
+        # The quick check reads the first labelIds file's header: colour labelIds would make
+        # the prepare command below fail again.
+        first_ids = next((label_dir / i for i in ids if i in present), None)
+        bad_ids = None if full or first_ids is None else \
+            checks.inspect_png(first_ids, "label8", f"{LABEL_IDS_FIX} ({prep} --from-polygons)")
+        if bad_ids is not None:
+            bad_ids.message += " (the first labelIds file; doctor --full lists every one)"
+            if not miss_t:  # training reads the train-id labels, which are all there
+                bad_ids.level = "warn"
+            out.append(bad_ids)
+        make_train_ids = prep if bad_ids is None else \
+            f"make the labelIds single-channel first (above), then run: {prep}"
         if not miss_t:
             out.append(Finding("ok", f"{split} train-id labels: {len(train_ids)}"))
         else:
@@ -361,14 +379,23 @@ def check(root: Path, lists: Mapping[str, str | Path] | None = None,
             level = "problem" if split == "val" else "warn"
             why = "" if split == "val" else " (only needed to train an oracle)"
             out.append(Finding(level, f"{split} train-id labels: {len(train_ids) - len(miss_t)}/"
-                               f"{len(train_ids)}{why}", prep))
+                               f"{len(train_ids)}{why}", make_train_ids))
+        remake = f"{prep} --overwrite (prepare writes these files; without --overwrite it keeps them)"
         if full:
             out += checks.decode_all([root / "leftImg8bit" / split / n for n in names
                                       if n in images], "image8", f"{split} images")
-            for files, what in ((ids, "gtFine labelIds"), (train_ids, "train-id labels")):
-                out += checks.decode_all([label_dir / f for f in files if f in present], "label8",
-                                         f"{split} {what}")
-        elif len(miss) < len(names):
-            first = next(n for n in names if n in images)
-            out.append(checks.decodes(root / "leftImg8bit" / split / first))
+            out += checks.decode_all([label_dir / f for f in ids if f in present], "label8",
+                                     f"{split} gtFine labelIds", f"{LABEL_IDS_FIX} ({prep} "
+                                     "--from-polygons)")
+            out += checks.decode_all([label_dir / f for f in train_ids if f in present], "label8",
+                                     f"{split} train-id labels", remake)
+        else:
+            first_train = next((label_dir / t for t in train_ids if t in present), None)
+            bad_train = None if first_train is None else \
+                checks.inspect_png(first_train, "label8", remake)
+            if bad_train is not None:
+                out.append(bad_train)
+            if len(miss) < len(names):
+                first = next(n for n in names if n in images)
+                out.append(checks.decodes(root / "leftImg8bit" / split / first))
     return out

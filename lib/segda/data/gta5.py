@@ -8,10 +8,12 @@ extracted): ``<root>/images/NNNNN.png`` and ``<root>/labels/NNNNN.png``, 24,966 
 :func:`prepare` converts every label once, offline, to a grey train-id PNG beside the original
 (``labels/NNNNN_labelTrainIds.png``; ids 7, 8, 11, ... 33 -> 0..18, everything else -> 255, the
 official mapping), so training reads ready labels and does no per-sample remapping. A few GTA5
-labels are not the size of their image; the documented rule here is to resize such a label
-with nearest neighbour to its image's size (or, with ``exclude_mismatched=True``, to drop the
-pair). Either way the files are listed in the JSON report ``<root>/segda_prepare_report.json``,
-which the :class:`GTA5` dataset reads to skip excluded pairs.
+labels are a few pixels off their image's size; the documented rule here is to resize such a
+label with nearest neighbour to its image's size (or, with ``exclude_mismatched=True``, to drop
+the pair). A label further off (:func:`label_size_fits`: another aspect ratio, another scale)
+is not its image's label, and is an error naming both files. Either way the files are listed
+in the JSON report ``<root>/segda_prepare_report.json``, which the :class:`GTA5` dataset reads
+to skip excluded pairs and to refuse labels of the wrong size.
 
 No checksums are published for the GTA5 archives; :func:`hash_archives` records SHA-256 sums of
 the zips you downloaded, so a later copy can be compared with yours.
@@ -40,6 +42,7 @@ from segda.data.real import (
     LabelValueError,
     MissingFilesError,
     SegmentationFiles,
+    SizeMismatchError,
     check_list_splits,
     from_list,
     list_files,
@@ -66,6 +69,48 @@ ARCHIVE_SHA256: dict[str, str] = {}
 LABEL_SUFFIX = "_labelTrainIds.png"
 MAX_LABEL_ID = 33  # Cityscapes label ids run 0..33 (license plate, -1, never appears in a PNG)
 _NAME = re.compile(r"^\d{5}\.png$")
+# How far a label may be off its image's size and still be its label, resized: the real
+# mismatches are a few pixels. Per side, the larger of the two.
+SIZE_TOLERANCE = 0.02  # of the image's side
+SIZE_TOLERANCE_PX = 4  # pixels (the miniature's 64x35 images)
+
+
+def label_size_fits(image_wh: Sequence[int], label_wh: Sequence[int]) -> bool:
+    """Whether a label of ``label_wh`` (W, H) can be its image's, resized: each side within
+    :data:`SIZE_TOLERANCE` (or :data:`SIZE_TOLERANCE_PX`) of the image's. A label a third of the
+    size, or of another aspect ratio, is another file."""
+    return all(abs(int(i) - int(lab)) <= max(SIZE_TOLERANCE_PX, SIZE_TOLERANCE * int(i))
+               for i, lab in zip(image_wh, label_wh, strict=True))
+
+
+def wrong_size_message(root: Path, mismatches: Sequence[dict], list_file=None) -> str:
+    """The error about labels too far off their image's size (report entries ``{"name",
+    "image", "label"}``), naming both files and sizes of the first few, and the fix."""
+    return (f"{_describe_wrong_sizes(root, mismatches)}. They are other files than the images' "
+            f"labels: {_wrong_size_fix(root, list_file)}")
+
+
+def _describe_wrong_sizes(root: Path, mismatches: Sequence[dict]) -> str:
+    shown = "; ".join(f"{root / 'labels' / m['name']} is {m['label'][0]}x{m['label'][1]} but its "
+                      f"image {root / 'images' / m['name']} is {m['image'][0]}x{m['image'][1]}"
+                      for m in mismatches[:3])
+    more = f" (and {len(mismatches) - 3} more)" if len(mismatches) > 3 else ""
+    return (f"{len(mismatches)} GTA5 label(s) are not the size of their image, beyond the few "
+            f"pixels that are resized: {shown}{more}")
+
+
+def _wrong_size_fix(root: Path, list_file) -> str:
+    return (f"extract these labels again from the label archives, or drop the pairs: "
+            f"{prepare_hint(root, list_file)} --exclude-mismatched")
+
+
+def wrong_size_entries(report: dict, names: Sequence[str] | None = None) -> list[dict]:
+    """The report's size mismatches (of ``names``, default all) too far off to be resized and
+    not excluded."""
+    wanted = None if names is None else set(names)
+    return [m for m in report.get("size_mismatches", [])
+            if (wanted is None or m["name"] in wanted) and not m.get("excluded")
+            and not label_size_fits(m["image"], m["label"])]
 
 
 def official_ids() -> list[str]:
@@ -137,6 +182,9 @@ class GTA5(SegmentationFiles):
         report = read_report(root) or {}
         skip = set(report.get("excluded", []) if exclude is None else exclude)
         ids = [i for i in ids if i not in skip]
+        wrong = wrong_size_entries(report, ids)
+        if wrong:
+            raise SizeMismatchError(wrong_size_message(root, wrong, list_file))
         unconverted = [i for i in ids if train_id_name(i) not in present_labels]
         if unconverted:
             raise MissingFilesError(
@@ -188,6 +236,8 @@ def _convert_one(args: tuple[str, str, str, bool, bool]) -> dict:
         if exclude_mismatched:
             entry["excluded"] = True
             return entry
+        if not label_size_fits(image_wh, label_wh):
+            return entry  # not converted: prepare names it once every label is done
         ids = np.asarray(Image.fromarray(ids).resize(image_wh, Image.NEAREST))
     train = label_id_lut()[ids]
     write_label_png(out_path, train)
@@ -314,7 +364,8 @@ def prepare(
     entries.sort(key=lambda e: e["name"])
     mismatched = [e for e in entries if "size_mismatch" in e]
     for e in mismatched:
-        action = "excluded" if e.get("excluded") else "label resized (nearest) to image size"
+        action = "excluded" if e.get("excluded") else "label resized (nearest) to image size" \
+            if "class_pixels" in e else "NOT converted: too far off to be this image's label"
         log(f"  size mismatch {e['name']}: image {e['size_mismatch']['image']}, "
             f"label {e['size_mismatch']['label']} -> {action}")
     unknown = {e["name"]: e["unknown_ids"] for e in entries if "unknown_ids" in e}
@@ -344,6 +395,9 @@ def prepare(
     path = write_report(root, report)
     log(f"wrote {path}: {len(report['class_pixels'])} labels converted, "
         f"{len(mismatched)} size mismatches, {len(report['excluded'])} excluded")
+    wrong = wrong_size_entries(report, ids)
+    if wrong:
+        raise SizeMismatchError(wrong_size_message(root, wrong, list_file))
     return report
 
 
@@ -387,7 +441,8 @@ def check(root: Path, lists: Mapping[str, str | Path] | None = None,
     prep = prepare_hint(root, list_file)
     report = read_report(root)
     excluded = set((report or {}).get("excluded", []))
-    todo = sorted(set(s["unconverted"]) - excluded)
+    wrong_size = {m["name"] for m in wrong_size_entries(report or {}, ids)}  # named below
+    todo = sorted(set(s["unconverted"]) - excluded - wrong_size)
     if s["labels"] and s["converted"] == 0:
         out.append(Finding("problem", "no converted train-id labels (labels/*_labelTrainIds.png)",
                            prep))
@@ -400,12 +455,16 @@ def check(root: Path, lists: Mapping[str, str | Path] | None = None,
         out.append(Finding("problem" if s["converted"] else "warn",
                            "no prepare report (segda_prepare_report.json)", prep))
     else:
-        mism = report.get("size_mismatches", [])
+        mism = [m for m in report.get("size_mismatches", []) if m["name"] not in wrong_size]
         rule = report.get("size_mismatch_rule", "?")
         names = [m["name"] for m in mism]
         out.append(Finding("ok", f"report: {len(mism)} image/label size mismatches "
                            f"({rule}){': ' + summarize(names) if names else ''}; "
                            f"{len(excluded)} pairs excluded"))
+        wrong = wrong_size_entries(report, ids)
+        if wrong and not full:  # --full measures every pair below
+            out.append(Finding("problem", _describe_wrong_sizes(root, wrong),
+                               _wrong_size_fix(root, list_file)))
     absent = set(s["missing_images"])
     first = next((i for i in ids if i not in absent), None)
     if full:
@@ -417,9 +476,33 @@ def check(root: Path, lists: Mapping[str, str | Path] | None = None,
                                  f"labels in {root / 'labels'}")
         out += checks.decode_all([root / "labels" / train_id_name(i) for i in labelled
                                   if i not in unconverted], "label8", "converted train-id labels")
+        out += _check_label_sizes(root, [i for i in labelled if i not in absent], excluded,
+                                  list_file)
     elif first is not None:
         out.append(checks.decodes(root / "images" / first))
         conv = root / "labels" / train_id_name(first)
         if conv.exists():
             out.append(checks.decodes(conv, label=True))
     return out
+
+
+def _check_label_sizes(root: Path, names: Sequence[str], excluded: set[str],
+                       list_file) -> list[Finding]:
+    """``doctor --full``: every pair's sizes (read from the PNG headers): one summary line, then
+    one problem per label too far off its image's size to be its label."""
+    wrong = []
+    for name in names:
+        try:
+            image_wh = png_size(root / "images" / name)
+            label_wh = png_size(root / "labels" / name)
+        except DatasetError:
+            continue  # an undecodable file: decode_all names it
+        if name not in excluded and not label_size_fits(image_wh, label_wh):
+            wrong.append(Finding(
+                "problem", f"{root / 'labels' / name} is {label_wh[0]}x{label_wh[1]} but its image "
+                f"{root / 'images' / name} is {image_wh[0]}x{image_wh[1]}: beyond the few pixels "
+                "that are resized, it is not this image's label", _wrong_size_fix(root, list_file)))
+    summary = Finding("problem" if wrong else "ok",
+                      f"label sizes: {len(names) - len(wrong)}/{len(names)} labels within a few "
+                      "pixels of their image's size")
+    return [summary, *wrong]

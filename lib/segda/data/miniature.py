@@ -293,6 +293,8 @@ def make_miniature(out: str | Path, seed: int = 0, gta5_frames: int = 4,
     exist or be empty (so that real data is never overwritten). ``init=False`` skips the
     init checkpoint (176 MB, like the real file: the shapes are the real ones)."""
     root = Path(out)
+    if root.exists() and not root.is_dir():
+        raise FileExistsError(f"{root} is a file; give a new folder for the miniature datasets")
     if root.exists() and any(root.iterdir()):
         raise FileExistsError(f"{root} is not empty; give a new folder for the miniature datasets")
     rng = np.random.default_rng(seed)

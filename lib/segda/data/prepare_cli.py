@@ -31,6 +31,9 @@ def parse_lists(values: list[str], splits: tuple[str, ...],
     lists: dict[str, str] = {}
     for value in values:
         split, sep, path = value.partition("=")
+        if sep and split not in splits and len(splits) != 1 and "/" not in split:
+            parser.error(f"--list {value}: {split!r} is not a split of this dataset; its splits "
+                         f"are {', '.join(splits)} (e.g. --list {splits[0]}=FILE)")
         if not sep or split not in splits:  # a bare path (which may itself contain '=')
             if len(splits) != 1:
                 parser.error(f"--list {value}: say which split, e.g. --list {splits[0]}=FILE "

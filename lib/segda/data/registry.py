@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from segda.config import DataConfig, ModelConfig
+from segda.config import DataConfig, ModelConfig, check_embedded_sizes
 from segda.data.stats import class_frequencies
 
 DATASETS = ("embedded", "gta5_cityscapes", "synthia_cityscapes")
@@ -96,10 +96,8 @@ def build_datasets(data: DataConfig, model: ModelConfig | None = None) -> Domain
 def _embedded(data: DataConfig) -> DomainData:
     from segda.data import embedded_cache, synthetic
 
+    check_embedded_sizes(data)  # a DataConfig built directly is not validated
     w_src, h_src = data.source_size
-    w_tgt, h_tgt = data.target_size
-    if (w_src, h_src) != (w_tgt, h_tgt):
-        raise ValueError("the embedded benchmark renders both domains at one size")
     scfg = synthetic.SyntheticConfig(
         height=h_src, width=w_src, palette_shift=data.palette_shift,
         light_shift=data.light_shift, balance_shift=data.balance_shift, seed=data.embedded_seed,
@@ -122,6 +120,23 @@ def _embedded(data: DataConfig) -> DomainData:
         "val_target": lambda: make("target", "val"),
     }, name="embedded")
     return out
+
+
+def require_roots(data: DataConfig) -> None:
+    """The dataset folders training reads exist (the splits themselves are read when first
+    used, after the run folder is made): raises the error a split would raise, naming the
+    folder and the command that prepares it. Nothing to check for the embedded benchmark."""
+    if data.dataset == "embedded":
+        return
+    from segda.data import cityscapes, gta5, synthia
+    from segda.data.real import require_root
+
+    root = Path(data.root)
+    if data.train_on == "source":  # an oracle reads no source image
+        source = gta5 if data.dataset == "gta5_cityscapes" else synthia
+        require_root(root / ("GTA5" if source is gta5 else "SYNTHIA"), source.NAME,
+                     source.PREPARE_COMMAND)
+    require_root(root / "Cityscapes", cityscapes.NAME, cityscapes.PREPARE_COMMAND)
 
 
 def _real(data: DataConfig, model: ModelConfig) -> DomainData:

@@ -24,8 +24,11 @@ def class_frequencies(dataset, max_items: int | None = None) -> np.ndarray:
     class-ratio prior). Per-item pixel counts come from the dataset's ``class_counts(index)``
     when it has one, a cheaper source than decoding the item (the prepare report of the real
     datasets, label-only rendering of the embedded one); otherwise from ``dataset[i]["label"]``.
-    ``max_items`` limits the count to the first items.
+    ``max_items`` limits the count to the first items (None: every item; 0 is refused, as
+    :func:`segda.evaluate.check_max_images` refuses it, since no item gives no frequency).
     """
+    if max_items is not None and max_items < 1:
+        raise ValueError(f"max_items must be at least 1 (None: every item), got {max_items}")
     n = len(dataset) if max_items is None else min(max_items, len(dataset))
     per_item = getattr(dataset, "class_counts", None)
     counts = np.zeros(NUM_CLASSES, dtype=np.int64)

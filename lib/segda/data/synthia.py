@@ -245,7 +245,8 @@ def prepare(
     elif not complete and not allow_partial:
         raise CountMismatchError(
             f"SYNTHIA at {root}: {len(images)} images and {len(labels)} labels, expected "
-            f"{SYNTHIA_COUNT} pairs ({len(unpaired)} unpaired, e.g. {summarize(unpaired, 3)}). "
+            f"{SYNTHIA_COUNT} pairs ({len(unpaired)} unpaired"
+            f"{', e.g. ' + summarize(unpaired, 3) if unpaired else ''}). "
             "Re-extract SYNTHIA_RAND_CITYSCAPES, or pass --allow-partial."
         )
     report = read_report(root) or {}
