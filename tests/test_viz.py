@@ -347,3 +347,36 @@ def test_discriminator_scores_are_the_sigmoid_of_what_d_sees(models, discs, data
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert labels == ["source val (67% on its side)", "target val (100% on its side)"]
     assert methods.get("output_adv").disc_input.name == "softmax"
+
+
+def test_plot_study_draws_each_run_against_its_control_and_marks_missing_runs():
+    from types import SimpleNamespace as Run
+
+    table = pd.DataFrame.from_dict({
+        "source_only": {"control": "source_only", "gain": 0.0, "gains per seed": "+0.0 / +0.0",
+                        "verdict": "the control"},
+        "adapt@a": {"control": "source_only", "gain": 1.5, "gains per seed": "+1.0 / +2.0",
+                    "verdict": "above the control on all 2 seeds"},
+        "adapt@b": {"control": "source_only@b", "gain": -0.5, "gains per seed": "-1.5 / +0.5",
+                    "verdict": "no consistent difference (1 of 2 seeds above)"},
+    }, orient="index")
+    fig = viz.plot_study(table, title="a study")
+    ax = fig.axes[0]
+    assert [p.get_height() for p in ax.patches] == pytest.approx([1.5, -0.5])  # no control bar
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["adapt@a\nvs source_only",
+                                                            "adapt@b\nvs source_only@b"]
+    dots = np.concatenate([c.get_offsets()[:, 1] for c in ax.collections])
+    assert sorted(dots) == pytest.approx([-1.5, 0.5, 1.0, 2.0])
+    assert ax.get_ylabel() == "gain over the control of the same setting (points)"
+    assert ax.get_title() == "a study"
+    assert any(line.get_ydata()[0] == 0.0 for line in ax.lines)  # the zero line
+    # a study run the table lacks keeps its slot, marked; exact gains replace the printed ones
+    study = [Run(name="source_only", control="source_only"), Run(name="adapt@a", control="source_only"),
+             Run(name="adapt@c", control="source_only")]
+    fig = viz.plot_study(table, study=study, gains={"adapt@a": [1.04, 1.96]})
+    ax = fig.axes[0]
+    assert len(ax.patches) == 1 and len(ax.get_xticklabels()) == 2
+    assert "not in the\nreference" in [t.get_text() for t in ax.texts]
+    assert sorted(ax.collections[0].get_offsets()[:, 1]) == pytest.approx([1.04, 1.96])
+    with pytest.raises(ValueError, match="no run of this study"):
+        viz.plot_study(table.loc[["source_only"]])

@@ -576,11 +576,87 @@ def plot_lambda_sweep(sweep):
     return fig
 
 
+def _seed_gains(text) -> list[float]:
+    """The per-seed gains of :func:`segda.results.study_table`'s "gains per seed" column
+    (``"+1.2 / -0.3"``) as numbers; an empty cell gives none."""
+    if not isinstance(text, str) or not text.strip():
+        return []
+    return [float(g) for g in text.split("/")]
+
+
+def plot_study(table, title: str | None = None, study: Sequence | None = None,
+               gains: Mapping[str, Sequence[float]] | None = None):
+    """One study of the reference (:func:`segda.results.study_table`): per run, its mean gain
+    over the control of the same setting (bar) and each seed's gain, paired with that seed's
+    control (dots), with a zero line. Controls are not drawn (their gain is 0 by definition);
+    each run's tick names its control.
+
+    Args:
+        table: :func:`segda.results.study_table`'s table (index: run names).
+        title: the figure's title.
+        study: the study's runs (``segda.experiments.STUDIES[name]``: objects with ``name``
+            and ``control``); runs the table lacks keep their slot, marked "not in the
+            reference". Without it, the table's rows that are not controls are drawn.
+        gains: run name -> the gain of each seed (exact values); default: parsed from the
+            table's "gains per seed" column (printed to 0.1 point).
+
+    Raises:
+        ValueError: when no run of the study (other than its controls) is in the table.
+    """
+    if study is not None:
+        slots = [(r.name, r.control) for r in study if r.name != r.control]
+    else:
+        slots = [(name, row["control"]) for name, row in table.iterrows()
+                 if row.get("verdict") != "the control"]
+    present = [name for name, _ in slots if name in table.index]
+    if not present:
+        raise ValueError("no run of this study in the table (the reference lacks them: make suite)")
+    fig, axes = new_figure(1, 1, (max(5.0, 1.6 * len(slots) + 1.5), 3.6))
+    ax = axes[0, 0]
+    x = np.arange(len(slots))
+    labelled = set()  # each legend entry once
+
+    def once(label: str) -> str | None:
+        if label in labelled:
+            return None
+        labelled.add(label)
+        return label
+
+    for xi, (name, _) in zip(x, slots, strict=True):
+        if name not in table.index:
+            ax.text(xi, 0.0, "not in the\nreference", ha="center", va="bottom", fontsize=7,
+                    color="grey")
+            continue
+        mean = float(table.loc[name, "gain"])
+        seeds = [float(g) for g in gains[name]] if gains is not None and name in gains \
+            else _seed_gains(table.loc[name, "gains per seed"])
+        if not np.isnan(mean):
+            ax.bar(xi, mean, color="#9ecae1", width=0.6, label=once("mean over seeds"))
+        if seeds:
+            jitter = np.linspace(-0.12, 0.12, len(seeds)) if len(seeds) > 1 else np.zeros(1)
+            ax.scatter(xi + jitter, seeds, color="#08306b", s=16, zorder=3,
+                       label=once("one seed (paired with its control)"))
+        top = max([0.0, *seeds] + ([] if np.isnan(mean) else [mean]))
+        ax.annotate("no paired seeds" if np.isnan(mean) else f"{mean:+.1f}", (xi, top),
+                    textcoords="offset points", xytext=(0, 4), ha="center", fontsize=8)
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    ax.margins(y=0.2)  # room for the labels
+    ax.set_xticks(x)
+    ax.set_xticklabels([f"{name}\nvs {control}" for name, control in slots], fontsize=7)
+    ax.set_ylabel("gain over the control of the same setting (points)", fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 __all__ = [
     "NORMALIZATIONS", "as_numpy", "colorize",
     "denormalize_embedded", "dim_outside", "entropy_map", "highlight_class", "legend_patches",
     "new_figure", "overlay", "plot_against_reference", "plot_class_frequencies",
     "plot_discriminator_scores", "plot_lambda_sweep",
     "plot_iou_heatmap", "plot_loss_curves",
-    "plot_per_class_bars", "plot_step_diagnostics", "show_grid", "to_display",
+    "plot_per_class_bars", "plot_step_diagnostics", "plot_study", "show_grid", "to_display",
 ]
