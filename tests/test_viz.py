@@ -328,6 +328,61 @@ def test_build_explorer_static_figure(models, discs):
     assert len([ax for ax in fig.axes if ax.get_label() != "<colorbar>"]) == 2 * (1 + 2)
 
 
+def test_beside_says_why_it_draws_no_second_panel(models, discs, dataset):
+    choice = explorer.beside_choice
+    assert choice("output_adv", "none", "prediction", discs) == (None, "")
+    assert choice("output_adv", "source_only", "prediction", discs) == ("source_only", "")
+    for other, layer, why in [("output_adv", "prediction", "first panel already"),
+                              ("source_only", "discriminator", "no main-level discriminator"),
+                              ("source_only", "image", "belongs to no model")]:
+        shown, note = choice("output_adv", other, layer, discs)
+        assert shown is None and why in note
+    box = explorer.build_explorer(models, dataset, discs)
+    box.method_dropdown.value = "output_adv"
+    box.layer_dropdown.value = "discriminator"
+    box.compare_dropdown.value = "source_only"
+    assert box.error is None and box.last_beside is None
+    assert "no main-level discriminator" in box.beside_note
+    box.layer_dropdown.value = "entropy"
+    assert box.last_beside is not None and box.beside_note == "" and len(box.titles) == 2
+
+
+def test_a_highlighted_map_keeps_its_colour_bar_and_names_its_mask(models, discs, dataset):
+    box = explorer.build_explorer(models, dataset, discs)
+    box.layer_dropdown.value = "entropy"
+    box.highlight_dropdown.value = box.highlight_dropdown.options[1]
+    assert box.error is None and box.last.shape == (H, W, 3)
+    assert "mask: prediction" in box.titles[0] and "values" in box.titles[0]
+    box.layer_dropdown.value = "image"
+    assert "mask: ground truth" in box.titles[0]
+    assert explorer.highlight_mask("image", has_label=False) == "prediction"
+    fig = explorer.layer_figure(box.last, "t", value_label=explorer.SCALAR_LAYERS["entropy"])
+    bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert len(bars) == 1 and "(0 to 1)" in bars[0].get_ylabel()
+
+
+def test_a_discriminator_map_keeps_the_scale_0_to_1_and_says_its_values():
+    d_map = np.full((4, 8), 0.5, dtype=np.float32)
+    d_map[0, 0], d_map[-1, -1] = 0.49, 0.51
+    fig = explorer.layer_figure(d_map, "D", value_label=explorer.SCALAR_LAYERS["discriminator"])
+    assert fig.axes[0].images[0].get_clim() == (0.0, 1.0)
+    pred = explorer.Prediction(torch.zeros(NUM_CLASSES, 4, 8), torch.from_numpy(d_map))
+    title = explorer.panel_title("m", "discriminator", 3, pred)
+    assert title.startswith("m | discriminator | #3") and "values 0.490 to 0.510" in title
+
+
+def test_the_static_explorer_shows_four_models(models, discs):
+    four = {**models, "minent": models["source_only"], "advent": models["output_adv"]}
+    fig = explorer.build_explorer(four, TinyDataset(), discs, interactive=False, num_images=1,
+                                  num_models=4)
+    cells = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    titles = [ax.get_title() for ax in cells]
+    assert len(cells) == 2 + 4 * 2 + 1  # image, ground truth; 2 layers each, output_adv's D
+    assert {t.split(":")[0] for t in titles[2:]} == set(four)
+    assert cells[titles.index("output_adv:\ndiscriminator")].get_xlabel().count(" to ") == 1
+    assert fig.legends and fig.legends[0].get_texts()  # the class legend
+
+
 def test_discriminator_scores_are_the_sigmoid_of_what_d_sees(models, discs, dataset):
     import torch.nn.functional as F
 

@@ -38,6 +38,14 @@ LAYERS: tuple[str, ...] = ("image", "ground truth", "prediction", "entropy", "di
 NO_HIGHLIGHT = "none"
 # Colour map of the scalar layers (entropy, discriminator output), both in [0, 1].
 MAP_CMAP = "viridis"
+# The scalar layers, what their colour bar says they hold, and its fixed range: a
+# discriminator map spanning 0.49-0.51 is an unsure verdict, and a scale stretched to its
+# values would paint it as a confident one.
+SCALAR_LAYERS: dict[str, str] = {
+    "entropy": "entropy (normalised)",
+    "discriminator": "D output (1 = target)",
+}
+SCALAR_RANGE = (0.0, 1.0)
 
 # What a discriminator sees, from the output with its logits upsampled to the image size.
 DiscInputFn = Callable[[SegOutput], torch.Tensor]
@@ -235,6 +243,50 @@ def compute_layer(
     return viz.dim_outside(rgb, viz.highlight_class(source, cid))
 
 
+def highlight_mask(layer: str, has_label: bool = True) -> str:
+    """Which map a highlighted class is cut from on ``layer`` (:func:`compute_layer`'s rule):
+    ``"ground truth"`` for the image and the ground truth of labelled data, ``"prediction"``
+    otherwise (the model layers, and unlabelled data)."""
+    return "ground truth" if layer in ("image", "ground truth") and has_label else "prediction"
+
+
+def value_range_of(layer: str, prediction: Prediction | None) -> tuple[float, float] | None:
+    """The smallest and largest value of a scalar layer (entropy, discriminator) of
+    ``prediction``, before any highlight; ``None`` for the other layers."""
+    if prediction is None or layer not in SCALAR_LAYERS:
+        return None
+    if layer == "entropy":
+        values = viz.entropy_map(prediction.logits, kind="logits")
+    elif prediction.disc is None:
+        return None
+    else:
+        values = prediction.disc.numpy()
+    return float(values.min()), float(values.max())
+
+
+def beside_choice(
+    main: str,
+    other: str | None,
+    layer: str,
+    discriminators: Mapping[str, Mapping[str, nn.Module]] | None = None,
+    has_labels: bool = True,
+) -> tuple[str | None, str]:
+    """The model the explorer draws beside ``main`` for ``layer``, and, when it draws none
+    though one was chosen, why: ``(model or None, reason or "")``."""
+    if other is None or other == NO_HIGHLIGHT:
+        return None, ""
+    if other == main:
+        return None, (f"beside: {other!r} is the model of the first panel already; choose "
+                      "another model to compare")
+    if layer in ("image", "ground truth"):
+        return None, (f"beside: the {layer} belongs to no model, so {other!r} would show the "
+                      "same panel; choose a model layer (prediction, entropy, discriminator)")
+    if layer not in available_layers(other, discriminators, has_labels):
+        return None, (f"beside: {other!r} has no main-level discriminator, so it has no "
+                      f"{layer} map")
+    return other, ""
+
+
 def _as_model_dict(models) -> dict[str, nn.Module]:
     return {"model": models} if isinstance(models, nn.Module) else dict(models)
 
@@ -357,32 +409,73 @@ def layer_figure(
     titles: str | Sequence[str] = "",
     legend_ids: Sequence[int] | None = None,
     scale_to_data: bool = False,
+    value_label: str | None = None,
 ):
     """One layer (or the same layer of two models side by side) as a figure: a colour bar for
-    scalar maps (over [0, 1], or over the values shown with ``scale_to_data``: a discriminator
-    map at 2x4 outputs would otherwise be one flat colour), a class legend for label maps."""
+    scalar maps, a class legend for label maps.
+
+    Args:
+        arrays: ``(H, W)`` scalar maps or ``(H, W, 3)`` RGB images, one per panel.
+        titles: one per panel.
+        legend_ids: the classes the legend names (label maps).
+        scale_to_data: colour the scalar maps over the values shown instead of over
+            :data:`SCALAR_RANGE` (the explorer keeps the fixed range, so a flat map looks flat).
+        value_label: what the scalar maps hold, written on the colour bar with its range. A
+            highlighted scalar map arrives as RGB (coloured over :data:`SCALAR_RANGE`); given
+            ``value_label`` it keeps its colour bar.
+    """
+    from matplotlib import cm, colors
+
     arrays = [arrays] if isinstance(arrays, np.ndarray) else list(arrays)
     titles = [titles] if isinstance(titles, str) else list(titles)
     h, w = arrays[0].shape[:2]
     fig, axes = viz.new_figure(1, len(arrays), (7.5 * len(arrays), 7.5 * h / w + 0.6))
-    lo, hi = 0.0, 1.0
+    lo, hi = SCALAR_RANGE
     if scale_to_data and arrays[0].ndim == 2:
         lo, hi = min(float(a.min()) for a in arrays), max(float(a.max()) for a in arrays)
         hi = max(hi, lo + 1e-6)
+    bar_label = f"{value_label or 'value'} ({lo:.3g} to {hi:.3g})"
     for ax, array, title in zip(axes[0], arrays, titles, strict=True):
         ax.set_xticks([])
         ax.set_yticks([])
         if array.ndim == 2:
             im = ax.imshow(array, cmap=MAP_CMAP, vmin=lo, vmax=hi, interpolation="nearest")
-            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label=bar_label)
         else:
             ax.imshow(array, interpolation="nearest")
+            if value_label is not None:  # a highlighted scalar map: the scale it was coloured on
+                mappable = cm.ScalarMappable(colors.Normalize(lo, hi), MAP_CMAP)
+                fig.colorbar(mappable, ax=ax, fraction=0.046, pad=0.02, label=bar_label)
         ax.set_title(title, fontsize=10)
     if legend_ids is not None and len(legend_ids):
         axes[0, -1].legend(handles=viz.legend_patches(legend_ids), loc="center left",
-                           bbox_to_anchor=(1.01, 0.5), fontsize=7, frameon=False)
+                           bbox_to_anchor=(1.25 if value_label else 1.01, 0.5), fontsize=7,
+                           frameon=False)
     fig.tight_layout()
     return fig
+
+
+def panel_title(
+    name: str | None,
+    layer: str,
+    index: int,
+    prediction: Prediction | None = None,
+    highlight: int | str | None = None,
+    has_label: bool = True,
+) -> str:
+    """The title of one explorer panel: the model (none on the image and ground truth, which
+    belong to no model), the layer and the image; a scalar layer's actual value range (its
+    colour scale is fixed to [0, 1]); the highlighted class and the map its mask comes from."""
+    text = (f"{layer} | #{index}" if name is None or layer in ("image", "ground truth")
+            else f"{name} | {layer} | #{index}")
+    span = value_range_of(layer, prediction)
+    if span is not None:
+        text += f"\nvalues {span[0]:.3f} to {span[1]:.3f}"
+    cid = class_id(highlight)
+    if cid is not None:
+        text += (f"\nhighlight {CLASS_NAMES[cid]} (mask: "
+                 f"{highlight_mask(layer, has_label)})")
+    return text
 
 
 def explorer_grid(
@@ -402,6 +495,8 @@ def explorer_grid(
     models = _as_model_dict(models)
     names = list(models)[:num_models]
     indices = list(indices) if indices is not None else list(range(min(num_images, len(dataset))))
+    if cache is None:  # the legend and the value ranges reread the grid's predictions
+        cache = PredictionCache(max(32, len(indices) * len(names)))
     has_labels = "label" in dataset[indices[0]] if indices else True
     columns: list[tuple[str | None, str]] = [(None, "image")]
     if has_labels:
@@ -416,9 +511,34 @@ def explorer_grid(
                        disc_input_fn, normalization, cache, predictor)
             for name, layer in columns
         ])
-    titles = [layer if name is None else f"{name}: {layer}" for name, layer in columns]
-    return viz.show_grid(rows, titles=titles, row_labels=[f"#{i}" for i in indices],
-                         cmap=MAP_CMAP)
+    # The label maps arrive colourised: the legend names the classes of the ground truths
+    # and of every prediction shown.
+    shown: set[int] = set()
+    for i in indices:
+        label = dataset[i].get("label")
+        if label is not None:
+            shown |= {int(c) for c in np.unique(np.asarray(viz.as_numpy(label)))}
+        for name in names:
+            pred = get_prediction(models, dataset, i, name, discriminators, disc_input_fn, cache,
+                                  predictor=predictor)
+            shown |= {int(c) for c in np.unique(pred.label)}
+    legend = sorted(c for c in shown if c != IGNORE_INDEX and c < len(CLASS_NAMES))
+    scalar = [SCALAR_LAYERS[layer] for _, layer in columns if layer in SCALAR_LAYERS]
+    titles = [layer if name is None else f"{name}:\n{layer}" for name, layer in columns]
+    fig = viz.show_grid(rows, titles=titles, row_labels=[f"#{i}" for i in indices],
+                        cmap=MAP_CMAP, cell_width=min(3.0, 26.0 / len(columns)),
+                        value_range=SCALAR_RANGE,
+                        value_label=" / ".join(dict.fromkeys(scalar)) or "value", legend=legend)
+    # The colour scale is fixed to [0, 1]: each discriminator map says the values it spans.
+    cells = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    for r, i in enumerate(indices):
+        for c, (name, layer) in enumerate(columns):
+            if layer == "discriminator":
+                pred = get_prediction(models, dataset, i, name, discriminators, disc_input_fn,
+                                      cache, predictor=predictor)
+                lo, hi = value_range_of(layer, pred)
+                cells[r * len(columns) + c].set_xlabel(f"{lo:.3f} to {hi:.3f}", fontsize=7)
+    return fig
 
 
 def _import_widgets():
@@ -464,6 +584,7 @@ def _explorer_box_class():
             self.compare_dropdown = widgets.Dropdown(options=(NO_HIGHLIGHT, *names),
                                                      value=NO_HIGHLIGHT, description="beside")
             self.last_beside: np.ndarray | None = None
+            self.beside_note, self.titles = "", []
             self.output = widgets.Output()
             controls = widgets.HBox([self.index_slider, self.method_dropdown, self.compare_dropdown])
             controls2 = widgets.HBox([self.layer_dropdown, self.highlight_dropdown])
@@ -499,12 +620,12 @@ def _explorer_box_class():
             )
 
         def _beside(self) -> str | None:
-            """The model shown beside, when one is chosen and it has the current layer."""
-            other = self.compare_dropdown.value
-            if other == NO_HIGHLIGHT or other == self.method_dropdown.value:
-                return None
-            layers = available_layers(other, self.discriminators, self.has_labels)
-            return other if self.layer_dropdown.value in layers else None
+            """The model shown beside, when one is chosen and it has the current layer; the
+            reason when it is not (kept in ``beside_note``, printed above the figure)."""
+            other, self.beside_note = beside_choice(
+                self.method_dropdown.value, self.compare_dropdown.value,
+                self.layer_dropdown.value, self.discriminators, self.has_labels)
+            return other
 
         def refresh(self) -> None:
             """Recompute the shown layer and redraw; errors are shown, not raised, since
@@ -512,7 +633,7 @@ def _explorer_box_class():
             from IPython.display import display
 
             index, name = self.index_slider.value, self.method_dropdown.value
-            layer = self.layer_dropdown.value
+            layer, highlight = self.layer_dropdown.value, self.highlight_dropdown.value
             with self.output:
                 self.output.clear_output(wait=True)
                 other = self._beside()
@@ -524,18 +645,21 @@ def _explorer_box_class():
                     self.error = traceback.format_exc()
                     print(self.error)
                     return
-                legend = None
-                if self.last.ndim == 3 and layer in ("ground truth", "prediction"):
-                    source = (self.cache[(name, index)].label if layer == "prediction"
-                              else np.asarray(self.dataset[index]["label"]))
-                    legend = [int(c) for c in np.unique(source) if c != IGNORE_INDEX]
-                # The image and its ground truth belong to no model: no model name on them.
                 shown = [n for n in (name, other) if n is not None]
-                titles = [f"{layer} | #{index}" if layer in ("image", "ground truth")
-                          else f"{n} | {layer} | #{index}" for n in shown]
+                preds = {n: self.cache[(n, index)] for n in shown if (n, index) in self.cache}
+                legend = None
+                if layer in ("ground truth", "prediction"):
+                    sources = ([p.label for p in preds.values()] if layer == "prediction"
+                               else [np.asarray(viz.as_numpy(self.dataset[index]["label"]))])
+                    legend = sorted({int(c) for src in sources for c in np.unique(src)}
+                                    - {IGNORE_INDEX})
+                self.titles = [panel_title(n, layer, index, preds.get(n), highlight,
+                                           self.has_labels) for n in shown]
+                if self.beside_note:
+                    print(self.beside_note)
                 arrays = [self.last] + ([] if other is None else [self.last_beside])
-                display(layer_figure(arrays, titles, legend,
-                                     scale_to_data=layer == "discriminator"))
+                display(layer_figure(arrays, self.titles, legend,
+                                     value_label=SCALAR_LAYERS.get(layer)))
 
     return ExplorerBox
 
@@ -559,12 +683,16 @@ def build_explorer(
         models: name -> segmenter (methods or checkpoints); a single module is ``"model"``.
         dataset: items ``{"image", "label" (optional), ...}``.
         discriminators: name -> {level -> discriminator} for methods that have them.
-        interactive: ``True``: an ``ipywidgets.VBox`` with an image slider, model / layer /
-            highlight dropdowns and an ``Output`` holding the figure (attributes
-            ``index_slider``, ``method_dropdown``, ``layer_dropdown``, ``highlight_dropdown``,
-            ``output``, ``cache``, ``last`` (the shown array) and ``error``). ``False``: a
-            matplotlib Figure, ``num_images`` images x layers of the first ``num_models``
-            models.
+        interactive: ``True``: an ``ipywidgets.VBox`` with an image slider, model / beside /
+            layer / highlight dropdowns and an ``Output`` holding the figure (attributes
+            ``index_slider``, ``method_dropdown``, ``compare_dropdown``, ``layer_dropdown``,
+            ``highlight_dropdown``, ``output``, ``cache``, ``last`` and ``last_beside`` (the
+            shown arrays), ``titles``, ``beside_note`` (why no second panel is drawn, or
+            ``""``) and ``error``). Scalar maps keep a colour bar over [0, 1], highlighted or
+            not, and their titles give the values they span. ``False``: a matplotlib Figure,
+            ``num_images`` images x layers of the first ``num_models`` models.
+        num_models: how many of ``models`` (in their order) the static figure shows; the
+            interactive explorer offers them all.
         disc_input_fn, normalization, predictor: see :func:`layers_for`.
         cache_size: predictions kept (per model and image).
     """
@@ -581,8 +709,9 @@ def build_explorer(
 
 
 __all__ = [
-    "LAYERS", "NO_HIGHLIGHT", "Prediction", "PredictionCache", "available_layers",
-    "build_explorer", "compute_layer", "disc_input_for_method", "explorer_grid",
-    "get_prediction", "layer_figure", "layers_for", "predict", "present_classes",
-    "softmax_disc_input",
+    "LAYERS", "NO_HIGHLIGHT", "SCALAR_LAYERS", "SCALAR_RANGE", "Prediction", "PredictionCache",
+    "available_layers", "beside_choice", "build_explorer", "compute_layer",
+    "disc_input_for_method", "explorer_grid", "get_prediction", "highlight_mask",
+    "layer_figure", "layers_for", "panel_title", "predict", "present_classes",
+    "softmax_disc_input", "value_range_of",
 ]

@@ -13,7 +13,7 @@ tensor (:class:`NonFiniteStateError`), so ``last.pth`` is always a state worth r
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -33,6 +33,10 @@ class NonFiniteStateError(NonFiniteLossError):
 
 
 PROGRESS_BARS = ("text", "notebook", "none")
+# What the bar's postfix sums each step's terms into (by the prefix of their names); the
+# remaining terms but the step diagnostics (``diag_``) are the target term ("tgt"). AdvEnt logs
+# eight loss values, and a postfix of all of them squeezes a notebook's bar to nothing.
+POSTFIX_GROUPS = (("seg", ("seg_",)), ("tgt", ()), ("D", ("disc_",)))
 
 
 def progress_bar(cfg: TrainConfig, start: int, end: int, style: str | None = None):
@@ -54,6 +58,24 @@ def progress_bar(cfg: TrainConfig, start: int, end: int, style: str | None = Non
         from tqdm.auto import tqdm
     return tqdm(total=end, initial=start, desc=cfg.method.name, leave=style is not None,
                 mininterval=interval)
+
+
+def bar_postfix(values: Mapping[str, float]) -> dict[str, str]:
+    """The progress bar's postfix of one step's logged values: the segmentation loss (sum of
+    ``seg_*``), the target term (sum of the entropy or adversarial terms) and the
+    discriminators' loss (sum of ``disc_*``), each with 3 significant digits; a group the
+    method does not log is left out, and so are the step diagnostics (``diag_*``).
+
+    >>> bar_postfix({"seg_main": 0.41, "seg_aux": 0.05, "adv_main": 0.0012, "disc_main_src": 0.7})
+    {'seg': '0.46', 'tgt': '0.0012', 'D': '0.7'}
+    """
+    sums: dict[str, float] = {}
+    for key, value in values.items():
+        if key == "iteration" or key.startswith("diag_"):
+            continue
+        group = next((g for g, prefixes in POSTFIX_GROUPS if key.startswith(prefixes)), "tgt")
+        sums[group] = sums.get(group, 0.0) + float(value)
+    return {g: f"{sums[g]:.3g}" for g, _ in POSTFIX_GROUPS if g in sums}
 
 
 def _check_finite(values: dict[str, float], it: int, kept: str) -> None:
@@ -129,8 +151,7 @@ class TrainLog:
                 for k, v in values.items():
                     self.writer.add_scalar(f"loss/{k}", v, it)
         if self._bar is not None:
-            last = self.state.history[-1]
-            self._bar.set_postfix({k: f"{v:.3g}" for k, v in last.items() if k != "iteration"})
+            self._bar.set_postfix(bar_postfix(self.state.history[-1]))
 
     def close_bar(self) -> None:
         if self._bar is not None:
