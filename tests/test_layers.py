@@ -20,7 +20,7 @@ LAYERS: dict[str, int] = {
     "losses": 1, "metrics": 1, "optim": 1, "models": 1, "weights": 1,
     # middle: data, the methods and their step, evaluation
     "data": 2, "methods": 2, "rows": 2, "evaluate": 2,
-    "adabn": 2,
+    "adabn": 2, "protocol": 3,
     # upper: the run folder, the fit loop, experiments and results, figures
     "checkpointing": 3, "runs": 4, "trainlog": 5, "train": 5, "results": 5, "experiments": 6, "viz": 3,
     "explorer": 6, "notebook": 7, "doctor": 3, "ledger": 6,
