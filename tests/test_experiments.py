@@ -1,6 +1,9 @@
 """The embedded experiment's bookkeeping: the results table and paired variants."""
 
 import math
+import re
+import shlex
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -133,14 +136,21 @@ def test_train_eval_and_suite_commands_end_to_end(tmp_path, capsys):
     pre = [x for k, v in TINY.items() for x in ("--pretrain-set", f"{k}={json.dumps(v)}")]
     ada = [x for k, v in TINY.items() for x in ("--adapt-set", f"{k}={json.dumps(v)}")]
     capsys.readouterr()
-    assert cli.main(["suite", "--run-root", str(tmp_path / "suite"), "--seeds", "7", *pre, *ada,
-                     "--studies", "lambda",
+    # The README's command for another seed, as written, at tiny length and with one study.
+    text = (Path(__file__).parents[1] / "README.md").read_text()
+    command = re.search(r"<!-- segda:commands another-seed -->\n\s*```\n\s*(.*?)\n\s*```", text,
+                        re.S).group(1)
+    argv = shlex.split(command)[3:]
+    assert argv[0] == "suite" and "--seeds" in argv
+    seed = int(argv[argv.index("--seeds") + 1])
+    assert cli.main([*argv, "--run-root", str(tmp_path / "suite"), *pre, *ada, "--studies", "lambda",
                      "--readme", str(readme), "--reference", str(tmp_path / "ref.csv")]) == 0
-    assert "wall time" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "wall time" in out and "this run inside the reference's range" in out
     trained = set(runs.collect(tmp_path / "suite")["run"])
     sweep = [r.name for r in experiments.STUDIES["lambda"] if r.overrides]
     assert len(sweep) == 2
-    assert trained == {f"seed7/{k}" for k in ("oracle", *rows.adaptation(), "advent+minent",
+    assert trained == {f"seed{seed}/{k}" for k in ("oracle", *rows.adaptation(), "advent+minent",
                                            *sweep)}
     reference = results.read_reference(tmp_path / "ref.csv")
     assert set(reference["run"]) == trained

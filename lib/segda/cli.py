@@ -255,6 +255,8 @@ def cmd_suite(args) -> int:
                                     adapt_overrides=ada, pretrain_overrides=pre)
     collected = runs.collect(args.run_root)
     print(results.write_results(args.run_root, collected))
+    # The lowest seed's rows beside the committed three-seed reference: the same ordering?
+    print(results.format_beside(results.beside_collected(collected)))
     if args.reference:
         path = results.REFERENCE if args.reference == "package" else args.reference
         print(f"wrote the reference runs to {results.write_reference(collected, path)}")
