@@ -22,6 +22,7 @@ BASE = {
     "optim.optimizer": "sgd", "optim.param_groups": "official", "optim.lr": 1e-2,
     "optim.max_iters": 10, "optim.early_stop": 10, "method.disc_ndf": 8,
     "run.device": "cpu", "run.progress": False,
+    "model.bn_mode": "train",  # the official training-mode batch norm (the embedded walk freezes it)
 }
 REFERENCE = {"run.ce_impl": "masked"}
 FAST_FP32 = {"run.ce_impl": "ignore_index", "run.channels_last": True, "run.optim_impl": "foreach"}

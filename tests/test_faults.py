@@ -409,7 +409,7 @@ def test_the_nan_stop_never_writes_a_non_finite_state(tmp_path, capsys):
     run_dir = tmp_path / "N"
     rc, out, err = _cli_train(capsys, "embedded/source_only", run_dir, 6,
                               **{"optim.optimizer": "sgd", "optim.lr": 1000.0,
-                                 "run.checkpoint_every": 1})
+                                 "run.checkpoint_every": 1, "model.bn_mode": "train"})
     assert rc == 1
     line = _one_line_error(err)
     saved = checkpointing.load_run_checkpoint(run_dir / "last.pth")  # finite, or it would raise

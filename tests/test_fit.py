@@ -147,7 +147,7 @@ def test_write_results_writes_the_table_and_one_line_per_run(tmp_path, small_dat
     assert cli.main(["collect", str(tmp_path), "--readme", str(readme)]) == 0
     written = readme.read_text()
     assert written.startswith("intro\n") and written.endswith("\noutro\n")
-    assert f"| source-only | {expected:.1f} |" in written
+    assert f"| source-only (control) | {expected:.1f} |" in written
     assert "Training wall time recorded for 1 of 1 runs" in written
 
 

@@ -105,7 +105,7 @@ def test_sweep_command_executes_per_preset_and_seed_and_collects(tmp_path):
         assert (tmp_path / "embedded_source_only" / f"seed{seed}" / "01_source_only.ipynb").exists()
     per_run = (tmp_path / "runs.csv").read_text()
     assert per_run.count("source_only") >= 2 and "oracle" in per_run
-    assert "| source-only |" in (tmp_path / "results.md").read_text()
+    assert "| source-only (control) |" in (tmp_path / "results.md").read_text()
 
 
 def test_siblings_at_paper_scale_are_existing_presets_keyed_by_their_row():

@@ -93,8 +93,8 @@ def test_a_preset_of_another_method_runs_in_its_own_notebook():
                      "the 'advent' update, embedded/minent trains 'minent'; method 'minent' has no "
                      "discriminator"]
     # A row the notebook trains beside its preset is not a preset it can run.
-    assert "trains output_adv_single itself" in notebooks_runner.why_not_runnable(
-        REPO / "notebooks/04_output_space_multi.ipynb", "embedded/output_adv_single")
+    assert "trains oracle itself" in notebooks_runner.why_not_runnable(
+        REPO / "notebooks/01_source_only.ipynb", "embedded/oracle")
 
 
 def test_a_failed_job_leaves_the_other_jobs_and_their_table(tmp_path, capsys):
@@ -109,7 +109,7 @@ def test_a_failed_job_leaves_the_other_jobs_and_their_table(tmp_path, capsys):
     assert written == [good.output]
     assert len(failures) == 1 and failures[0].startswith("embedded_source_only/seed1 failed: ")
     assert failures[0].endswith(f"(see {bad.output})") and bad.output.exists()
-    assert "| source-only |" in results.write_results(tmp_path)
+    assert "| source-only (control) |" in results.write_results(tmp_path)
 
 
 def _tiny_run(run_dir: Path, preset: str, iters: int):

@@ -27,6 +27,7 @@ def _cfg(method, levels, **extra):
         "optim.optimizer": "adam", "optim.lr": 1e-3, "optim.param_groups": "unique",
         "optim.max_iters": 10, "optim.early_stop": 10, "method.disc_ndf": 8,
         "run.device": "cpu", "run.progress": False,
+        "model.bn_mode": "train",  # the official setting: batch norm sees every batch
     }
     overrides.update(extra)
     return config.load("embedded/source_only", overrides)

@@ -439,7 +439,9 @@ def _gradients(module: nn.Module) -> list[torch.Tensor]:
 
 
 def _norm(tensors: list[torch.Tensor]) -> torch.Tensor:
-    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t.float()) for t in tensors]))
+    """The L2 norm of several tensors together, in their precision (half precisions in fp32)."""
+    wide = [t.float() if t.dtype in (torch.float16, torch.bfloat16) else t for t in tensors]
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in wide]))
 
 
 @torch.no_grad()
@@ -450,7 +452,7 @@ def _disc_accuracy(discs, taps, domain: str, method: Method) -> dict[str, torch.
     for lvl, tap in taps.items():
         logits = losses.upcast(discs[lvl](method.disc_input.view(tap.detach())))
         right = logits < 0 if domain == "src" else logits > 0
-        out[f"diag_dacc_{lvl}_{domain}"] = right.float().mean()
+        out[f"diag_dacc_{lvl}_{domain}"] = right.to(logits.dtype).mean()
     return out
 
 
