@@ -45,7 +45,7 @@ MINIATURE = [
 ]
 PAPER = [
     "mkdir -p runs/paper",
-    'P="-p dataset gta5_cityscapes -p data_root data -p device cuda -p eval_images None -p max_iters None -p run_dir runs/paper"',
+    'P="-p dataset gta5_cityscapes -p data_root data -p device cuda -p eval_images None -p max_iters None -p run_dir $PWD/runs/paper"',
     "papermill notebooks/01_source_only.ipynb runs/paper/01.ipynb -p preset paper/source_only $P",
     "papermill notebooks/02_feature_adversarial.ipynb runs/paper/02.ipynb -p preset paper/feature_adv $P",
     "papermill notebooks/03_output_space_single.ipynb runs/paper/03.ipynb -p preset paper/adaptsegnet_single $P",
@@ -156,6 +156,8 @@ def workspace(tmp_path_factory) -> Path:
 def test_every_readme_command_runs_on_the_miniature_datasets(workspace):
     ws, data = workspace, workspace / "data"
     _bash([_with_additions(line, data) for line in PAPER + SEEDS], ws)
+    # the notebooks' runs went where the README says (run_dir $PWD/runs/paper), not into notebooks/
+    assert not (REPO / "notebooks" / "runs").exists()
 
     from segda import runs
 
