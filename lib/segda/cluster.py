@@ -175,7 +175,7 @@ def run_local(jobs: Sequence[ResumableJob], out: Path, parallel: int, gpus_per_j
     free = list(range(visible_gpus())) if gpus_per_job else []
     if free and gpus_per_job > len(free):
         raise ClusterError(f"--gpus-per-job {gpus_per_job}: this machine has {len(free)} GPU(s)")
-    executor = submitit.AutoExecutor(folder=str(out / FOLDER / "%j"), cluster="local")
+    executor = submitit.LocalExecutor(folder=str(out / FOLDER / "%j"))
     records = [_record(job) for job in jobs]
     write_manifest(out, "local", records)
     waiting = list(zip(jobs, records, strict=True))

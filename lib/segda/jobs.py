@@ -37,7 +37,7 @@ class TrainJob:
 
     @property
     def name(self) -> str:
-        row = self.preset.rsplit("/", 1)[-1]
+        row = folder_name(self.preset)
         return row if self.seed is None else f"seed{self.seed}/{row}"
 
     def command(self) -> list[str]:
@@ -53,6 +53,12 @@ class TrainJob:
 Job = SweepJob | TrainJob
 
 
+def folder_name(preset: str) -> str:
+    """A run's folder name: the preset's own name (``paper/advent``, a file ``my/advent.yaml``:
+    ``advent``)."""
+    return Path(preset).stem if preset.endswith((".yaml", ".yml")) else preset.rsplit("/", 1)[-1]
+
+
 def plan_train(out_root: str | Path, presets: Sequence[str], seeds: Sequence[int],
                overrides: Sequence[str] = (), gpus: int = 0) -> list[TrainJob]:
     """Every (preset, seed) training run of a sweep, into ``out_root/seed<k>/<row>`` (the
@@ -63,7 +69,7 @@ def plan_train(out_root: str | Path, presets: Sequence[str], seeds: Sequence[int
     for preset in dict.fromkeys(presets):
         cfg = config.load(preset, config.parse_overrides(list(overrides)))  # ConfigError naming it
         methods.get(cfg.method.name)
-    return [TrainJob(p, str(out_root / f"seed{s}" / p.rsplit("/", 1)[-1]), s, tuple(overrides), gpus)
+    return [TrainJob(p, str(out_root / f"seed{s}" / folder_name(p)), s, tuple(overrides), gpus)
             for p in dict.fromkeys(presets) for s in seeds]
 
 
