@@ -351,7 +351,11 @@ def _print_missing(run_root: Path) -> None:
 
     if not (run_root / cluster.MANIFEST).exists():
         return
-    missing = [s for s in cluster.job_states(run_root) if s.state != "done"]
+    try:
+        missing = [s for s in cluster.job_states(run_root) if s.state != "done"]
+    except cluster.ClusterError as err:  # e.g. collected where sacct does not answer
+        print(f"the jobs of {run_root / cluster.MANIFEST} not checked: {err}", file=sys.stderr)
+        return
     if missing:
         print(f"missing {len(missing)} job(s) of {run_root / cluster.MANIFEST}:\n"
               + "\n".join(s.line() for s in missing), file=sys.stderr)

@@ -291,4 +291,5 @@ def wait(out: str | Path, poll_s: float = 2.0) -> list[JobState]:
 
 def summary(states: Sequence[JobState]) -> str:
     counts = {k: sum(s.state == k for s in states) for k in ("done", "queued", "running", "failed")}
-    return f"{len(states)} jobs: " + ", ".join(f"{n} {k}" for k, n in counts.items())
+    jobs = f"{len(states)} job" + ("" if len(states) == 1 else "s")
+    return f"{jobs}: " + ", ".join(f"{n} {k}" for k, n in counts.items())
