@@ -201,7 +201,8 @@ def test_a_failed_job_is_named_by_status_and_collect_and_the_others_finish(slurm
     assert len(failed) == 1 and failed[0].startswith("seed0/missing_init: failed (job ")
     [record] = [r for r in cluster.read_manifest(out)[1] if r.name == "seed0/missing_init"]
     assert failed[0].endswith(f"log {record.stderr}")
-    assert "init checkpoint not found" in Path(record.stdout).read_text() + Path(record.stderr).read_text()
+    assert "error: init checkpoint not found: " in failed[0]  # the train command's own error line
+    assert "error: init checkpoint not found: " in Path(record.stderr).read_text()
     assert status[-1] == "4 jobs: 3 done, 0 queued, 0 running, 1 failed"
     assert cli.main(["collect", str(out)]) == 0
     captured = capsys.readouterr()

@@ -86,11 +86,31 @@ def expand_presets(presets: Sequence[str]) -> list[str]:
 
 
 def run_train(job: TrainJob) -> None:
-    """Run the train command; its output goes to this process's (the job's log)."""
+    """Run the train command; its output goes to this process's (the job's log). A failure
+    raises :class:`JobError` with the command's last ``error:`` line (or its last line)."""
+    import collections
+    import threading
+
     print(" ".join(job.command()), flush=True)
-    proc = subprocess.run(job.command(), env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    if proc.returncode != 0:
-        raise JobError(f"{job.name}: python -m segda train exited with code {proc.returncode}")
+    proc = subprocess.Popen(job.command(), env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            stderr=subprocess.PIPE, text=True, errors="replace")
+    tail: collections.deque[str] = collections.deque(maxlen=50)
+
+    def copy_stderr() -> None:  # to the log as it comes, keeping the last lines for the message
+        for line in proc.stderr:
+            sys.stderr.write(line)
+            sys.stderr.flush()
+            tail.append(line.strip())
+
+    copier = threading.Thread(target=copy_stderr, daemon=True)
+    copier.start()
+    code = proc.wait()
+    copier.join()
+    if code != 0:
+        lines = [x for x in tail if x]
+        errors = [x for x in lines if x.startswith("error: ")]
+        why = (errors or lines or [""])[-1]
+        raise JobError(f"{job.name}: {why} (python -m segda train exited with code {code})")
 
 
 @dataclass(frozen=True)
