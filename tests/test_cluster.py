@@ -151,32 +151,37 @@ def test_a_notebook_sweep_on_slurm_equals_the_serial_sweep(slurm, readme_sweep, 
 
 def test_a_preempted_job_is_requeued_and_ends_as_an_uninterrupted_run(slurm, tmp_path):
     sets = [s for s in TINY_TRAIN if not s.startswith("optim.early_stop")]
-    sets += ["optim.early_stop=30", "run.checkpoint_every=3"]
+    sets += ["optim.early_stop=24", "run.checkpoint_every=2"]
     run_dir = tmp_path / "preempted"
     assert cli.main(["train", "embedded/advent", "--run-dir", str(run_dir), *_sets(sets),
                      "--executor", "slurm"]) == 0
     [record] = cluster.read_manifest(run_dir)[1]
     _wait_for(lambda: (run_dir / runs.CHECKPOINT).exists(), "the job's first checkpoint")
+    # Stopped (SIGSTOP) half-way, so that the test knows where: between checkpoints, not finished.
+    subprocess.run(["scancel", "--signal=STOP", record.job_id], check=True)
+    assert not (run_dir / runs.METRICS).exists()
+    stopped_at = torch.load(run_dir / runs.CHECKPOINT, map_location="cpu", weights_only=False)["iteration"]
+    assert 0 < stopped_at < 24
     # What SLURM sends before a preemption or the time limit (submitit asks for it with
-    # --signal): submitit's handler checkpoints the job and requeues it.
+    # --signal), delivered as the job continues: submitit's handler checkpoints the job and
+    # requeues it.
     subprocess.run(["scancel", "--signal=USR2", record.job_id], check=True)
+    subprocess.run(["scancel", "--signal=CONT", record.job_id], check=True)
+
     def requeued() -> bool:
         shown = subprocess.run(["scontrol", "show", "job", record.job_id], capture_output=True,
                                text=True).stdout
         return all(f in shown for f in ("Restarts=1", "JobState=PENDING", "Reason=BeginTime"))
 
     _wait_for(requeued, "the job's requeue")
-    # Half-way: killed between checkpoints, not finished.
     assert not (run_dir / runs.METRICS).exists()
-    stopped_at = torch.load(run_dir / runs.CHECKPOINT, map_location="cpu", weights_only=False)["iteration"]
-    assert 0 < stopped_at < 30
     # SLURM holds a requeued job back for two minutes; let it start now.
     subprocess.run(["scontrol", "update", f"jobid={record.job_id}", "StartTime=now"], check=True)
     states = cluster.wait(run_dir, poll_s=0.5)
     assert [s.state for s in states] == ["done"]
     log = Path(record.stdout).read_text()
     assert log.count("Starting with JobEnvironment") == 2  # ran twice
-    assert "done: iteration 30" in log
+    assert "done: iteration 24" in log
     whole = tmp_path / "uninterrupted"
     assert cli.main(["train", "embedded/advent", "--run-dir", str(whole), *_sets(sets)]) == 0
     assert_same_run(run_dir, whole)
@@ -214,22 +219,32 @@ def test_a_failed_job_is_named_by_status_and_collect_and_the_others_finish(slurm
 def test_local_jobs_run_at_most_parallel_at_once_and_equal_serial(tmp_path):
     pytest.importorskip("submitit")
     out = tmp_path / "local"
-    argv = ["sweep", "--train", "--presets", "embedded/advent", "embedded/minent", "--seeds", "0", "1",
-            "--out", str(out), *_sets(TINY_TRAIN), "--executor", "local", "--parallel", "2"]
+    presets = ["embedded/advent", "embedded/minent", "embedded/source_only"]
+    argv = ["sweep", "--train", "--presets", *presets, "--seeds", "0", "--out", str(out),
+            *_sets(TINY_TRAIN), "--executor", "local", "--parallel", "2"]
     assert cli.main(argv) == 0
-    assert [s.state for s in cluster.job_states(out)] == ["done"] * 4
+    assert [s.state for s in cluster.job_states(out)] == ["done"] * 3
     spans = [(r["started"], r["ended"]) for r in _results(out).values()]
-    assert len(spans) == 4
+    assert len(spans) == 3
     # the most jobs running at any one time: at each start, those started and not yet ended
     at_once = max(sum(s <= start < e for s, e in spans) for start, _ in spans)
     assert at_once == 2
-    for preset in ("embedded/advent", "embedded/minent"):
-        for seed in (0, 1):
-            row = preset.split("/")[1]
-            serial = tmp_path / "serial" / f"seed{seed}" / row
-            assert cli.main(["train", preset, "--run-dir", str(serial), *_sets(TINY_TRAIN),
-                             "--set", f"run.seed={seed}"]) == 0
-            assert_same_run(out / f"seed{seed}" / row, serial)
+    for preset in presets:
+        row = preset.split("/")[1]
+        serial = tmp_path / "serial" / row
+        assert cli.main(["train", preset, "--run-dir", str(serial), *_sets(TINY_TRAIN),
+                         "--set", "run.seed=0"]) == 0
+        assert_same_run(out / "seed0" / row, serial)
+
+
+def test_a_train_job_with_several_gpus_trains_data_parallel(tmp_path, capsys):
+    # Two ranks through torchrun's environment; without GPUs they run on the CPU (gloo).
+    out = tmp_path / "ddp"
+    argv = ["sweep", "--train", "--presets", "embedded/advent", "--out", str(out),
+            *_sets(TINY_TRAIN), "--gpus-per-job", "2"]
+    assert cli.main(argv) == 0
+    blob = torch.load(out / "seed0/advent" / runs.CHECKPOINT, map_location="cpu", weights_only=False)
+    assert blob["world_size"] == 2 and blob["iteration"] == 2
 
 
 def _cluster_additions(line: str, data: Path) -> str:

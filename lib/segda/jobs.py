@@ -46,7 +46,7 @@ class TrainJob:
         train += [word for s in sets for word in ("--set", s)]
         if self.gpus > 1:  # every rank joins the group from torchrun's environment (segda.distributed)
             return [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                    f"--nproc_per_node={self.gpus}", *train[1:]]
+                    f"--nproc_per_node={self.gpus}", *train]
         return [sys.executable, *train]
 
 
