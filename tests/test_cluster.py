@@ -128,6 +128,21 @@ def test_without_submitit_the_slurm_executor_is_one_error_line(tmp_path, monkeyp
     assert not any(tmp_path.iterdir())
 
 
+def test_a_slurm_profile_and_the_options_that_override_it(tmp_path):
+    profile = tmp_path / "profile.yaml"
+    profile.write_text("partition: gpu\ngpus_per_job: 1\ncpus_per_job: 8\ntime: '1-00:00:00'\n"
+                       "setup:\n  - module load cuda\n")
+    options = cluster.SlurmOptions.from_profile(profile, cpus_per_job=4, time=None, setup=[])
+    assert options == cluster.SlurmOptions("gpu", 1, 4, 24 * 60, 256, ("module load cuda",))
+    assert [cluster.minutes(t) for t in ("90", "4:00:00", "2-00:00:00", "1-12", "0:00:30")] == \
+        [90, 240, 2880, 2160, 1]
+    profile.write_text("partitions: gpu\n")
+    with pytest.raises(cluster.ClusterError, match="unknown keys"):
+        cluster.SlurmOptions.from_profile(profile)
+    with pytest.raises(cluster.ClusterError, match="--time 2 days"):
+        cluster.minutes("2 days")
+
+
 def test_a_notebook_sweep_on_slurm_equals_the_serial_sweep(slurm, readme_sweep, tmp_path, capsys):
     serial_out, argv, rc = readme_sweep  # docs/notebooks.md's sweep, serial, seeds 0 1 2
     assert rc == 0
@@ -197,7 +212,7 @@ def test_a_failed_job_is_named_by_status_and_collect_and_the_others_finish(slurm
     out = tmp_path / "sweep"
     argv = ["sweep", "--train", "--presets", "embedded/advent", "embedded/minent",
             "embedded/source_only", str(bad), "--seeds", "0", "--out", str(out), *_sets(TINY_TRAIN),
-            "--executor", "slurm"]
+            "--executor", "slurm", "--slurm-setup", "echo the setup line ran"]
     assert cli.main(argv) == 0  # submitted
     capsys.readouterr()
     assert cli.main(["sweep", "--status", str(out), "--wait"]) == 1
@@ -209,6 +224,7 @@ def test_a_failed_job_is_named_by_status_and_collect_and_the_others_finish(slurm
     assert "error: init checkpoint not found: " in failed[0]  # the train command's own error line
     assert "error: init checkpoint not found: " in Path(record.stderr).read_text()
     assert status[-1] == "4 jobs: 3 done, 0 queued, 0 running, 1 failed"
+    assert "the setup line ran" in Path(record.stdout).read_text()
     assert cli.main(["collect", str(out)]) == 0
     captured = capsys.readouterr()
     for label in ("| AdvEnt |", "| MinEnt |", "| source-only (control) |"):
