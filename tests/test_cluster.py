@@ -232,19 +232,28 @@ def test_a_failed_job_is_named_by_status_and_collect_and_the_others_finish(slurm
     assert captured.err.splitlines() == [f"missing 1 job(s) of {out / cluster.MANIFEST}:", failed[0]]
 
 
-def test_local_jobs_run_at_most_parallel_at_once_and_equal_serial(tmp_path):
+def test_local_jobs_run_at_most_parallel_at_once_and_equal_serial(tmp_path, monkeypatch):
     pytest.importorskip("submitit")
+    # As on a machine with two GPUs: each job is given one (the training runs on the CPU).
+    monkeypatch.setattr(cluster, "visible_gpus", lambda: 2)
     out = tmp_path / "local"
     presets = ["embedded/advent", "embedded/minent", "embedded/source_only"]
     argv = ["sweep", "--train", "--presets", *presets, "--seeds", "0", "--out", str(out),
             *_sets(TINY_TRAIN), "--executor", "local", "--parallel", "2"]
     assert cli.main(argv) == 0
     assert [s.state for s in cluster.job_states(out)] == ["done"] * 3
-    spans = [(r["started"], r["ended"]) for r in _results(out).values()]
+    done = list(_results(out).values())
+    spans = [(r["started"], r["ended"]) for r in done]
     assert len(spans) == 3
     # the most jobs running at any one time: at each start, those started and not yet ended
     at_once = max(sum(s <= start < e for s, e in spans) for start, _ in spans)
     assert at_once == 2
+    # one GPU each, and two jobs running together never share one
+    assert {r["cuda_visible_devices"] for r in done} == {"0", "1"}
+    for a in done:
+        for b in done:
+            if a is not b and a["started"] <= b["started"] < a["ended"]:
+                assert a["cuda_visible_devices"] != b["cuda_visible_devices"]
     for preset in presets:
         row = preset.split("/")[1]
         serial = tmp_path / "serial" / row

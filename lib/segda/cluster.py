@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from segda import io
@@ -106,7 +106,7 @@ class JobRecord:
     stdout: str | None = None
     stderr: str | None = None
     output: str | None = None  # the executed notebook
-    extra: dict = field(default_factory=dict)
+    ended: bool = False  # local jobs: the process has ended (with a result, or killed without)
 
 
 def _record(job: ResumableJob) -> JobRecord:
@@ -185,6 +185,8 @@ def run_local(jobs: Sequence[ResumableJob], out: Path, parallel: int, gpus_per_j
         for entry in [r for r in running if r[0].done()]:
             running.remove(entry)
             free = sorted(free + entry[2])
+            entry[1].ended = True
+            write_manifest(out, "local", records)
         while waiting and len(running) < parallel and len(free) >= per_job:
             job, record = waiting.pop(0)
             gpus, free = free[:per_job], free[per_job:]
@@ -275,6 +277,8 @@ def job_states(out: str | Path) -> list[JobState]:
             state = slurm.get(rec.job_id, "PENDING")  # not in the accounting yet: just submitted
             kind = "queued" if state in QUEUED else "running" if state in RUNNING else "failed"
             found.append(JobState(rec, kind, f"SLURM state {state}"))
+        elif rec.ended:  # killed (out of memory, a signal) before it could write its result
+            found.append(JobState(rec, "failed", "the process ended without a result"))
         else:
             found.append(JobState(rec, "running" if Path(rec.stdout or "").exists() else "queued"))
     return found

@@ -10,6 +10,7 @@ job, needs it.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -134,7 +135,8 @@ class ResumableJob:
         else:
             run_job(self.job)
         return {"name": self.name, "run_dir": self.job.run_dir, "started": started,
-                "ended": time.time()}
+                "ended": time.time(), "host": socket.gethostname(),
+                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
 
     def checkpoint(self, *args, **kwargs):
         """The same job again: everything it needs to resume is in its run folder."""
