@@ -41,7 +41,7 @@ def cmd_train(args) -> int:
         run_dir = Path(args.run_dir).resolve()
         job = jobs.TrainJob(args.preset, str(run_dir), overrides=tuple(args.set),
                             gpus=args.gpus_per_job or 0)
-        return _submit([job], run_dir, args)
+        return _submit([job], run_dir, args, table=False)
     methods.get(cfg.method.name)  # an unknown method is a config error before anything runs
     repro.check_device(cfg.run.device)  # before the run folder is created
     if not (Path(args.run_dir) / runs.CHECKPOINT).exists() or args.retrain:
@@ -415,13 +415,14 @@ def cmd_sweep(args) -> int:
     return _submit(planned, out, args)
 
 
-def _submit(planned, out: Path, args) -> int:
-    """Run or submit ``planned`` with ``args.executor``; the table (and failures) once they end."""
+def _submit(planned, out: Path, args, table: bool = True) -> int:
+    """Run or submit ``planned`` with ``args.executor``; once they end, the failures and (a
+    sweep: ``table``) the table of the runs under ``out``."""
     from segda import cluster, jobs
 
     runnable = [jobs.ResumableJob(j) for j in planned]
     if args.executor == "serial":
-        return _finish(out, cluster.run_serial(runnable), len(planned))
+        return _finish(out, cluster.run_serial(runnable), len(planned), table)
     out.mkdir(parents=True, exist_ok=True)
     if args.executor == "local":
         gpus = 1 if args.gpus_per_job is None else args.gpus_per_job
@@ -438,15 +439,18 @@ def _submit(planned, out: Path, args) -> int:
             return 0
         cluster.wait(out)
     states = cluster.job_states(out)
+    if not table:
+        print("\n".join(s.line() for s in states))
     failures = [s.line() for s in states if s.state == "failed"]
-    return _finish(out, failures, len(planned))
+    return _finish(out, failures, len(planned), table)
 
 
-def _finish(out: Path, failures: list[str], count: int) -> int:
+def _finish(out: Path, failures: list[str], count: int, table: bool = True) -> int:
     from segda import results
 
     try:
-        print(results.write_results(out))
+        if table:
+            print(results.write_results(out))
     except RuntimeError as err:  # every job failed
         print(err, file=sys.stderr)
     if failures:
