@@ -190,7 +190,10 @@ def test_a_preempted_job_is_requeued_and_ends_as_an_uninterrupted_run(slurm, tmp
 
     _wait_for(requeued, "the job's requeue")
     assert not (run_dir / runs.METRICS).exists()
-    # SLURM holds a requeued job back for two minutes; let it start now.
+    # SLURM holds a requeued job back for two minutes; let it start now, but not within the
+    # second its old credential was revoked in (slurmd refuses the job then: "Job credential
+    # revoked", compared at one-second resolution).
+    time.sleep(2)
     subprocess.run(["scontrol", "update", f"jobid={record.job_id}", "StartTime=now"], check=True)
     states = cluster.wait(run_dir, poll_s=0.5)
     assert [s.state for s in states] == ["done"]
