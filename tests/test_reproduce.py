@@ -1,5 +1,6 @@
 """The reproducer's path, end to end on miniature datasets: every command of the README's
-reproduction section (its ``<!-- segda:reproduce NAME ... -->`` blocks) runs here.
+reproduction section (its ``<!-- segda:reproduce NAME ... -->`` blocks) runs here, the cluster
+block on a SLURM cluster in tests/test_cluster.py.
 
 The commands below are the README's, line for line; :func:`test_readme_commands_are_the_tested_ones`
 fails when the README and this file differ, so neither can change without the other. The
