@@ -14,3 +14,21 @@ def tiny_embedded():
     from segda.data import synthetic
 
     return synthetic.SyntheticConfig(height=32, width=64)
+
+
+@pytest.fixture(scope="session")
+def readme_sweep(tmp_path_factory):
+    """The documented sweep, run serially at tiny length (tests/test_sweep.py); the cluster tests
+    compare their runs against its runs."""
+    from test_sweep import run_readme_sweep
+
+    return run_readme_sweep(tmp_path_factory.mktemp("readme_sweep"))
+
+
+@pytest.fixture(scope="session")
+def workspace(tmp_path_factory):
+    """The README's miniature block run as written, and the files the paper presets read
+    (tests/test_reproduce.py); the README's cluster block runs on it too."""
+    from test_reproduce import make_workspace
+
+    return make_workspace(tmp_path_factory.mktemp("reproduce"))

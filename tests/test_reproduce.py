@@ -1,5 +1,6 @@
 """The reproducer's path, end to end on miniature datasets: every command of the README's
-reproduction section (its ``<!-- segda:reproduce NAME ... -->`` blocks) runs here.
+reproduction section (its ``<!-- segda:reproduce NAME ... -->`` blocks) runs here, the cluster
+block on a SLURM cluster in tests/test_cluster.py.
 
 The commands below are the README's, line for line; :func:`test_readme_commands_are_the_tested_ones`
 fails when the README and this file differ, so neither can change without the other. The
@@ -72,7 +73,15 @@ SEEDS = [
     "python -m segda eval --checkpoint runs/paper/seed1/advent/last.pth runs/paper/seed1/minent/last.pth --weights 0.5 0.5",
     "python -m segda ledger runs/paper runs/synthia",
 ]
-BLOCKS = {"miniature": MINIATURE, "paper": PAPER, "seeds": SEEDS}
+# Run on a SLURM cluster by tests/test_cluster.py (the same miniature workspace).
+CLUSTER = [
+    "python -m segda sweep --train --presets paper --seeds 0 1 2 --out runs/cluster --executor slurm --slurm-partition gpu --gpus-per-job 1 --cpus-per-job 8 --time 1-00:00:00",
+    "python -m segda sweep --status runs/cluster",
+    "python -m segda sweep --status runs/cluster --wait",
+    "python -m segda collect runs/cluster",
+    "python -m segda ledger runs/cluster",
+]
+BLOCKS = {"miniature": MINIATURE, "paper": PAPER, "seeds": SEEDS, "cluster": CLUSTER}
 
 # The additions: size and length, the CPU, and where the miniature's subsets are listed.
 ITERS, SIZE, IMAGES = 2, [64, 32], 2
@@ -130,11 +139,10 @@ def _bash(lines: list[str], cwd: Path) -> str:
     return out
 
 
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory) -> Path:
-    """The miniature block, run as written (its folder M set to <workspace>/data), then the
-    files the paper presets read relative to the repository root."""
-    ws = tmp_path_factory.mktemp("reproduce")
+def make_workspace(ws: Path) -> Path:
+    """The miniature block, run as written (its folder M set to <ws>/data), then the files the
+    paper presets read relative to the repository root (the ``workspace`` fixture of
+    conftest.py, shared with tests/test_cluster.py)."""
     lines = [f"M={ws / 'data'}" if line == MINIATURE[0] else line for line in MINIATURE]
     out = _bash(lines, REPO)
     assert "| last iterate (segda's number) |" in out

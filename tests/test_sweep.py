@@ -39,10 +39,9 @@ def with_out(argv: list[str], out: Path) -> list[str]:
     return argv
 
 
-@pytest.fixture(scope="session")
-def readme_sweep(tmp_path_factory):
-    """The README's sweep, run serially at tiny length; other tests compare against its runs."""
-    out = tmp_path_factory.mktemp("readme_sweep")
+def run_readme_sweep(out: Path):
+    """The README's sweep, run serially at tiny length into ``out`` (the ``readme_sweep``
+    fixture of conftest.py; other tests compare against its runs)."""
     argv = with_out(readme_sweep_command(), out)
     argv[argv.index("--notebook") + 1] = str(REPO / argv[argv.index("--notebook") + 1])
     return out, argv, cli.main(argv + TINY)

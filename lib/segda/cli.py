@@ -9,7 +9,8 @@ Commands:
   ensemble    evaluate an ensemble of finished embedded runs per seed (AdvEnt + MinEnt)
   collect     gather every run's metrics under a folder into one table
   ledger      evaluate every kept snapshot of runs: last iterate, best snapshot, over seeds
-  sweep       execute a notebook with papermill over methods/presets and seeds
+  sweep       execute a notebook with papermill (or train) over presets and seeds: serially,
+              as local processes or as a SLURM job array (--executor); --status OUT
   demo        run the notebook sequence (or the library pipeline) at demo scale
   ship        (re)make the shipped source-only checkpoint and its manifest, or --check it
   doctor      check a dataset folder: what is present, missing, damaged, and the fix
@@ -31,6 +32,16 @@ def cmd_train(args) -> int:
     if args.stop_at is not None and args.stop_at < 1:
         raise config.ConfigError(f"--stop-at must be an iteration of at least 1, got {args.stop_at}")
     cfg = config.load(args.preset, config.parse_overrides(args.set))
+    if args.executor != "serial":
+        if args.stop_at is not None or args.retrain:
+            raise CommandLineError(f"--executor {args.executor} submits the run to train to the end "
+                                   "(resuming what the folder holds): without --stop-at and --retrain")
+        from segda import jobs
+
+        run_dir = Path(args.run_dir).resolve()
+        job = jobs.TrainJob(args.preset, str(run_dir), overrides=tuple(args.set),
+                            gpus=args.gpus_per_job or 0)
+        return _submit([job], run_dir, args, table=False)
     methods.get(cfg.method.name)  # an unknown method is a config error before anything runs
     repro.check_device(cfg.run.device)  # before the run folder is created
     if not (Path(args.run_dir) / runs.CHECKPOINT).exists() or args.retrain:
@@ -327,9 +338,27 @@ def cmd_collect(args) -> int:
     except RuntimeError as err:  # no finished run under the folder
         print(f"error: {err}; a run is finished when its folder holds metrics.json (python -m "
               "segda train ... finishes it)", file=sys.stderr)
+        _print_missing(Path(args.run_root))
         return 1
     _write_readme(args, collected)
+    _print_missing(Path(args.run_root))
     return 0
+
+
+def _print_missing(run_root: Path) -> None:
+    """The submitted jobs (``jobs.json``) whose runs are not in the table yet, and why."""
+    from segda import cluster
+
+    if not (run_root / cluster.MANIFEST).exists():
+        return
+    try:
+        missing = [s for s in cluster.job_states(run_root) if s.state != "done"]
+    except cluster.ClusterError as err:  # e.g. collected where sacct does not answer
+        print(f"the jobs of {run_root / cluster.MANIFEST} not checked: {err}", file=sys.stderr)
+        return
+    if missing:
+        print(f"missing {len(missing)} job(s) of {run_root / cluster.MANIFEST}:\n"
+              + "\n".join(s.line() for s in missing), file=sys.stderr)
 
 
 def cmd_ledger(args) -> int:
@@ -347,26 +376,97 @@ def cmd_ledger(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    """Check every preset against its notebook, run the jobs (one after another), then write and
-    print the table of those that finished; a failed job is one line and exit code 1."""
-    from segda import config, notebooks_runner, results
+    """Check every preset (against its notebook, or as a training run with --train), then run
+    the jobs with the executor, write and print the table of those that finished; a failed job
+    is one line and exit code 1. ``--status OUT``: the state of every submitted job."""
+    from segda import config, jobs, notebooks_runner
+
+    if args.status:
+        return _print_status(Path(args.status), args.wait)
+    missing = [flag for flag, value in (("--out", args.out), ("--presets", args.presets),
+                                        ("--notebook", args.notebook or args.train)) if not value]
+    if missing:
+        raise CommandLineError(f"sweep needs {' and '.join(missing)} (or --status OUT to see a "
+                               "submitted sweep)")
+    if args.executor != "serial":
+        from segda import cluster
+
+        cluster.require_submitit()
+    if args.train:
+        planned = jobs.plan_train(args.out, jobs.expand_presets(args.presets), args.seeds, args.set,
+                                  gpus=args.gpus_per_job or 0)
+    else:
+        if (args.gpus_per_job or 0) > 1:
+            raise CommandLineError("a notebook trains on one device: --gpus-per-job 1 (or train "
+                                   "data-parallel with --train)")
+        try:
+            planned, notes = notebooks_runner.plan_sweep(
+                args.notebook, args.out, jobs.expand_presets(args.presets), args.seeds,
+                config.parse_overrides(args.param, "-p"))
+        except notebooks_runner.SweepError as err:
+            print(f"error: {err}".replace("\n", "\nerror: "), file=sys.stderr)
+            return 1
+        for note in notes:
+            print(note, flush=True)
+    out = Path(args.out).resolve()
+    if args.executor == "serial" and not args.train:
+        _, failures = notebooks_runner.sweep(args.notebook, out, [], [], jobs=planned)
+        return _finish(out, failures, len(planned))
+    return _submit(planned, out, args)
+
+
+def _submit(planned, out: Path, args, table: bool = True) -> int:
+    """Run or submit ``planned`` with ``args.executor``; once they end, the failures and (a
+    sweep: ``table``) the table of the runs under ``out``."""
+    from segda import cluster, jobs
+
+    runnable = [jobs.ResumableJob(j) for j in planned]
+    if args.executor == "serial":
+        return _finish(out, cluster.run_serial(runnable), len(planned), table)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.executor == "local":
+        gpus = 1 if args.gpus_per_job is None else args.gpus_per_job
+        cluster.run_local(runnable, out, args.parallel, gpus_per_job=gpus)
+    else:
+        options = cluster.SlurmOptions.from_profile(
+            args.slurm_profile, partition=args.slurm_partition, gpus_per_job=args.gpus_per_job,
+            cpus_per_job=args.cpus_per_job, time=args.time, array_parallelism=args.array_parallelism,
+            setup=args.slurm_setup)
+        cluster.submit_slurm(runnable, out, options)
+        if not args.wait:
+            print(f"{len(planned)} jobs submitted; their states: python -m segda sweep --status {out}"
+                  f"; the table once they finish: python -m segda collect {out}")
+            return 0
+        cluster.wait(out)
+    states = cluster.job_states(out)
+    if not table:
+        print("\n".join(s.line() for s in states))
+    failures = [s.line() for s in states if s.state == "failed"]
+    return _finish(out, failures, len(planned), table)
+
+
+def _finish(out: Path, failures: list[str], count: int, table: bool = True) -> int:
+    from segda import results
 
     try:
-        jobs, notes = notebooks_runner.plan_sweep(args.notebook, args.out, args.presets, args.seeds,
-                                                  config.parse_overrides(args.param, "-p"))
-    except notebooks_runner.SweepError as err:
-        print(f"error: {err}".replace("\n", "\nerror: "), file=sys.stderr)
-        return 1
-    for note in notes:
-        print(note, flush=True)
-    _, failures = notebooks_runner.sweep(args.notebook, args.out, args.presets, args.seeds, jobs=jobs)
-    try:
-        print(results.write_results(args.out))
+        if table:
+            print(results.write_results(out))
     except RuntimeError as err:  # every job failed
         print(err, file=sys.stderr)
     if failures:
-        print(f"{len(failures)} of {len(jobs)} jobs failed:\n" + "\n".join(failures), file=sys.stderr)
+        print(f"{len(failures)} of {count} jobs failed:\n" + "\n".join(failures), file=sys.stderr)
     return 1 if failures else 0
+
+
+def _print_status(out: Path, wait: bool) -> int:
+    """One line per submitted job: done, queued, running or failed (with its log)."""
+    from segda import cluster
+
+    states = cluster.wait(out) if wait else cluster.job_states(out)
+    for state in states:
+        print(state.line())
+    print(cluster.summary(states))
+    return 1 if any(s.state == "failed" for s in states) else 0
 
 
 def cmd_demo(args) -> int:
@@ -411,6 +511,32 @@ def _add_readme_args(p) -> None:
                    help="the --readme table of the variant runs named <row>SUFFIX (e.g. @400it) instead")
 
 
+def _add_executor_args(p) -> None:
+    g = p.add_argument_group("executor", "where the jobs run (docs/cluster.md)")
+    g.add_argument("--executor", choices=["serial", "local", "slurm"], default="serial",
+                   help="serial: one after another here (default); local: subprocesses here, "
+                   "--parallel at once; slurm: one job array (needs submitit: "
+                   "pip install -e '.[cluster]')")
+    g.add_argument("--parallel", type=int, default=1, metavar="N", help="local: jobs at once")
+    g.add_argument("--wait", action="store_true",
+                   help="slurm: return when every job has ended (default: once submitted); "
+                   "--status: wait until no job is queued or running")
+    g.add_argument("--gpus-per-job", type=int, metavar="N",
+                   help="GPUs per job (local default: 1 when there are GPUs; slurm: none asked); "
+                   "a train job with N > 1 trains data-parallel over N processes")
+    g.add_argument("--cpus-per-job", type=int, metavar="N")
+    g.add_argument("--slurm-partition", metavar="NAME")
+    g.add_argument("--time", metavar="LIMIT", help="slurm: each job's time limit (minutes, "
+                   "H:MM:SS or D-HH:MM:SS); a job that reaches it is requeued and resumes")
+    g.add_argument("--array-parallelism", type=int, metavar="N",
+                   help="slurm: array tasks running at once")
+    g.add_argument("--slurm-setup", action="append", default=[], metavar="LINE",
+                   help="slurm: a shell line run before each job (module load, conda activate)")
+    g.add_argument("--slurm-profile", metavar="YAML",
+                   help="slurm: the above in a file (partition, gpus_per_job, cpus_per_job, time, "
+                   "array_parallelism, setup); options given override it")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["doctor"]:  # the doctor has its own options (python -m segda.doctor)
@@ -430,6 +556,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="train again from the start, replacing what the folder holds")
     p.add_argument("--stop-at", type=int, default=None,
                    help="stop after this iteration (the run can be resumed)")
+    _add_executor_args(p)
     p.set_defaults(fn=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate checkpoints (several = ensemble)")
@@ -500,12 +627,21 @@ def main(argv: list[str] | None = None) -> int:
                    help="where the validation split is read, e.g. data.root=DIR")
     p.set_defaults(fn=cmd_ledger)
 
-    p = sub.add_parser("sweep", help="papermill a notebook over presets and seeds")
-    p.add_argument("--notebook", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--presets", nargs="+", required=True)
+    p = sub.add_parser("sweep", help="papermill a notebook (or --train) over presets and seeds, "
+                       "serially, locally in parallel or on SLURM")
+    p.add_argument("--notebook")
+    p.add_argument("--train", action="store_true",
+                   help="train each (preset, seed) with the train command into OUT/seed<k>/<row>")
+    p.add_argument("--out")
+    p.add_argument("--presets", nargs="+", help="preset names; a folder (paper) for all of its presets")
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
-    p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE")
+    p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="a notebook parameter")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a config override of every --train run")
+    p.add_argument("--status", metavar="OUT",
+                   help="the state of every job submitted into OUT: done / queued / running / failed")
+    _add_executor_args(p)
     p.set_defaults(fn=cmd_sweep)
 
     p = sub.add_parser("demo", help="the notebook sequence at demo scale")
@@ -547,7 +683,7 @@ def _message(err: BaseException) -> str:
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors caused by an input (a config value, a file, a folder in use), reported in one
     line without a traceback."""
-    from segda import checkpointing, config, evaluate, io, repro, results, runs, shipped, trainlog
+    from segda import checkpointing, cluster, config, evaluate, io, repro, results, runs, shipped, trainlog
     from segda.data.real import DatasetError
     from segda.models.checkpoints import CheckpointMismatchError
 
@@ -555,6 +691,6 @@ def _user_errors() -> tuple[type[BaseException], ...]:
             runs.RunFileError, runs.RunLockedError, runs.ConfigMismatchError,
             trainlog.NonFiniteLossError, evaluate.EvaluationError, CheckpointMismatchError,
             CommandLineError, FileNotFoundError, repro.DeviceError, shipped.ShippedWeightsError,
-            results.ReadmeMarkersError, DatasetError,
+            results.ReadmeMarkersError, DatasetError, cluster.ClusterError,
             # a read-only folder, or a file where a folder should be: the message names the path
             PermissionError, FileExistsError, NotADirectoryError, IsADirectoryError)
