@@ -86,6 +86,16 @@ def _tensors(blob, prefix=""):
         yield prefix, blob
 
 
+def _train_as_a_job_does(preset: str, run_dir: Path, sets: list[str]) -> None:
+    """The reference run of a comparison, as its own ``python -m segda train`` process with this
+    process's environment, as the jobs get it: the same thread count (make test exports
+    OMP_NUM_THREADS=2, while conftest.py runs this process on one thread), hence the same
+    floating-point results."""
+    proc = subprocess.run([sys.executable, "-m", "segda", "train", preset, "--run-dir", str(run_dir),
+                           *_sets(sets)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+
+
 def assert_same_run(a: Path, b: Path) -> None:
     """Two run folders hold the same training: every weight and optimizer state bit for bit,
     the same iteration and evaluations."""
@@ -201,7 +211,7 @@ def test_a_preempted_job_is_requeued_and_ends_as_an_uninterrupted_run(slurm, tmp
     assert log.count("Starting with JobEnvironment") == 2  # ran twice
     assert "done: iteration 24" in log
     whole = tmp_path / "uninterrupted"
-    assert cli.main(["train", "embedded/advent", "--run-dir", str(whole), *_sets(sets)]) == 0
+    _train_as_a_job_does("embedded/advent", whole, sets)
     assert_same_run(run_dir, whole)
 
 
@@ -260,8 +270,7 @@ def test_local_jobs_run_at_most_parallel_at_once_and_equal_serial(tmp_path, monk
     for preset in presets:
         row = preset.split("/")[1]
         serial = tmp_path / "serial" / row
-        assert cli.main(["train", preset, "--run-dir", str(serial), *_sets(TINY_TRAIN),
-                         "--set", "run.seed=0"]) == 0
+        _train_as_a_job_does(preset, serial, [*TINY_TRAIN, "run.seed=0"])
         assert_same_run(out / "seed0" / row, serial)
 
 
