@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -6,6 +7,25 @@ import torch
 # Tests measure behaviour, not speed; keep them single-threaded for reproducible results
 # across machines, and leave the second core to the notebook tests running beside them.
 torch.set_num_threads(int(os.environ.get("SEGDA_TEST_THREADS", "1")))
+
+# make test runs two pytest-xdist workers (--dist loadgroup). What must stay in one process goes
+# to one worker as one group: the committed notebooks under nbval (they share runs/notebooks and
+# reuse each other's runs, in order), and the modules that share the session fixtures below.
+# Every other module is a group of its own, so that its module fixtures are built once.
+SHARED_FIXTURE_MODULES = {"test_reproduce.py", "test_cluster.py", "test_sweep.py"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        path = Path(str(item.path))
+        if path.suffix == ".ipynb":
+            group = "notebooks"
+        elif path.name in SHARED_FIXTURE_MODULES:
+            group = "end_to_end"
+        else:
+            group = path.stem
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")
