@@ -54,8 +54,8 @@ def one_step(overrides, batch, term_norms=False):
     step = state.opt_seg.step
     disc_losses = methods.discriminator_losses
 
-    def disc_losses_spy(method, mcfg, discs, inputs, domain):
-        terms = disc_losses(method, mcfg, discs, inputs, domain)
+    def disc_losses_spy(method, mcfg, discs, inputs, domain, **kwargs):
+        terms = disc_losses(method, mcfg, discs, inputs, domain, **kwargs)
         g = torch.autograd.grad(sum(terms.values()), disc_params, retain_graph=True)
         norms[domain] = float(torch.cat([x.flatten() for x in g]).norm())
         return terms

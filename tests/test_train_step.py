@@ -105,13 +105,13 @@ def test_discriminators_get_gradients_only_in_their_own_step(method, tiny_embedd
     seen = {}
     original = methods.discriminator_losses
 
-    def spy(method_, mcfg, discs, inputs, domain):
+    def spy(method_, mcfg, discs, inputs, domain, **kwargs):
         if domain == "src":
             seen["disc_grads_before"] = [p.grad for d in discs.values() for p in d.parameters()]
             seen["seg_grads_before"] = [
                 None if p.grad is None else p.grad.clone() for p in state.seg.parameters()
             ]
-        return original(method_, mcfg, discs, inputs, domain)
+        return original(method_, mcfg, discs, inputs, domain, **kwargs)
 
     monkeypatch.setattr(methods, "discriminator_losses", spy)
     step_seen = {}

@@ -256,16 +256,22 @@ def discriminator_losses(
     discs: dict[str, nn.Module],
     d_inputs: dict[str, torch.Tensor],
     domain: str,
+    logits: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Each discriminator's loss on one domain's *detached* inputs (source labelled 0, target
     1), halved as in both official loops. The official loop calls this for the source, runs
-    backward, then for the target, so the two graphs are never alive together."""
+    backward, then for the target, so the two graphs are never alive together.
+
+    ``logits``: a dict that receives each level's discriminator output, detached (the step's
+    diagnostics read their accuracy from it instead of running the discriminators again)."""
     label = losses.SOURCE_DOMAIN if domain == "src" else losses.TARGET_DOMAIN
-    return {
-        f"disc_{lvl}_{domain}": 0.5
-        * losses.gan_loss(losses.upcast(discs[lvl](d_inputs[lvl].detach())), label, cfg.gan_loss)
-        for lvl in level_names(cfg.levels)
-    }
+    terms = {}
+    for lvl in level_names(cfg.levels):
+        out = losses.upcast(discs[lvl](d_inputs[lvl].detach()))
+        if logits is not None:
+            logits[lvl] = out.detach()
+        terms[f"disc_{lvl}_{domain}"] = 0.5 * losses.gan_loss(out, label, cfg.gan_loss)
+    return terms
 
 
 # -------------------------------------------------------------------------------- the step
@@ -383,11 +389,14 @@ def _target_stage(seg, discs, image, source_prior, *, cfg: TrainConfig, method: 
 
 
 def _disc_stage(discs, taps, domain: str, *, cfg: TrainConfig, method: Method):
-    """Each discriminator's loss on one domain's detached outputs (source 0, target 1), / 2."""
+    """Each discriminator's loss on one domain's detached outputs (source 0, target 1), / 2,
+    and, with ``run.diagnostics``, the discriminators' outputs (None without)."""
     inputs = {lvl: method.disc_input.view(x) for lvl, x in taps.items()}
+    seen = {} if cfg.run.diagnostics else None
     with torch.autocast(next(iter(taps.values())).device.type, torch.bfloat16, enabled=cfg.run.amp):
         # Looked up at call time, so that tests can observe the discriminators' losses.
-        return discriminator_losses(method, cfg.method, discs, inputs, domain)
+        terms = discriminator_losses(method, cfg.method, discs, inputs, domain, logits=seen)
+    return terms, seen
 
 
 @dataclass
@@ -444,15 +453,14 @@ def _norm(tensors: list[torch.Tensor]) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in wide]))
 
 
-@torch.no_grad()
-def _disc_accuracy(discs, taps, domain: str, method: Method) -> dict[str, torch.Tensor]:
-    """Each discriminator's accuracy on one domain's outputs as it saw them in this step:
-    the share of cells on the domain's side (logit < 0 for source, labelled 0; > 0 for target)."""
+def _disc_accuracy(logits: dict[str, torch.Tensor], domain: str) -> dict[str, torch.Tensor]:
+    """Each discriminator's accuracy on one domain's outputs as it saw them in this step (its
+    own outputs in its loss, before its update): the share of cells on the domain's side
+    (logit < 0 for source, labelled 0; > 0 for target)."""
     out = {}
-    for lvl, tap in taps.items():
-        logits = losses.upcast(discs[lvl](method.disc_input.view(tap.detach())))
-        right = logits < 0 if domain == "src" else logits > 0
-        out[f"diag_dacc_{lvl}_{domain}"] = right.to(logits.dtype).mean()
+    for lvl, d_out in logits.items():
+        right = d_out < 0 if domain == "src" else d_out > 0
+        out[f"diag_dacc_{lvl}_{domain}"] = right.to(d_out.dtype).mean()
     return out
 
 
@@ -502,11 +510,11 @@ def train_step(
     if method.has_discriminator:
         # Source then target, each with its own backward, so the two graphs never coexist.
         for taps, domain in ((taps_src, "src"), (taps_tgt, "tgt")):
-            d_terms = stages.disc(stages.discs, taps, domain)
+            d_terms, d_logits = stages.disc(stages.discs, taps, domain)
             sum(d_terms.values()).backward()
             logged.update(d_terms)
-            if cfg.run.diagnostics:
-                logged.update(_disc_accuracy(state.discs, taps, domain, method))
+            if d_logits is not None:
+                logged.update(_disc_accuracy(d_logits, domain))
         del taps_src, taps_tgt
 
     if state.dist is not None:
