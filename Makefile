@@ -17,14 +17,14 @@ lint: setup
 
 # The unit tests and the committed notebooks under nbval, side by side in TEST_WORKERS
 # one-thread processes (pytest-xdist; tests/conftest.py keeps the notebooks together in one of
-# them, in order). The notebooks share trained runs in runs/notebooks; it is cleared first so
-# that they are checked from scratch.
+# them, in order, and starts the longest groups first). The notebooks share trained runs in
+# runs/notebooks; it is cleared first so that they are checked from scratch.
 TEST_WORKERS ?= 2
 test: setup
 	$(PYTHON) -m ruff check lib tests benchmarks data_scripts
 	rm -rf runs/notebooks
-	OMP_NUM_THREADS=1 $(PYTHON) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup \
-		tests notebooks $(NBVAL)
+	OMP_NUM_THREADS=1 $(PYTHON) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) \
+		--dist loadgroup --no-loadscope-reorder tests notebooks $(NBVAL)
 
 test-unit: setup
 	$(PYTHON) -m pytest -q tests

@@ -8,24 +8,30 @@ import torch
 # across machines, and leave the second core to the notebook tests running beside them.
 torch.set_num_threads(int(os.environ.get("SEGDA_TEST_THREADS", "1")))
 
-# make test runs two pytest-xdist workers (--dist loadgroup). What must stay in one process goes
-# to one worker as one group: the committed notebooks under nbval (they share runs/notebooks and
-# reuse each other's runs, in order), and the modules that share the session fixtures below.
-# Every other module is a group of its own, so that its module fixtures are built once.
+# make test runs two pytest-xdist workers (--dist loadgroup --no-loadscope-reorder), which take
+# whole groups in the order of the items. What must stay in one process is one group: the
+# committed notebooks under nbval (they share runs/notebooks and reuse each other's runs, in
+# order), and the modules that share the session fixtures below. Every other module is a group
+# of its own, so that its module fixtures are built once. The two long groups go first, one to
+# each worker, and the short ones fill in behind them.
 SHARED_FIXTURE_MODULES = {"test_reproduce.py", "test_cluster.py", "test_sweep.py"}
+LONG_GROUPS = ("notebooks", "end_to_end")
+
+
+def _group(item) -> str:
+    path = Path(str(item.path))
+    if path.suffix == ".ipynb":
+        return "notebooks"
+    return "end_to_end" if path.name in SHARED_FIXTURE_MODULES else path.stem
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        path = Path(str(item.path))
-        if path.suffix == ".ipynb":
-            group = "notebooks"
-        elif path.name in SHARED_FIXTURE_MODULES:
-            group = "end_to_end"
-        else:
-            group = path.stem
-        item.add_marker(pytest.mark.xdist_group(group))
+        item.add_marker(pytest.mark.xdist_group(_group(item)))
+    # A stable sort: the notebooks' cells and every module's tests keep their order.
+    items.sort(key=lambda item: LONG_GROUPS.index(g) if (g := _group(item)) in LONG_GROUPS
+               else len(LONG_GROUPS))
 
 
 @pytest.fixture(scope="session")
