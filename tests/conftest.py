@@ -27,11 +27,13 @@ def _group(item) -> str:
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config, items):
+    rank = {}
     for item in items:
-        item.add_marker(pytest.mark.xdist_group(_group(item)))
+        group = _group(item)
+        item.add_marker(pytest.mark.xdist_group(group))
+        rank[id(item)] = LONG_GROUPS.index(group) if group in LONG_GROUPS else len(LONG_GROUPS)
     # A stable sort: the notebooks' cells and every module's tests keep their order.
-    items.sort(key=lambda item: LONG_GROUPS.index(g) if (g := _group(item)) in LONG_GROUPS
-               else len(LONG_GROUPS))
+    items.sort(key=lambda item: rank[id(item)])
 
 
 @pytest.fixture(scope="session")

@@ -39,12 +39,17 @@ def relative_links(path: Path) -> list[str]:
     return [t for t in targets if not re.match(r"[a-z][a-z0-9+.-]*:", t) and not t.startswith("#")]
 
 
+def makefile_recipe(target: str) -> list[str]:
+    """The words of the Makefile's recipe for ``target`` (its tab-indented lines)."""
+    makefile = (REPO / "Makefile").read_text()
+    recipe = re.search(rf"^{target}:.*\n((?:\t.*\n)+)", makefile, re.M)
+    assert recipe, f"the Makefile has no {target!r} target"
+    return shlex.split(recipe.group(1))
+
+
 def suite_readme() -> Path:
     """The path the Makefile's ``suite`` target passes as ``--readme``."""
-    makefile = (REPO / "Makefile").read_text()
-    recipe = re.search(r"^suite:.*\n((?:\t.*\n)+)", makefile, re.M)
-    assert recipe, "the Makefile has no 'suite' target"
-    words = shlex.split(recipe.group(1))
+    words = makefile_recipe("suite")
     assert "--readme" in words, "the Makefile's suite target passes no --readme"
     return REPO / words[words.index("--readme") + 1]
 

@@ -9,11 +9,11 @@
 from __future__ import annotations
 
 import ast
-import re
 from pathlib import Path
 from types import SimpleNamespace
 
 import conftest
+from test_readme import makefile_recipe
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -51,8 +51,6 @@ def test_notebooks_stay_in_order_in_one_group_and_the_long_groups_go_first():
 
 
 def test_the_makefile_schedules_by_group_in_item_order():
-    recipe = re.search(r"^test:.*\n((?:\t.*\n)+)", (REPO / "Makefile").read_text(), re.M)
-    assert recipe, "the Makefile has no 'test' target"
-    words = recipe.group(1).split()
+    words = makefile_recipe("test")
     assert {"--dist", "loadgroup", "--no-loadscope-reorder", "-n"} <= set(words)
     assert "OMP_NUM_THREADS=1" in words  # one thread per worker: two workers on two cores
