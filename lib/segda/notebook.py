@@ -250,10 +250,10 @@ def update_inputs(cfg: config.TrainConfig, data):
     """What a notebook's written-out update runs on: the first ``batch_size`` training images
     of each domain (source with labels) and two identical copies of freshly built models
     (seeded with ``run.seed``), one for the written-out update and one for
-    :func:`segda.methods.train_step`. Returns ``(source batch, target batch, state, reference)``."""
+    :func:`segda.step.train_step`. Returns ``(source batch, target batch, state, reference)``."""
     import torch
 
-    from segda import methods
+    from segda import methods, step
 
     device = repro.resolve_device(cfg.run.device)
     n = cfg.data.batch_size
@@ -265,7 +265,7 @@ def update_inputs(cfg: config.TrainConfig, data):
     copies = []
     for _ in range(2):
         torch.manual_seed(cfg.run.seed)
-        copies.append(methods.build_state(cfg, device))
+        copies.append(step.build_state(cfg, device))
     return src, tgt, copies[0], copies[1]
 
 
