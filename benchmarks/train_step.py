@@ -43,7 +43,7 @@ import time
 import report  # benchmarks/report.py (scripts run as python benchmarks/<name>.py)
 import torch
 
-from segda import config, evaluate, methods, models, repro
+from segda import config, evaluate, methods, models, repro, step
 from segda.metrics import ConfusionMatrix
 
 METHOD_ROWS = [
@@ -105,12 +105,12 @@ def step_gflop(cfg, device) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     torch.manual_seed(0)
-    state = methods.build_state(cfg, device)
+    state = step.build_state(cfg, device)
     state.seg.train()
     src, tgt = make_batches(cfg, device)
     counter = FlopCounterMode(display=False)
     with counter:
-        methods.train_step(state, src, tgt, cfg)
+        step.train_step(state, src, tgt, cfg)
     return counter.get_total_flops() / 1e9
 
 
@@ -169,21 +169,21 @@ def time_training(args, method, levels, switches):
     cfg = make_config(args, method, levels, switches)
     torch.compiler.reset()  # every row compiles (or not) from scratch
     torch.manual_seed(0)
-    state = methods.build_state(cfg, device)
+    state = step.build_state(cfg, device)
     state.seg.train()
     src, tgt = make_batches(cfg, device)
     sync(device)
     t = time.perf_counter()
-    first = {k: float(v) for k, v in methods.train_step(state, src, tgt, cfg).items()}
+    first = {k: float(v) for k, v in step.train_step(state, src, tgt, cfg).items()}
     first_s = time.perf_counter() - t
 
-    def step():
-        logged = methods.train_step(state, src, tgt, cfg)
+    def one_step():
+        logged = step.train_step(state, src, tgt, cfg)
         float(logged["seg_main"])  # the loop logs losses, which synchronises
 
-    ms = median_ms(step, args.warmup - 1, args.iters, device)
+    ms = median_ms(one_step, args.warmup - 1, args.iters, device)
     peak = peak_gib(device)
-    state = src = tgt = None  # free the device memory before the next row (step() shares these)
+    state = src = tgt = None  # free the device memory before the next row (one_step() shares these)
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return ms, peak, first, first_s

@@ -137,7 +137,7 @@ def test_preset_names_and_numbers_in_another_notation(capsys, tmp_path):
 def test_zero_images_is_refused_everywhere_with_the_parameter_named(capsys, tmp_path):
     import torch
 
-    from segda import evaluate, methods
+    from segda import evaluate, step
     from segda.data import registry, stats
 
     with pytest.raises(config.ConfigError, match=r"parameter 'eval_images' must be at least 1 "
@@ -147,7 +147,7 @@ def test_zero_images_is_refused_everywhere_with_the_parameter_named(capsys, tmp_
                                    device="cpu")
     assert cfg.run.eval_max_images == 0  # None: the config's value for the whole split
     data = registry.build_datasets(cfg.data, cfg.model)
-    state = methods.build_state(cfg, torch.device("cpu"))
+    state = step.build_state(cfg, torch.device("cpu"))
     calls = {  # as the notebooks call them with max_images=eval_images
         "evaluate": lambda n: evaluate.evaluate(state.seg, data.val_target, max_images=n),
         "mean_entropy": lambda n: evaluate.mean_entropy(state.seg, data.val_target, max_images=n),
@@ -183,7 +183,7 @@ def test_minent_cp_given_to_the_minent_notebook_trains_and_its_step_names_the_pr
     argument it needs."""
     import torch
 
-    from segda import methods
+    from segda import methods, step
     from segda.data import registry
 
     params = dict(image_size=[64, 32], batch_size=2, eval_images=2, device="cpu", seed=0)
@@ -193,15 +193,15 @@ def test_minent_cp_given_to_the_minent_notebook_trains_and_its_step_names_the_pr
         [notebook.sibling("embedded/minent_cp", "minent_cp"), "embedded/minent_cp"],
         tmp_path, pretrain_iters=1, data=data, max_iters=1, **params)
     assert "cp_main" in trained["minent_cp"].history_frame()
-    state = methods.build_state(cfg, torch.device("cpu"))
+    state = step.build_state(cfg, torch.device("cpu"))
     items = [data.train_source[i] for i in range(2)]
     src = methods.Batch(torch.stack([x["image"] for x in items]),
                         torch.stack([x["label"] for x in items]))
     tgt = methods.Batch(torch.stack([data.train_target[i]["image"] for i in range(2)]))
     with pytest.raises(ValueError, match=r"pass source_prior=torch.as_tensor\(data.source_prior"):
-        methods.train_step(state, src, tgt, cfg)
+        step.train_step(state, src, tgt, cfg)
     prior = torch.full((19,), 1 / 19)  # any prior; data.source_prior() in a notebook
-    assert "cp_main" in methods.train_step(state, src, tgt, cfg, prior)
+    assert "cp_main" in step.train_step(state, src, tgt, cfg, prior)
 
 
 @pytest.mark.filterwarnings("ignore:The image decoding:DeprecationWarning")

@@ -7,17 +7,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from segda import methods
+from segda import step
 from segda.labels import IGNORE_INDEX
 from test_train_step import _batches, _cfg
 
 
 def _two_steps(cfg, tiny_embedded):
     torch.manual_seed(0)
-    state = methods.build_state(cfg, torch.device("cpu"))
+    state = step.build_state(cfg, torch.device("cpu"))
     state.seg.train()
     batches = _batches(tiny_embedded)
-    logs = [methods.train_step(state, *next(batches), cfg) for _ in range(2)]
+    logs = [step.train_step(state, *next(batches), cfg) for _ in range(2)]
     return state, logs
 
 
@@ -47,11 +47,11 @@ def test_diagnostics_leave_the_update_unchanged(method, levels, tiny_embedded):
 def test_gradient_norms_and_accuracy_match_a_direct_computation(tiny_embedded):
     cfg = _cfg("output_adv", "single", **{"run.diagnostics": True})
     torch.manual_seed(0)
-    state = methods.build_state(cfg, torch.device("cpu"))
+    state = step.build_state(cfg, torch.device("cpu"))
     state.seg.train()
     seg0, disc0 = copy.deepcopy(state.seg), copy.deepcopy(state.discs["main"])
     src, tgt = next(_batches(tiny_embedded))
-    logged = methods.train_step(state, src, tgt, cfg)
+    logged = step.train_step(state, src, tgt, cfg)
 
     # The same first step written out directly: source CE (main head + lambda_seg_aux * aux,
     # bilinear upsampling with align_corners=True), then the adversarial term: BCE of

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from segda import config, fastpath, methods, models, optim, train
+from segda import config, fastpath, methods, models, optim, step, train
 from segda.data import synthetic
 
 BASE = {
@@ -45,13 +45,13 @@ def one_step(overrides, batch, term_norms=False):
     """
     cfg = config.load("embedded/source_only", {**BASE, **overrides})
     torch.manual_seed(0)
-    state = methods.build_state(cfg, torch.device("cpu"))
+    state = step.build_state(cfg, torch.device("cpu"))
     state.seg.train()
     seg_params = [p for p in state.seg.parameters() if p.requires_grad]
     disc_params = [p for d in state.discs.values() for p in d.parameters()]
     before = [p.detach().clone() for p in seg_params + disc_params]
     grads, norms = {}, {}
-    step = state.opt_seg.step
+    opt_step = state.opt_seg.step
     disc_losses = methods.discriminator_losses
 
     def disc_losses_spy(method, mcfg, discs, inputs, domain, **kwargs):
@@ -63,7 +63,7 @@ def one_step(overrides, batch, term_norms=False):
     def spy(*args, **kwargs):
         grads["seg"] = torch.cat([p.grad.flatten() for p in seg_params])
         grads["disc"] = torch.cat([p.grad.flatten() for p in disc_params]) if disc_params else None
-        return step(*args, **kwargs)
+        return opt_step(*args, **kwargs)
 
     state.opt_seg.step = spy
     fmt = torch.channels_last if cfg.run.channels_last else torch.contiguous_format
@@ -71,7 +71,7 @@ def one_step(overrides, batch, term_norms=False):
     if term_norms:
         methods.discriminator_losses = disc_losses_spy
     try:
-        logged = methods.train_step(
+        logged = step.train_step(
             state, methods.Batch(src_img.contiguous(memory_format=fmt), label),
             methods.Batch(tgt_img.contiguous(memory_format=fmt)), cfg,
         )
@@ -144,14 +144,14 @@ def test_listing_sgd_steps_duplicates_like_the_reference_loop(impl):
     assert isinstance(fast, fastpath.ListingSGD)
     listed = [id(p) for g in fast.param_groups for p in g["params"]]
     assert len(listed) > len(set(listed))  # the official listing repeats backbone tensors
-    for step in range(3):  # the first step starts fresh buffers; later ones reuse them
+    for i in range(3):  # the first step starts fresh buffers; later ones reuse them
         for m in (a, b):
-            _fake_grads(m, step)
+            _fake_grads(m, i)
         ref.step()
         fast.step()
         for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
             if impl == "foreach":  # the same per-tensor kernels on CPU: bitwise
-                assert torch.equal(pa, pb), (step, name)
+                assert torch.equal(pa, pb), (i, name)
             else:
                 torch.testing.assert_close(pb, pa, rtol=1e-6, atol=1e-7, msg=name)
     # The state dicts are interchangeable: the reference optimizer continues the fast one.

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 
-from segda import checkpointing, cli, config, evaluate, io, methods, models, runs, train, trainlog
+from segda import checkpointing, cli, config, evaluate, io, models, runs, step, train, trainlog
 from segda.data import registry
 
 SMALL = {
@@ -421,15 +421,15 @@ def test_the_nan_stop_never_writes_a_non_finite_state(tmp_path, capsys):
 
 def test_a_poisoned_buffer_stops_the_run_before_it_is_saved(tmp_path, small_data, monkeypatch):
     cfg = _cfg(iters=6, **SO, **{"run.checkpoint_every": 2})
-    real_step = methods.train_step
+    real_step = step.train_step
 
-    def step(state, *args, **kwargs):
+    def poisoning_step(state, *args, **kwargs):
         out = real_step(state, *args, **kwargs)
         if state.iteration == 3:  # the loss stays finite; a batch-norm statistic does not
             next(b for n, b in state.seg.named_buffers() if n.endswith("running_var"))[0] = float("inf")
         return out
 
-    monkeypatch.setattr(methods, "train_step", step)
+    monkeypatch.setattr(step, "train_step", poisoning_step)
     says = (r"iteration 4: 1 tensor\(s\) \(segmenter\.[\w.]*running_var\); .*"
             r"last.pth \(iteration 2, every tensor finite\) is kept untouched")
     with pytest.raises(trainlog.NonFiniteStateError, match=says):
@@ -625,7 +625,7 @@ def test_empty_or_mismatched_evaluations_are_errors(tmp_path, small_data, capsys
         evaluate.evaluate(seg10, small_data.val_target, device="cpu", max_images=0)
     # the eval command on a 10-class run
     cfg10 = cfg.replace({"model.num_classes": 10})
-    state = methods.build_state(cfg10, torch.device("cpu"))
+    state = step.build_state(cfg10, torch.device("cpu"))
     run10 = tmp_path / "run10" / "last.pth"
     io.save_atomic(checkpointing.run_state(state, cfg10), run10)
     assert cli.main(["eval", "--checkpoint", str(run10), "--max-images", "2"]) == 1

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from segda import config, losses, methods, train
+from segda import config, losses, methods, step, train
 from segda.data import registry
 
 TINY = {
@@ -57,7 +57,7 @@ NEW_METHODS = [
     methods.Method("advent_entropy_map", "adversarial", ENTROPY_MAP, "entropy-map discriminator",
                    methods.adversarial_terms),
     methods.Method("fda_minent", "entropy", paper="FDA-style source transform + MinEnt",
-                   target_loss=methods.entropy_terms, source_transform=low_frequency_swap),
+                   target_loss=methods.minent_terms, source_transform=low_frequency_swap),
 ]
 
 
@@ -88,7 +88,7 @@ def test_a_new_method_is_a_row_and_trains_two_steps(name, registered, tiny_embed
 
 def test_register_refuses_a_name_twice_and_get_names_the_choices():
     with pytest.raises(ValueError, match="exists"):
-        methods.register(methods.Method("advent", "entropy", target_loss=methods.entropy_terms))
+        methods.register(methods.Method("advent", "entropy", target_loss=methods.minent_terms))
     with pytest.raises(config.ConfigError, match="'method.name'.*advent"):
         methods.get("dann")
 
@@ -115,7 +115,7 @@ def test_one_step_in_float64_stays_float64(method, levels, tiny_embedded):
     cfg = config.load("embedded/minent", {**TINY, "method.name": method, "method.levels": levels,
                                           "method.lambda_cp": 0.01})
     torch.manual_seed(0)
-    state = methods.build_state(cfg, torch.device("cpu"))
+    state = step.build_state(cfg, torch.device("cpu"))
     state.seg.double().train()
     for d in state.discs.values():
         d.double()
@@ -124,6 +124,6 @@ def test_one_step_in_float64_stays_float64(method, levels, tiny_embedded):
                         torch.randint(0, 19, (2, 32, 64), generator=g))
     tgt = methods.Batch(torch.randn(2, 3, 32, 64, generator=g, dtype=torch.float64))
     prior = torch.full((19,), 1 / 19, dtype=torch.float64)
-    logged = methods.train_step(state, src, tgt, cfg, source_prior=prior)
+    logged = step.train_step(state, src, tgt, cfg, source_prior=prior)
     assert all(v.dtype == torch.float64 and torch.isfinite(v) for v in logged.values()), logged
     assert all(p.dtype == torch.float64 for p in state.seg.parameters())

@@ -5,7 +5,7 @@ import itertools
 import pytest
 import torch
 
-from segda import config, methods
+from segda import config, methods, step
 from segda.data import synthetic
 
 CASES = [
@@ -50,14 +50,14 @@ def _batches(cfg_s, n=2):
 def test_method_trains_a_few_steps(method, levels, tiny_embedded):
     torch.manual_seed(0)
     cfg = _cfg(method, levels)
-    state = methods.build_state(cfg, torch.device("cpu"))
+    state = step.build_state(cfg, torch.device("cpu"))
     state.seg.train()
     before = {k: v.clone() for k, v in state.seg.state_dict().items()}
     d_before = {lvl: [p.clone() for p in d.parameters()] for lvl, d in state.discs.items()}
     batches = _batches(tiny_embedded)
     for _ in range(3):
         src, tgt = next(batches)
-        logged = methods.train_step(state, src, tgt, cfg)
+        logged = step.train_step(state, src, tgt, cfg)
         assert all(torch.isfinite(v) for v in logged.values()), logged
     expected = methods.METHODS[method]
     assert "seg_main" in logged
@@ -81,14 +81,14 @@ def test_source_only_never_touches_target_and_control_only_moves_bn_stats(tiny_e
     torch.manual_seed(0)
     cfg_a = _cfg("source_only", "single")
     cfg_b = _cfg("source_only_tgt_bn", "single")
-    a = methods.build_state(cfg_a, torch.device("cpu"))
-    b = methods.build_state(cfg_b, torch.device("cpu"))
+    a = step.build_state(cfg_a, torch.device("cpu"))
+    b = step.build_state(cfg_b, torch.device("cpu"))
     b.seg.load_state_dict(a.seg.state_dict())
     a.seg.train()
     b.seg.train()
     src, tgt = next(_batches(tiny_embedded))
-    methods.train_step(a, src, tgt, cfg_a)
-    methods.train_step(b, src, tgt, cfg_b)
+    step.train_step(a, src, tgt, cfg_a)
+    step.train_step(b, src, tgt, cfg_b)
     sa, sb = a.seg.state_dict(), b.seg.state_dict()
     for k in sa:
         if "running" in k or "num_batches" in k:
@@ -100,7 +100,7 @@ def test_source_only_never_touches_target_and_control_only_moves_bn_stats(tiny_e
 @pytest.mark.parametrize("method", ["output_adv", "advent", "feature_adv"])
 def test_discriminators_get_gradients_only_in_their_own_step(method, tiny_embedded, monkeypatch):
     cfg = _cfg(method, "multi")
-    state = methods.build_state(cfg, torch.device("cpu"))
+    state = step.build_state(cfg, torch.device("cpu"))
     state.seg.train()
     seen = {}
     original = methods.discriminator_losses
@@ -128,7 +128,7 @@ def test_discriminators_get_gradients_only_in_their_own_step(method, tiny_embedd
 
     monkeypatch.setattr(state.opt_seg, "step", spy_step)
     src, tgt = next(_batches(tiny_embedded))
-    methods.train_step(state, src, tgt, cfg)
+    step.train_step(state, src, tgt, cfg)
     # No segmenter loss reached the discriminators' parameters ...
     assert all(g is None for g in seen["disc_grads_before"])
     # ... the discriminator losses did ...
@@ -144,20 +144,43 @@ def test_discriminators_get_gradients_only_in_their_own_step(method, tiny_embedd
 def test_adversarial_gradient_reaches_segmenter_through_frozen_discriminator(tiny_embedded):
     """With the segmentation loss switched off, only the adversarial term moves the heads."""
     cfg = _cfg("advent", "single", **{"method.lambda_seg_main": 0.0, "method.lambda_seg_aux": 0.0})
-    state = methods.build_state(cfg, torch.device("cpu"))
+    state = step.build_state(cfg, torch.device("cpu"))
     state.seg.train()
     src, tgt = next(_batches(tiny_embedded))
     head = state.seg.layer6.conv2d_list[0].weight
     before = head.clone()
-    methods.train_step(state, src, tgt, cfg)
+    step.train_step(state, src, tgt, cfg)
     assert not torch.equal(before, head)
 
 
 def test_class_ratio_prior_term_is_logged(tiny_embedded):
     cfg = _cfg("minent", "multi", **{"method.lambda_cp": 0.01})
-    state = methods.build_state(cfg, torch.device("cpu"))
+    state = step.build_state(cfg, torch.device("cpu"))
     state.seg.train()
     src, tgt = next(_batches(tiny_embedded))
     prior = torch.as_tensor(synthetic.source_class_prior(tiny_embedded), dtype=torch.float32)
-    logged = methods.train_step(state, src, tgt, cfg, source_prior=prior)
+    logged = step.train_step(state, src, tgt, cfg, source_prior=prior)
     assert "cp_main" in logged and torch.isfinite(logged["cp_main"])
+
+
+@pytest.mark.parametrize("method", ["feature_adv", "output_adv", "advent"])
+def test_each_written_out_adversarial_term_is_what_its_discriminator_sees(method, tiny_embedded):
+    """A row's own target term (softmax, self-information or features written out) equals the
+    generic term built from its DiscInput, which the discriminators' own step uses: the two
+    cannot drift apart. Gradients into the segmenter are compared too."""
+    torch.manual_seed(0)
+    cfg = _cfg(method, "multi")
+    state = step.build_state(cfg, torch.device("cpu"))
+    row = methods.get(method)
+    src, _ = next(_batches(tiny_embedded))
+    grads = []
+    for term in (row.target_loss, methods.adversarial_terms):
+        state.seg.zero_grad(set_to_none=True)
+        out = state.seg(src.image).upsampled(tuple(src.image.shape[-2:]))
+        terms = term(row, cfg.method, out, state.discs)
+        sum(terms.values()).backward()
+        grads.append((terms, [p.grad.clone() for p in state.seg.parameters() if p.grad is not None]))
+    (own, own_grads), (generic, generic_grads) = grads
+    assert own.keys() == generic.keys() == {"adv_aux", "adv_main"}
+    assert all(torch.equal(own[k], generic[k]) for k in own)
+    assert own_grads and all(torch.equal(a, b) for a, b in zip(own_grads, generic_grads, strict=True))

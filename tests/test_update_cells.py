@@ -1,6 +1,6 @@
 """Each method notebook writes out its method's update in one cell built from library pieces;
 that cell, run on a batch and a fresh model, must change the weights exactly as
-``segda.methods.train_step`` does on the same batch and weights."""
+``segda.step.train_step`` does on the same batch and weights."""
 
 import json
 from pathlib import Path
@@ -14,6 +14,7 @@ import segda.methods
 import segda.notebook
 import segda.optim
 import segda.repro
+import segda.step
 from segda.data import registry
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
@@ -47,7 +48,7 @@ def test_written_out_update_equals_train_step(notebook, preset):
     state, reference = ns["state"], ns["reference"]
     before = [p.clone() for p in state.seg.parameters()]
     exec(update, ns)  # noqa: S102
-    segda.methods.train_step(reference, ns["src"], ns["tgt"], cfg)
+    segda.step.train_step(reference, ns["src"], ns["tgt"], cfg)
     assert any(not torch.equal(a, b) for a, b in zip(before, state.seg.parameters()))
     pairs = [(state.seg, reference.seg), *((state.discs[k], reference.discs[k]) for k in state.discs)]
     assert len(pairs) == 1 + len(reference.discs)

@@ -25,7 +25,7 @@ from segda.models.checkpoints import load_loaded
 
 if TYPE_CHECKING:
     from segda.config import TrainConfig
-    from segda.methods import TrainState
+    from segda.train_state import TrainState
 
 
 def non_finite(tree: Any, prefix: str = "") -> list[str]:

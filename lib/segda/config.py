@@ -123,7 +123,7 @@ class RunConfig:
     keep_snapshots: bool = False  # also keep iter_XXXXXX.pth at every checkpoint
     tensorboard: bool = False
     progress: bool = True
-    # Also log what the step does, without changing it (segda.methods.DIAGNOSTICS): the gradient
+    # Also log what the step does, without changing it (segda.step.DIAGNOSTICS): the gradient
     # norm of the source and of the target terms, and each discriminator's accuracy per domain.
     diagnostics: bool = False
 

@@ -250,10 +250,10 @@ def update_inputs(cfg: config.TrainConfig, data):
     """What a notebook's written-out update runs on: the first ``batch_size`` training images
     of each domain (source with labels) and two identical copies of freshly built models
     (seeded with ``run.seed``), one for the written-out update and one for
-    :func:`segda.methods.train_step`. Returns ``(source batch, target batch, state, reference)``."""
+    :func:`segda.step.train_step`. Returns ``(source batch, target batch, state, reference)``."""
     import torch
 
-    from segda import methods
+    from segda import methods, step
 
     device = repro.resolve_device(cfg.run.device)
     n = cfg.data.batch_size
@@ -265,7 +265,7 @@ def update_inputs(cfg: config.TrainConfig, data):
     copies = []
     for _ in range(2):
         torch.manual_seed(cfg.run.seed)
-        copies.append(methods.build_state(cfg, device))
+        copies.append(step.build_state(cfg, device))
     return src, tgt, copies[0], copies[1]
 
 
@@ -311,3 +311,40 @@ def run_summary(preset: str, comparison, beside) -> str:
                  f"of seeds (checked band {v['range checked low']:+.1f} to "
                  f"{v['range checked high']:+.1f}).")
     return text
+
+
+def setup(
+    preset: str,
+    run_dir: str | Path,
+    *,
+    max_iters: int | None = None,
+    dataset: str | None = None,
+    data_root: str | None = None,
+    model: str | None = None,
+    batch_size: int | None = None,
+    image_size: Sequence[int] | None = None,
+    eval_images: int | None = None,
+    device: str = "auto",
+    seed: int = 0,
+    amp: bool = False,
+    overrides: dict | None = None,
+):
+    """What every notebook builds from its parameters cell before it teaches anything: the
+    runs' folder (:func:`run_root`), the config of ``preset`` (:func:`notebook_config`) and the
+    datasets it names, whose sizes it prints. A missing dataset stops here with its path and
+    the ``data_scripts`` command that prepares it.
+
+    Returns ``(cfg, data, run_dir, params)``; ``params`` are the parameters every row of the
+    notebook is trained with (``train_rows(presets, run_dir, max_iters=max_iters, **params)``).
+    """
+    from segda.data import registry
+
+    root = run_root(run_dir)
+    params = dict(dataset=dataset, data_root=data_root, model=model, batch_size=batch_size,
+                  image_size=image_size, eval_images=eval_images, device=device, seed=seed,
+                  amp=amp, extra=overrides)
+    cfg = notebook_config(preset, max_iters=max_iters, **params)
+    data = registry.build_datasets(cfg.data, cfg.model)
+    print(f"{data.name}: {len(data.train_source)} source / {len(data.train_target)} target "
+          f"training images, {len(data.val_target)} target validation images")
+    return cfg, data, root, params

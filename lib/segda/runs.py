@@ -41,7 +41,7 @@ from segda import config as config_mod
 from segda.config import TrainConfig
 
 if TYPE_CHECKING:
-    from segda.methods import TrainState
+    from segda.train_state import TrainState
 
 CONFIG = "config.yaml"
 METRICS = "metrics.json"

@@ -3,7 +3,7 @@
 A fit is three steps: restore (the run folder prepared, the state built, resumed from
 ``last.pth`` or warm-started), the loop (steps, the loss log, evaluations and checkpoints at
 their cadence) and finish (the final evaluation, checkpoint and summaries). The step itself is
-:func:`segda.methods.train_step` (the same for every method); the loss log, TensorBoard and the
+:func:`segda.step.train_step` (the same for every method); the loss log, TensorBoard and the
 progress bar are :class:`segda.trainlog.TrainLog`; the checkpoint format is
 :mod:`segda.checkpointing`; every file of the run folder (checkpoints included) is written by
 :mod:`segda.runs`. :func:`ensure_run` trains a run unless a finished run of the same config is
@@ -25,10 +25,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from segda import checkpointing, evaluate, methods, repro, runs
+from segda import checkpointing, evaluate, methods, repro, runs, step
 from segda.config import TrainConfig
 from segda.data import loaders, registry
-from segda.methods import TrainState
+from segda.train_state import TrainState
 from segda.trainlog import TrainLog, check_state_finite
 
 
@@ -156,7 +156,7 @@ def _restore(cfg: TrainConfig, run_dir: Path | None, data, resume: bool, dist) -
         runs.prepare(run_dir, cfg, resume=resume, writes=main)
     repro.seed_everything(cfg.run.seed)
     data = data if data is not None else registry.build_datasets(cfg.data, cfg.model)
-    fitting = _Fitting(cfg, run_dir, data, methods.build_state(cfg, device), device, started)
+    fitting = _Fitting(cfg, run_dir, data, step.build_state(cfg, device), device, started)
     state = fitting.state
     if run_dir and main:
         runs.write_config(run_dir, cfg)
@@ -196,7 +196,7 @@ def _loop(fitting: _Fitting, log: TrainLog, end: int) -> None:
         it = state.iteration
         src = next(src_iter)
         tgt = next(tgt_iter) if tgt_iter is not None else None
-        log.record(it, methods.train_step(state, src, tgt, cfg, source_prior))
+        log.record(it, step.train_step(state, src, tgt, cfg, source_prior))
         done = state.iteration
         if done % max(cfg.run.log_every, 1) == 0 or done == end:
             log.flush()
@@ -289,7 +289,7 @@ def load_run(run_dir: str | Path, data=None) -> RunResult:
     path = run_dir / runs.CHECKPOINT
     ckpt = checkpointing.load_run_checkpoint(path)
     cfg = checkpointing.config_of(ckpt, path)
-    state = methods.build_state(cfg, repro.resolve_device(cfg.run.device))
+    state = step.build_state(cfg, repro.resolve_device(cfg.run.device))
     rng = repro.rng_state()
     checkpointing.load_state_into(state, ckpt)
     repro.set_rng_state(rng)  # loading a finished run must not disturb the caller's RNG

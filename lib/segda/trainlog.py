@@ -20,7 +20,7 @@ import torch
 
 from segda import checkpointing, runs
 from segda.config import TrainConfig
-from segda.methods import TrainState
+from segda.train_state import TrainState
 
 
 class NonFiniteLossError(RuntimeError):

@@ -333,7 +333,7 @@ def plot_loss_curves(
 
 
 def plot_step_diagnostics(history, smooth: int = 10, x: str = "iteration"):
-    """What ``run.diagnostics`` logged (:data:`segda.methods.DIAGNOSTICS`), in two panels.
+    """What ``run.diagnostics`` logged (:data:`segda.step.DIAGNOSTICS`), in two panels.
 
     Left: each discriminator's accuracy on source and on target output cells over training
     (0.5 = chance: it cannot tell the domains apart; 1 = it always can). Right: the L2 norm of
