@@ -23,11 +23,12 @@ import sys
 import time
 from pathlib import Path
 
+from segda import errors
+
 
 def cmd_train(args) -> int:
     """Train one preset; under ``torchrun`` every rank joins the data-parallel run."""
-    from segda import config, distributed, methods, repro, runs, train
-    from segda.data import registry
+    from segda import config, distributed, train
 
     if args.stop_at is not None and args.stop_at < 1:
         raise config.ConfigError(f"--stop-at must be an iteration of at least 1, got {args.stop_at}")
@@ -42,12 +43,7 @@ def cmd_train(args) -> int:
         job = jobs.TrainJob(args.preset, str(run_dir), overrides=tuple(args.set),
                             gpus=args.gpus_per_job or 0)
         return _submit([job], run_dir, args, table=False)
-    methods.get(cfg.method.name)  # an unknown method is a config error before anything runs
-    repro.check_device(cfg.run.device)  # before the run folder is created
-    if not (Path(args.run_dir) / runs.CHECKPOINT).exists() or args.retrain:
-        # a new run needs its starting weights and its data; a resumed one has last.pth
-        _require_init_checkpoint(cfg.model.init_checkpoint)
-        registry.require_roots(cfg.data)
+    train.check_before_run(cfg, args.run_dir, args.retrain)  # before the run folder is made
     dist = distributed.init_from_env(device=cfg.run.device) if distributed.launched_by_torchrun() \
         else None
     main = dist is None or dist.is_main
@@ -76,121 +72,8 @@ def cmd_train(args) -> int:
     return 0
 
 
-class CommandLineError(ValueError):
+class CommandLineError(ValueError, errors.UserError):
     """An argument that cannot be carried out as typed (the message names it and the fix)."""
-
-
-def _require_init_checkpoint(value: str) -> None:
-    """``model.init_checkpoint`` names a file (or verified shipped weights), checked before a
-    new run's folder is made: a wrong path would otherwise leave a folder of another config."""
-    from segda import shipped
-
-    if not value:
-        return
-    path = shipped.resolve(value) if shipped.is_shipped(value) else Path(value)
-    if not path.is_file():
-        raise CommandLineError(f"init checkpoint not found: {path} (set model.init_checkpoint to "
-                               "an existing file, or '' to start from scratch)")
-
-
-def _model_from_checkpoint(path: Path, args):
-    """The segmenter of a checkpoint file and the config it predicts with: a run
-    checkpoint's own, or (an official file) the defaults for ``--model``."""
-    from segda import checkpointing, config, models
-
-    if path.is_dir():
-        found = sorted(path.glob("*.pth"), key=lambda p: (p.name != "last.pth", p.name))
-        held = (f"the checkpoints in it: {', '.join(p.name for p in found)}; pass one of them, "
-                f"e.g. --checkpoint {found[0]}" if found else "it holds no checkpoint (*.pth)")
-        raise checkpointing.CheckpointError(f"{path} is a folder, not a checkpoint file; {held}")
-    # Read once; errors name the file, pickled code and non-finite tensors are refused.
-    blob = checkpointing.read_weights(path, "evaluating it")
-    if checkpointing.is_run_checkpoint(blob):
-        return checkpointing.segmenter_from_run(blob, path)
-    from segda.models import checkpoints
-
-    branches = args.aspp_branches or checkpoints.aspp_branches_for(path.name)
-    cfg = config.load(None, {"model.name": args.model, "model.aspp_branches": branches,
-                             "model.multi_level": args.model != "deeplab_vgg16"})
-    seg = models.build_segmenter(args.model, 19, cfg.model.multi_level, branches)
-    try:
-        checkpoints.load_loaded(seg, blob, str(path), kind="adapted")
-    except checkpoints.CheckpointMismatchError:
-        fits = _architecture_of(blob, branches, exclude=args.model)
-        if fits is None:
-            raise
-        raise CommandLineError(f"{path} holds weights of the {fits!r} model, not of --model "
-                               f"{args.model} (the default for official checkpoints): pass "
-                               f"--model {fits}") from None
-    return seg, cfg
-
-
-def _architecture_of(blob, aspp_branches: int, exclude: str) -> str | None:
-    """The segmenter whose tensors (names and shapes) are exactly ``blob``'s, built without
-    memory on the meta device; None when ``blob`` is not a plain state dict or none fits."""
-    import torch
-
-    from segda import models
-
-    if not isinstance(blob, dict) or not all(isinstance(v, torch.Tensor) for v in blob.values()):
-        return None
-    shapes = {k: tuple(v.shape) for k, v in blob.items()}
-    for name in (n for n in models.SEGMENTERS if n != exclude):
-        for multi_level in (True, False):
-            try:
-                with torch.device("meta"):
-                    seg = models.build_segmenter(name, 19, multi_level, aspp_branches)
-            except ValueError:  # a combination the model does not have (VGG: one level)
-                continue
-            if {k: tuple(v.shape) for k, v in seg.state_dict().items()} == shapes:
-                return name
-    return None
-
-
-def _output_folder(folder: Path) -> Path:
-    """``folder``, made and checked writable before anything is evaluated."""
-    import tempfile
-
-    fix = "pass --out DIR, a folder you can write (made when missing)"
-    if folder.exists() and not folder.is_dir():
-        raise CommandLineError(f"the output folder {folder} is a file, not a folder; {fix}")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as err:
-        raise CommandLineError(
-            f"cannot write into the output folder {folder} ({err.strerror or err}); {fix}"
-        ) from None
-    return folder
-
-
-def _digest(*texts: str) -> str:
-    import hashlib
-
-    return hashlib.sha256("\n".join(texts).encode()).hexdigest()[:8]
-
-
-def _eval_stem(args, paths: list[Path], weights: tuple[float, ...], dataset: str) -> str:
-    """The name of an evaluation's tables: everything that changes them, so that two
-    evaluations never share a file. One checkpoint written beside itself is named by its file;
-    otherwise each member by its folder and file, with a digest of their full paths (ensembles
-    of same-named folders of two seeds stay apart)."""
-    if len(paths) == 1 and not args.out:
-        parts = [paths[0].stem]
-    else:
-        parts = ["+".join(f"{p.parent.name}-{p.stem}" for p in paths),
-                 _digest(*(str(p.resolve()) for p in paths))]
-    if len(set(weights)) > 1:
-        parts.append("w" + "-".join(f"{w:g}" for w in weights))
-    if args.combine != "logits":
-        parts.append(args.combine)
-    parts.append(dataset)
-    if args.root:
-        parts.append(f"root-{_digest(str(Path(args.root).resolve()))}")
-    if args.max_images is not None:
-        parts.append(f"{args.max_images}img")
-    return "eval_" + "_".join(parts) + f"_{args.num_eval_classes}cls"
 
 
 def _check_max_images(args) -> None:
@@ -205,9 +88,8 @@ def _check_max_images(args) -> None:
 
 def cmd_eval(args) -> int:
     """Evaluate one checkpoint or an ensemble, each predicted as its run was evaluated."""
-    from segda import evaluate, io, metrics, shipped
+    from segda import checkpointing, evaluate, shipped
     from segda.data import registry
-    from segda.labels import CLASS_NAMES
 
     _check_max_images(args)
     # "shipped:<name>", as model.init_checkpoint takes it: the verified file
@@ -216,16 +98,10 @@ def cmd_eval(args) -> int:
         weights = evaluate.ensemble_weights(args.weights, len(paths))
     except evaluate.EvaluationError as err:
         raise CommandLineError(f"--weights: {err}") from None
-    out_dir = _output_folder(Path(args.out) if args.out else paths[0].parent)
-    loaded = [_model_from_checkpoint(p, args) for p in paths]
+    out_dir = evaluate.tables_folder(Path(args.out) if args.out else paths[0].parent)
+    loaded = [checkpointing.segmenter_of_file(p, args.model, args.aspp_branches) for p in paths]
     for path, (_, cfg) in zip(paths, loaded, strict=True):
-        if cfg.model.num_classes != len(CLASS_NAMES):
-            raise evaluate.EvaluationError(
-                f"{path} holds a model of {cfg.model.num_classes} classes; eval reports the "
-                f"{len(CLASS_NAMES)} Cityscapes classes (and their 16/13-class subsets), so it "
-                f"needs a {len(CLASS_NAMES)}-class model. Evaluate this one from Python with "
-                "segda.evaluate.evaluate on labels of its classes")
-    seg_models = [m for m, _ in loaded]
+        evaluate.require_cityscapes_classes(cfg.model.num_classes, path)
     base = loaded[0][1]
     predictor = evaluate.Predictor.for_runs([c for _, c in loaded], [str(p) for p in paths],
                                             args.device, weights=weights, combine=args.combine)
@@ -234,19 +110,13 @@ def cmd_eval(args) -> int:
         overrides["data.root"] = args.root
     data_cfg = base.replace(overrides)
     data = registry.build_datasets(data_cfg.data, data_cfg.model)
-    res = evaluate.evaluate(seg_models, data.val_target, predictor, max_images=args.max_images)
-    name = "+".join(p.stem for p in paths)
-    classes = None
-    if args.num_eval_classes != 19:
-        from segda.labels import CLASS_SUBSETS
-
-        classes = CLASS_SUBSETS[args.num_eval_classes]
-    df = metrics.iou_table({name: res.iou}, classes=classes)
-    stem = _eval_stem(args, paths, weights, data_cfg.data.dataset)
-    io.write_text_atomic(out_dir / f"{stem}.csv", df.to_csv())
-    text = metrics.format_iou_table(df)
-    io.write_text_atomic(out_dir / f"{stem}.md", text + "\n")
-    print(text)
+    res = evaluate.evaluate([m for m, _ in loaded], data.val_target, predictor,
+                            max_images=args.max_images)
+    stem = evaluate.tables_stem(paths, weights, data_cfg.data.dataset, beside=not args.out,
+                                combine=args.combine, root=args.root, max_images=args.max_images,
+                                num_classes=args.num_eval_classes)
+    print(evaluate.write_tables(out_dir, stem, "+".join(p.stem for p in paths), res.iou,
+                                args.num_eval_classes))
     print(f"predicted with {predictor.describe()}")
     print(f"wrote {out_dir / stem}.md and .csv")
     return 0
@@ -495,10 +365,9 @@ def cmd_ship(args) -> int:
         return 0
     record = shipped.entry(shipped.EMBEDDED_PRETRAINED)
     print(f"{shipped.resolve(shipped.reference())}: SHA-256 matches the manifest")
-    again = experiments.first_losses(record["seed"], len(record["first_losses"]))
-    worst = max(abs(a[k] - b[k]) / max(abs(b[k]), 1e-12)
-                for a, b in zip(again, record["first_losses"], strict=True) for k in b)
-    print(f"first {len(again)} iterations regenerated: largest relative loss difference {worst:.2e}")
+    worst = experiments.first_losses_drift(record)
+    print(f"first {len(record['first_losses'])} iterations regenerated: largest relative loss "
+          f"difference {worst:.2e}")
     return 0 if worst < experiments.FINGERPRINT_RTOL else 1
 
 
@@ -665,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.fn(args)
-    except _user_errors() as err:  # the message names the file or key and the fix
+    except errors.CAUSED_BY_USER as err:  # the message names the file or key and the fix
         print(f"error: {_message(err)}", file=sys.stderr)
         return 1
 
@@ -678,19 +547,3 @@ def _message(err: BaseException) -> str:
         return err.strerror if name is None or str(name) in err.strerror else \
             f"{err.strerror}: {name}"
     return str(err)
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Errors caused by an input (a config value, a file, a folder in use), reported in one
-    line without a traceback."""
-    from segda import checkpointing, cluster, config, evaluate, io, repro, results, runs, shipped, trainlog
-    from segda.data.real import DatasetError
-    from segda.models.checkpoints import CheckpointMismatchError
-
-    return (config.ConfigError, checkpointing.CheckpointError, io.DiskFullError,
-            runs.RunFileError, runs.RunLockedError, runs.ConfigMismatchError,
-            trainlog.NonFiniteLossError, evaluate.EvaluationError, CheckpointMismatchError,
-            CommandLineError, FileNotFoundError, repro.DeviceError, shipped.ShippedWeightsError,
-            results.ReadmeMarkersError, DatasetError, cluster.ClusterError,
-            # a read-only folder, or a file where a folder should be: the message names the path
-            PermissionError, FileExistsError, NotADirectoryError, IsADirectoryError)

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from segda import io
+from segda.errors import UserError
 from segda.jobs import ResumableJob, TrainJob
 
 EXECUTORS = ("serial", "local", "slurm")
@@ -30,7 +31,7 @@ QUEUED = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED", "RE
 RUNNING = {"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING"}
 
 
-class ClusterError(ValueError):
+class ClusterError(ValueError, UserError):
     """An executor that cannot be used as asked (the message names the fix)."""
 
 

@@ -321,3 +321,12 @@ def _shipped_segmenter(cfg: TrainConfig, name: str):
     checkpointing.load_segmenter_weights(seg, shipped.reference(name))
     return seg.eval()
 
+
+
+def first_losses_drift(record: dict) -> float:
+    """The largest relative difference between a shipped checkpoint's recorded first losses
+    (its manifest ``record``) and the same iterations regenerated now; below
+    :data:`FINGERPRINT_RTOL` the recipe still makes the same checkpoint."""
+    again = first_losses(record["seed"], len(record["first_losses"]))
+    return max(abs(a[k] - b[k]) / max(abs(b[k]), 1e-12)
+               for a, b in zip(again, record["first_losses"], strict=True) for k in b)

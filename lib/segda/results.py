@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from segda import io, rows, runs
+from segda.errors import UserError
 
 
 def summarize(df):
@@ -149,7 +150,7 @@ def results_block(collected, wall_time_s: float | None = None) -> str:
     return "\n".join(lines)
 
 
-class ReadmeMarkersError(ValueError):
+class ReadmeMarkersError(ValueError, UserError):
     """The Markdown file given to ``--readme`` lacks the markers of the block to replace."""
 
 

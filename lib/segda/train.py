@@ -295,3 +295,17 @@ def load_run(run_dir: str | Path, data=None) -> RunResult:
     repro.set_rng_state(rng)  # loading a finished run must not disturb the caller's RNG
     state.seg.eval()
     return RunResult(state, cfg, run_dir, 0.0)
+
+
+# ------------------------------------------------------------------ checks before a run starts
+
+
+def check_before_run(cfg: TrainConfig, run_dir: str | Path, retrain: bool = False) -> None:
+    """What training ``cfg`` into ``run_dir`` needs, checked before the run folder is made: a
+    known method, the configured device, and for a new run (a resumed one has last.pth) its
+    starting weights and its data."""
+    methods.get(cfg.method.name)  # an unknown method is a config error before anything runs
+    repro.check_device(cfg.run.device)
+    if not (Path(run_dir) / runs.CHECKPOINT).exists() or retrain:
+        checkpointing.require_init_checkpoint(cfg.model.init_checkpoint)
+        registry.require_roots(cfg.data)
