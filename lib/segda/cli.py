@@ -148,31 +148,18 @@ def cmd_suite(args) -> int:
 
 
 def _write_readme(args, collected, wall_time_s: float | None = None) -> None:
-    """--readme: the table, with its machine and wall time, between the markers of a Markdown file
-    (docs/embedded_benchmark.md holds the embedded benchmark's)."""
-    if not args.readme:
-        return
     from segda import results
 
-    if args.readme_variant:
-        collected = results.select_variant(collected, args.readme_variant)
-    block = results.results_block(collected, wall_time_s)
-    results.write_readme_block(args.readme, args.readme_block, block)
-    print(f"wrote the table into {args.readme} (block {args.readme_block!r})")
+    if args.readme:
+        print(results.write_readme_table(args.readme, args.readme_block, collected,
+                                         args.readme_variant, wall_time_s))
 
 
 def cmd_variant(args) -> int:
-    from segda import config, experiments, rows
+    from segda import config, experiments
 
     overrides = config.parse_overrides(args.set)
-    folder, _, preset = args.preset.rpartition("/")
-    if folder not in ("", "embedded"):
-        raise CommandLineError(f"variant trains embedded presets, not {args.preset}; train it with: "
-                               f"python -m segda train {args.preset} --run-dir DIR --set ...")
-    config.preset_path(f"embedded/{preset}")  # an unknown preset: the list, before any run
-    if rows.find(args.name) is not None:
-        raise CommandLineError(f"--name {args.name} is a row of the main table; a variant needs "
-                               f"its own folder name, e.g. --name {args.name}_long")
+    preset = experiments.variant_preset(args.preset, args.name)
     for seed in args.seeds:
         result = experiments.run_variant(args.run_root, seed, preset, args.name, overrides,
                                          pretrained=args.pretrained)
@@ -200,7 +187,7 @@ def cmd_ensemble(args) -> int:
 
 
 def cmd_collect(args) -> int:
-    from segda import results, runs
+    from segda import cluster, results, runs
 
     collected = runs.collect(args.run_root)
     try:
@@ -208,27 +195,11 @@ def cmd_collect(args) -> int:
     except RuntimeError as err:  # no finished run under the folder
         print(f"error: {err}; a run is finished when its folder holds metrics.json (python -m "
               "segda train ... finishes it)", file=sys.stderr)
-        _print_missing(Path(args.run_root))
+        cluster.print_missing(Path(args.run_root))
         return 1
     _write_readme(args, collected)
-    _print_missing(Path(args.run_root))
+    cluster.print_missing(Path(args.run_root))
     return 0
-
-
-def _print_missing(run_root: Path) -> None:
-    """The submitted jobs (``jobs.json``) whose runs are not in the table yet, and why."""
-    from segda import cluster
-
-    if not (run_root / cluster.MANIFEST).exists():
-        return
-    try:
-        missing = [s for s in cluster.job_states(run_root) if s.state != "done"]
-    except cluster.ClusterError as err:  # e.g. collected where sacct does not answer
-        print(f"the jobs of {run_root / cluster.MANIFEST} not checked: {err}", file=sys.stderr)
-        return
-    if missing:
-        print(f"missing {len(missing)} job(s) of {run_root / cluster.MANIFEST}:\n"
-              + "\n".join(s.line() for s in missing), file=sys.stderr)
 
 
 def cmd_ledger(args) -> int:
@@ -249,18 +220,16 @@ def cmd_sweep(args) -> int:
     """Check every preset (against its notebook, or as a training run with --train), then run
     the jobs with the executor, write and print the table of those that finished; a failed job
     is one line and exit code 1. ``--status OUT``: the state of every submitted job."""
-    from segda import config, jobs, notebooks_runner
+    from segda import cluster, config, jobs, notebooks_runner
 
     if args.status:
-        return _print_status(Path(args.status), args.wait)
+        return cluster.print_states(Path(args.status), args.wait)
     missing = [flag for flag, value in (("--out", args.out), ("--presets", args.presets),
                                         ("--notebook", args.notebook or args.train)) if not value]
     if missing:
         raise CommandLineError(f"sweep needs {' and '.join(missing)} (or --status OUT to see a "
                                "submitted sweep)")
     if args.executor != "serial":
-        from segda import cluster
-
         cluster.require_submitit()
     if args.train:
         planned = jobs.plan_train(args.out, jobs.expand_presets(args.presets), args.seeds, args.set,
@@ -281,62 +250,20 @@ def cmd_sweep(args) -> int:
     out = Path(args.out).resolve()
     if args.executor == "serial" and not args.train:
         _, failures = notebooks_runner.sweep(args.notebook, out, [], [], jobs=planned)
-        return _finish(out, failures, len(planned))
+        return cluster.report_end(out, failures, len(planned))
     return _submit(planned, out, args)
 
 
 def _submit(planned, out: Path, args, table: bool = True) -> int:
-    """Run or submit ``planned`` with ``args.executor``; once they end, the failures and (a
-    sweep: ``table``) the table of the runs under ``out``."""
-    from segda import cluster, jobs
-
-    runnable = [jobs.ResumableJob(j) for j in planned]
-    if args.executor == "serial":
-        return _finish(out, cluster.run_serial(runnable), len(planned), table)
-    out.mkdir(parents=True, exist_ok=True)
-    if args.executor == "local":
-        gpus = 1 if args.gpus_per_job is None else args.gpus_per_job
-        cluster.run_local(runnable, out, args.parallel, gpus_per_job=gpus)
-    else:
-        options = cluster.SlurmOptions.from_profile(
-            args.slurm_profile, partition=args.slurm_partition, gpus_per_job=args.gpus_per_job,
-            cpus_per_job=args.cpus_per_job, time=args.time, array_parallelism=args.array_parallelism,
-            setup=args.slurm_setup)
-        cluster.submit_slurm(runnable, out, options)
-        if not args.wait:
-            print(f"{len(planned)} jobs submitted; their states: python -m segda sweep --status {out}"
-                  f"; the table once they finish: python -m segda collect {out}")
-            return 0
-        cluster.wait(out)
-    states = cluster.job_states(out)
-    if not table:
-        print("\n".join(s.line() for s in states))
-    failures = [s.line() for s in states if s.state == "failed"]
-    return _finish(out, failures, len(planned), table)
-
-
-def _finish(out: Path, failures: list[str], count: int, table: bool = True) -> int:
-    from segda import results
-
-    try:
-        if table:
-            print(results.write_results(out))
-    except RuntimeError as err:  # every job failed
-        print(err, file=sys.stderr)
-    if failures:
-        print(f"{len(failures)} of {count} jobs failed:\n" + "\n".join(failures), file=sys.stderr)
-    return 1 if failures else 0
-
-
-def _print_status(out: Path, wait: bool) -> int:
-    """One line per submitted job: done, queued, running or failed (with its log)."""
     from segda import cluster
 
-    states = cluster.wait(out) if wait else cluster.job_states(out)
-    for state in states:
-        print(state.line())
-    print(cluster.summary(states))
-    return 1 if any(s.state == "failed" for s in states) else 0
+    slurm = cluster.SlurmOptions.from_profile(
+        args.slurm_profile, partition=args.slurm_partition, gpus_per_job=args.gpus_per_job,
+        cpus_per_job=args.cpus_per_job, time=args.time, array_parallelism=args.array_parallelism,
+        setup=args.slurm_setup) if args.executor == "slurm" else None
+    return cluster.run_jobs(planned, out, args.executor, parallel=args.parallel,
+                            gpus_per_job=args.gpus_per_job, slurm=slurm, wait_for_slurm=args.wait,
+                            table=table)
 
 
 def cmd_demo(args) -> int:

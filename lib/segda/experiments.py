@@ -330,3 +330,18 @@ def first_losses_drift(record: dict) -> float:
     again = first_losses(record["seed"], len(record["first_losses"]))
     return max(abs(a[k] - b[k]) / max(abs(b[k]), 1e-12)
                for a, b in zip(again, record["first_losses"], strict=True) for k in b)
+
+
+def variant_preset(preset: str, name: str) -> str:
+    """The embedded preset a variant named ``name`` trains (``preset``: with or without its
+    ``embedded/`` folder), checked before any run: an embedded preset, and a folder name that
+    is not a main row's."""
+    folder, _, bare = preset.rpartition("/")
+    if folder not in ("", "embedded"):
+        raise config.ConfigError(f"variant trains embedded presets, not {preset}; train it with: "
+                                 f"python -m segda train {preset} --run-dir DIR --set ...")
+    config.preset_path(f"embedded/{bare}")  # an unknown preset: the list, before any run
+    if rows.find(name) is not None:
+        raise config.ConfigError(f"--name {name} is a row of the main table; a variant needs "
+                                 f"its own folder name, e.g. --name {name}_long")
+    return bare
