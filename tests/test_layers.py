@@ -25,6 +25,7 @@ LAYERS: dict[str, int] = {
     # upper: the run folder, the fit loop, experiments and results, figures
     "checkpointing": 3, "runs": 4, "trainlog": 5, "train": 5, "results": 5, "experiments": 6, "viz": 3,
     "explorer": 6, "notebook": 7, "doctor": 3, "ledger": 6,
+    "evaluate_files": 4,
     # top: entry points
     "distributed": 8, "notebooks_runner": 8, "jobs": 8, "cluster": 8,
     "cli": 9, "__main__": 10, "__init__": 10,

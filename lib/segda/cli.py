@@ -53,19 +53,10 @@ def cmd_train(args) -> int:
         if dist is not None and main:
             print(f"{dist.world_size} ranks, {cfg.data.batch_size} image(s) per domain per rank: "
                   f"effective batch {dist.world_size * cfg.data.batch_size}", flush=True)
-        if args.stop_at is not None:
-            result = train.fit(cfg, args.run_dir, resume=not args.retrain, stop_at=args.stop_at,
-                               dist=dist)
-        else:
-            result = train.ensure_run(args.run_dir, cfg, retrain=args.retrain, dist=dist)
+        result = train.train_to_end(cfg, args.run_dir, retrain=args.retrain, stop_at=args.stop_at,
+                                    dist=dist)
         if main:
-            final = result.final_eval or {}
-            if "target_miou" in final:
-                print(f"done: iteration {result.state.iteration}, target mIoU "
-                      f"{100 * final['target_miou']:.2f}", flush=True)
-            else:  # stopped early (--stop-at): evaluated when it finishes
-                print(f"stopped at iteration {result.state.iteration} (not evaluated yet); "
-                      "rerun without --stop-at to finish the run", flush=True)
+            print(train.outcome(result), flush=True)
     finally:
         if dist is not None:
             distributed.destroy()
@@ -77,48 +68,24 @@ class CommandLineError(ValueError, errors.UserError):
 
 
 def _check_max_images(args) -> None:
-    """--max-images as every evaluation function takes it: at least 1; omitted = every image."""
-    from segda import evaluate
-
-    if args.max_images is not None and args.max_images < 1:
-        raise evaluate.EvaluationError(
-            f"--max-images must be at least 1 (omit it to evaluate every image), got "
-            f"{args.max_images}")
+    if args.max_images is not None and args.max_images < 1:  # omitted: every image
+        raise CommandLineError(f"--max-images must be at least 1 (omit it to evaluate every "
+                               f"image), got {args.max_images}")
 
 
 def cmd_eval(args) -> int:
     """Evaluate one checkpoint or an ensemble, each predicted as its run was evaluated."""
-    from segda import checkpointing, evaluate, shipped
-    from segda.data import registry
+    from segda import evaluate, evaluate_files
 
     _check_max_images(args)
-    # "shipped:<name>", as model.init_checkpoint takes it: the verified file
-    paths = [shipped.resolve(p) if shipped.is_shipped(p) else Path(p) for p in args.checkpoint]
     try:
-        weights = evaluate.ensemble_weights(args.weights, len(paths))
+        weights = evaluate.ensemble_weights(args.weights, len(args.checkpoint))
     except evaluate.EvaluationError as err:
         raise CommandLineError(f"--weights: {err}") from None
-    out_dir = evaluate.tables_folder(Path(args.out) if args.out else paths[0].parent)
-    loaded = [checkpointing.segmenter_of_file(p, args.model, args.aspp_branches) for p in paths]
-    for path, (_, cfg) in zip(paths, loaded, strict=True):
-        evaluate.require_cityscapes_classes(cfg.model.num_classes, path)
-    base = loaded[0][1]
-    predictor = evaluate.Predictor.for_runs([c for _, c in loaded], [str(p) for p in paths],
-                                            args.device, weights=weights, combine=args.combine)
-    overrides = {"data.dataset": args.dataset or base.data.dataset}
-    if args.root:
-        overrides["data.root"] = args.root
-    data_cfg = base.replace(overrides)
-    data = registry.build_datasets(data_cfg.data, data_cfg.model)
-    res = evaluate.evaluate([m for m, _ in loaded], data.val_target, predictor,
-                            max_images=args.max_images)
-    stem = evaluate.tables_stem(paths, weights, data_cfg.data.dataset, beside=not args.out,
-                                combine=args.combine, root=args.root, max_images=args.max_images,
-                                num_classes=args.num_eval_classes)
-    print(evaluate.write_tables(out_dir, stem, "+".join(p.stem for p in paths), res.iou,
-                                args.num_eval_classes))
-    print(f"predicted with {predictor.describe()}")
-    print(f"wrote {out_dir / stem}.md and .csv")
+    print(evaluate_files.evaluate_files(
+        args.checkpoint, args.out, model=args.model, aspp_branches=args.aspp_branches,
+        device=args.device, weights=weights, combine=args.combine, dataset=args.dataset,
+        root=args.root, max_images=args.max_images, num_classes=args.num_eval_classes))
     return 0
 
 
