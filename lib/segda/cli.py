@@ -1,20 +1,5 @@
-"""Command line: ``python -m segda <command>``.
-
-Commands:
-  train       train one preset into a run folder (resumes when the folder has a checkpoint);
-              torchrun --nproc_per_node N -m segda train ... trains data-parallel
-  eval        evaluate one checkpoint or an ensemble; writes a per-class table beside it
-  suite       the embedded-benchmark experiment over seeds; prints the results table
-  variant     one embedded preset with overrides over seeds (lambda sweeps, longer schedules)
-  ensemble    evaluate an ensemble of finished embedded runs per seed (AdvEnt + MinEnt)
-  collect     gather every run's metrics under a folder into one table
-  ledger      evaluate every kept snapshot of runs: last iterate, best snapshot, over seeds
-  sweep       execute a notebook with papermill (or train) over presets and seeds: serially,
-              as local processes or as a SLURM job array (--executor); --status OUT
-  demo        run the notebook sequence (or the library pipeline) at demo scale
-  ship        (re)make the shipped source-only checkpoint and its manifest, or --check it
-  doctor      check a dataset folder: what is present, missing, damaged, and the fix
-"""
+"""Command line: ``python -m segda <command>``; each command parses its arguments and calls
+the library (``torchrun --nproc_per_node N -m segda train ...`` trains data-parallel)."""
 
 from __future__ import annotations
 
@@ -37,7 +22,7 @@ def cmd_train(args) -> int:
         if args.stop_at is not None or args.retrain:
             raise CommandLineError(f"--executor {args.executor} submits the run to train to the end "
                                    "(resuming what the folder holds): without --stop-at and --retrain")
-        from segda import jobs
+        from segda import jobs  # the executors' module, only when one is asked for
 
         run_dir = Path(args.run_dir).resolve()
         job = jobs.TrainJob(args.preset, str(run_dir), overrides=tuple(args.set),
@@ -95,12 +80,7 @@ def cmd_suite(args) -> int:
     t0 = time.perf_counter()
     pre = config.parse_overrides(args.pretrain_set, "--pretrain-set")
     ada = config.parse_overrides(args.adapt_set, "--adapt-set")
-    for seed in args.seeds:
-        experiments.run_seed(args.run_root, seed, pretrain_overrides=pre, adapt_overrides=ada,
-                             pretrained=args.pretrained)
-        if args.studies != []:  # None: every study
-            experiments.run_studies(args.run_root, seed, args.studies, pretrained=args.pretrained,
-                                    adapt_overrides=ada, pretrain_overrides=pre)
+    experiments.run_suite(args.run_root, args.seeds, args.studies, args.pretrained, pre, ada)
     collected = runs.collect(args.run_root)
     print(results.write_results(args.run_root, collected))
     # The lowest seed's rows beside the committed three-seed reference: the same ordering?
@@ -138,17 +118,11 @@ def cmd_variant(args) -> int:
 
 
 def cmd_ensemble(args) -> int:
-    from segda import experiments, train
-    from segda.data import registry
+    from segda import experiments
 
     for seed in args.seeds:
-        root = Path(args.run_root) / f"seed{seed}"
-        results = {m: train.load_run(root / m) for m in args.members}
-        cfg = results[args.members[0]].config
-        res = experiments.evaluate_ensemble(
-            args.run_root, seed, results, registry.build_datasets(cfg.data, cfg.model),
-            members=args.members, weights=args.weights or [1 / len(args.members)] * len(args.members),
-            name=args.name)
+        res = experiments.ensemble_of_runs(args.run_root, seed, args.members, args.weights,
+                                           args.name)
         print(f"seed {seed} {'+'.join(args.members)}: target mIoU {100 * res.miou:.1f}")
     return 0
 
@@ -177,9 +151,8 @@ def cmd_ledger(args) -> int:
         if not path.exists():
             raise CommandLineError(f"{path} does not exist; give run folders, or folders that "
                                    "hold them (e.g. runs/embedded)")
-    text = ledger.ledger(args.runs, args.out, max_images=args.max_images, device=args.device,
-                         overrides=config.parse_overrides(args.set))
-    print(text)
+    print(ledger.ledger(args.runs, args.out, max_images=args.max_images, device=args.device,
+                        overrides=config.parse_overrides(args.set)))
     return 0
 
 
@@ -320,7 +293,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stop-at", type=int, default=None,
                    help="stop after this iteration (the run can be resumed)")
     _add_executor_args(p)
-    p.set_defaults(fn=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate checkpoints (several = ensemble)")
     p.add_argument("--checkpoint", nargs="+", required=True)
@@ -335,7 +307,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--max-images", type=int)
     p.add_argument("--out")
-    p.set_defaults(fn=cmd_eval)
 
     p = sub.add_parser("suite", help="embedded benchmark: every method over seeds")
     p.add_argument("--run-root", default="runs/embedded")
@@ -354,7 +325,6 @@ def main(argv: list[str] | None = None) -> int:
                    help="also write every run to this CSV (without a path: the package's "
                    "lib/segda/reference/embedded_runs.csv, which the notebooks plot against)")
     _add_readme_args(p)
-    p.set_defaults(fn=cmd_suite)
 
     p = sub.add_parser("variant", help="embedded benchmark: one preset with overrides, paired per seed")
     p.add_argument("preset", help="embedded preset name, e.g. output_adv_single")
@@ -364,7 +334,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--pretrained", choices=["shipped", "train"], default="shipped",
                    help="start from the shipped checkpoint (default) or each seed's own pretraining")
-    p.set_defaults(fn=cmd_variant)
 
     p = sub.add_parser("ensemble", help="embedded benchmark: ensemble of finished runs, per seed")
     p.add_argument("--members", nargs="+", required=True, help="run folder names under seed<k>/")
@@ -372,12 +341,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", help="run folder of the result (default: the members joined by '+')")
     p.add_argument("--run-root", default="runs/embedded")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.set_defaults(fn=cmd_ensemble)
 
     p = sub.add_parser("collect", help="table of every finished run under a folder")
     p.add_argument("run_root")
     _add_readme_args(p)
-    p.set_defaults(fn=cmd_collect)
 
     p = sub.add_parser("ledger", help="evaluate every kept snapshot of runs (seeds grouped): "
                        "last iterate, best snapshot (the papers' rule), mean +/- std, the papers' number")
@@ -388,7 +355,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="where the validation split is read, e.g. data.root=DIR")
-    p.set_defaults(fn=cmd_ledger)
 
     p = sub.add_parser("sweep", help="papermill a notebook (or --train) over presets and seeds, "
                        "serially, locally in parallel or on SLURM")
@@ -405,12 +371,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--status", metavar="OUT",
                    help="the state of every job submitted into OUT: done / queued / running / failed")
     _add_executor_args(p)
-    p.set_defaults(fn=cmd_sweep)
 
     p = sub.add_parser("demo", help="the notebook sequence at demo scale")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--quick", action="store_true", help="fewer iterations (smoke test)")
-    p.set_defaults(fn=cmd_demo)
 
     # Listed for --help; main hands its arguments to segda.doctor's own parser.
     sub.add_parser("doctor", help="check a dataset folder (the same as python -m segda.doctor)")
@@ -423,21 +387,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rescore", action="store_true",
                    help="re-evaluate the shipped file, unchanged, on the preset's validation splits "
                    "as rendered now (after a change of the target domain) and record the scores")
-    p.set_defaults(fn=cmd_ship)
 
     args = parser.parse_args(argv)
+    commands = {"train": cmd_train, "eval": cmd_eval, "suite": cmd_suite, "variant": cmd_variant,
+                "ensemble": cmd_ensemble, "collect": cmd_collect, "ledger": cmd_ledger,
+                "sweep": cmd_sweep, "demo": cmd_demo, "ship": cmd_ship}
     try:
-        return args.fn(args)
+        return commands[args.command](args)
     except errors.CAUSED_BY_USER as err:  # the message names the file or key and the fix
-        print(f"error: {_message(err)}", file=sys.stderr)
+        print(f"error: {errors.message(err)}", file=sys.stderr)
         return 1
-
-
-def _message(err: BaseException) -> str:
-    """The error's text; an operating-system error without its ``[Errno N]`` prefix, and the
-    file named once (``checkpoint not found: P``, ``Permission denied: P``)."""
-    if isinstance(err, OSError) and err.strerror:
-        name = err.filename
-        return err.strerror if name is None or str(name) in err.strerror else \
-            f"{err.strerror}: {name}"
-    return str(err)

@@ -14,3 +14,14 @@ class UserError(Exception):
 CAUSED_BY_USER: tuple[type[Exception], ...] = (
     UserError, FileNotFoundError, PermissionError, FileExistsError, NotADirectoryError,
     IsADirectoryError)
+
+
+def message(err: BaseException) -> str:
+    """The error's text as one line reports it: an operating-system error without its
+    ``[Errno N]`` prefix, and the file named once (``checkpoint not found: P``,
+    ``Permission denied: P``)."""
+    if isinstance(err, OSError) and err.strerror:
+        name = err.filename
+        return err.strerror if name is None or str(name) in err.strerror else \
+            f"{err.strerror}: {name}"
+    return str(err)

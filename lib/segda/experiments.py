@@ -345,3 +345,29 @@ def variant_preset(preset: str, name: str) -> str:
         raise config.ConfigError(f"--name {name} is a row of the main table; a variant needs "
                                  f"its own folder name, e.g. --name {name}_long")
     return bare
+
+
+def run_suite(run_root: str | Path, seeds: Sequence[int], studies: Sequence[str] | None = None,
+              pretrained: str = "shipped", pretrain_overrides: dict | None = None,
+              adapt_overrides: dict | None = None) -> None:
+    """The embedded benchmark over ``seeds``: each seed's rows (:func:`run_seed`), then the
+    ``studies`` behind the defaults (None: every study; ``[]``: none)."""
+    for seed in seeds:
+        run_seed(run_root, seed, pretrain_overrides=pretrain_overrides,
+                 adapt_overrides=adapt_overrides, pretrained=pretrained)
+        if studies != []:
+            run_studies(run_root, seed, studies, pretrained=pretrained,
+                        adapt_overrides=adapt_overrides, pretrain_overrides=pretrain_overrides)
+
+
+def ensemble_of_runs(run_root: str | Path, seed: int, members: Sequence[str],
+                     weights: Sequence[float] | None = None, name: str | None = None):
+    """The ensemble of one seed's finished runs ``members`` (folders under
+    ``run_root/seed{seed}``; ``weights``: equal when None), evaluated and written as a run
+    (:func:`evaluate_ensemble`); returns the target result."""
+    root = Path(run_root) / f"seed{seed}"
+    results = {m: train.load_run(root / m) for m in members}
+    cfg = results[members[0]].config
+    return evaluate_ensemble(run_root, seed, results, registry.build_datasets(cfg.data, cfg.model),
+                             members=members, weights=weights or [1 / len(members)] * len(members),
+                             name=name)
