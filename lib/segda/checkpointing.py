@@ -186,3 +186,69 @@ def segmenter_from_run(blob: dict[str, Any], path: str | Path | None = None,
     )
     seg.load_state_dict(blob["segmenter"])
     return seg, cfg
+
+
+# ------------------------------------------------------------------ checkpoint files identified
+
+
+def require_init_checkpoint(value: str) -> None:
+    """``model.init_checkpoint`` names a file (or verified shipped weights), checked before a
+    new run's folder is made: a wrong path would otherwise leave a folder of another config."""
+    if not value:
+        return
+    path = shipped.resolve(value) if shipped.is_shipped(value) else Path(value)
+    if not path.is_file():
+        raise FileNotFoundError(f"init checkpoint not found: {path} (set model.init_checkpoint to "
+                                "an existing file, or '' to start from scratch)")
+
+
+def segmenter_of_file(path: Path, model: str, aspp_branches: int | None = None,
+                      ) -> tuple[nn.Module, TrainConfig]:
+    """The segmenter of a checkpoint file and the config it predicts with: a run checkpoint's
+    own, or (an official file) the defaults for ``model`` (``aspp_branches``: None reads them
+    from the official file's name). A folder, or weights of another model, is refused with the
+    fix (the checkpoint files in the folder; the model the weights fit)."""
+    from segda.models import checkpoints
+
+    if path.is_dir():
+        found = sorted(path.glob("*.pth"), key=lambda p: (p.name != "last.pth", p.name))
+        held = (f"the checkpoints in it: {', '.join(p.name for p in found)}; pass one of them, "
+                f"e.g. --checkpoint {found[0]}" if found else "it holds no checkpoint (*.pth)")
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file; {held}")
+    # Read once; errors name the file, pickled code and non-finite tensors are refused.
+    blob = read_weights(path, "evaluating it")
+    if is_run_checkpoint(blob):
+        return segmenter_from_run(blob, path)
+    branches = aspp_branches or checkpoints.aspp_branches_for(path.name)
+    cfg = config.load(None, {"model.name": model, "model.aspp_branches": branches,
+                             "model.multi_level": model != "deeplab_vgg16"})
+    seg = models.build_segmenter(model, 19, cfg.model.multi_level, branches)
+    try:
+        checkpoints.load_loaded(seg, blob, str(path), kind="adapted")
+    except checkpoints.CheckpointMismatchError:
+        fits = architecture_of(blob, branches, exclude=model)
+        if fits is None:
+            raise
+        raise CheckpointError(f"{path} holds weights of the {fits!r} model, not of --model "
+                              f"{model} (the default for official checkpoints): pass "
+                              f"--model {fits}") from None
+    return seg, cfg
+
+
+def architecture_of(blob: Any, aspp_branches: int, exclude: str | None = None) -> str | None:
+    """The segmenter (other than ``exclude``) whose tensors (names and shapes) are exactly
+    ``blob``'s, built without memory on the meta device; None when ``blob`` is not a plain state
+    dict or none fits."""
+    if not isinstance(blob, dict) or not all(isinstance(v, torch.Tensor) for v in blob.values()):
+        return None
+    shapes = {k: tuple(v.shape) for k, v in blob.items()}
+    for name in (n for n in models.SEGMENTERS if n != exclude):
+        for multi_level in (True, False):
+            try:
+                with torch.device("meta"):
+                    seg = models.build_segmenter(name, 19, multi_level, aspp_branches)
+            except ValueError:  # a combination the model does not have (VGG: one level)
+                continue
+            if {k: tuple(v.shape) for k, v in seg.state_dict().items()} == shapes:
+                return name
+    return None

@@ -1,20 +1,5 @@
-"""Command line: ``python -m segda <command>``.
-
-Commands:
-  train       train one preset into a run folder (resumes when the folder has a checkpoint);
-              torchrun --nproc_per_node N -m segda train ... trains data-parallel
-  eval        evaluate one checkpoint or an ensemble; writes a per-class table beside it
-  suite       the embedded-benchmark experiment over seeds; prints the results table
-  variant     one embedded preset with overrides over seeds (lambda sweeps, longer schedules)
-  ensemble    evaluate an ensemble of finished embedded runs per seed (AdvEnt + MinEnt)
-  collect     gather every run's metrics under a folder into one table
-  ledger      evaluate every kept snapshot of runs: last iterate, best snapshot, over seeds
-  sweep       execute a notebook with papermill (or train) over presets and seeds: serially,
-              as local processes or as a SLURM job array (--executor); --status OUT
-  demo        run the notebook sequence (or the library pipeline) at demo scale
-  ship        (re)make the shipped source-only checkpoint and its manifest, or --check it
-  doctor      check a dataset folder: what is present, missing, damaged, and the fix
-"""
+"""Command line: ``python -m segda <command>``; each command parses its arguments and calls
+the library (``torchrun --nproc_per_node N -m segda train ...`` trains data-parallel)."""
 
 from __future__ import annotations
 
@@ -23,11 +8,12 @@ import sys
 import time
 from pathlib import Path
 
+from segda import errors
+
 
 def cmd_train(args) -> int:
     """Train one preset; under ``torchrun`` every rank joins the data-parallel run."""
-    from segda import config, distributed, methods, repro, runs, train
-    from segda.data import registry
+    from segda import config, distributed, train
 
     if args.stop_at is not None and args.stop_at < 1:
         raise config.ConfigError(f"--stop-at must be an iteration of at least 1, got {args.stop_at}")
@@ -36,18 +22,13 @@ def cmd_train(args) -> int:
         if args.stop_at is not None or args.retrain:
             raise CommandLineError(f"--executor {args.executor} submits the run to train to the end "
                                    "(resuming what the folder holds): without --stop-at and --retrain")
-        from segda import jobs
+        from segda import jobs  # the executors' module, only when one is asked for
 
         run_dir = Path(args.run_dir).resolve()
         job = jobs.TrainJob(args.preset, str(run_dir), overrides=tuple(args.set),
                             gpus=args.gpus_per_job or 0)
         return _submit([job], run_dir, args, table=False)
-    methods.get(cfg.method.name)  # an unknown method is a config error before anything runs
-    repro.check_device(cfg.run.device)  # before the run folder is created
-    if not (Path(args.run_dir) / runs.CHECKPOINT).exists() or args.retrain:
-        # a new run needs its starting weights and its data; a resumed one has last.pth
-        _require_init_checkpoint(cfg.model.init_checkpoint)
-        registry.require_roots(cfg.data)
+    train.check_before_run(cfg, args.run_dir, args.retrain)  # before the run folder is made
     dist = distributed.init_from_env(device=cfg.run.device) if distributed.launched_by_torchrun() \
         else None
     main = dist is None or dist.is_main
@@ -57,198 +38,39 @@ def cmd_train(args) -> int:
         if dist is not None and main:
             print(f"{dist.world_size} ranks, {cfg.data.batch_size} image(s) per domain per rank: "
                   f"effective batch {dist.world_size * cfg.data.batch_size}", flush=True)
-        if args.stop_at is not None:
-            result = train.fit(cfg, args.run_dir, resume=not args.retrain, stop_at=args.stop_at,
-                               dist=dist)
-        else:
-            result = train.ensure_run(args.run_dir, cfg, retrain=args.retrain, dist=dist)
+        result = train.train_to_end(cfg, args.run_dir, retrain=args.retrain, stop_at=args.stop_at,
+                                    dist=dist)
         if main:
-            final = result.final_eval or {}
-            if "target_miou" in final:
-                print(f"done: iteration {result.state.iteration}, target mIoU "
-                      f"{100 * final['target_miou']:.2f}", flush=True)
-            else:  # stopped early (--stop-at): evaluated when it finishes
-                print(f"stopped at iteration {result.state.iteration} (not evaluated yet); "
-                      "rerun without --stop-at to finish the run", flush=True)
+            print(train.outcome(result), flush=True)
     finally:
         if dist is not None:
             distributed.destroy()
     return 0
 
 
-class CommandLineError(ValueError):
+class CommandLineError(ValueError, errors.UserError):
     """An argument that cannot be carried out as typed (the message names it and the fix)."""
 
 
-def _require_init_checkpoint(value: str) -> None:
-    """``model.init_checkpoint`` names a file (or verified shipped weights), checked before a
-    new run's folder is made: a wrong path would otherwise leave a folder of another config."""
-    from segda import shipped
-
-    if not value:
-        return
-    path = shipped.resolve(value) if shipped.is_shipped(value) else Path(value)
-    if not path.is_file():
-        raise CommandLineError(f"init checkpoint not found: {path} (set model.init_checkpoint to "
-                               "an existing file, or '' to start from scratch)")
-
-
-def _model_from_checkpoint(path: Path, args):
-    """The segmenter of a checkpoint file and the config it predicts with: a run
-    checkpoint's own, or (an official file) the defaults for ``--model``."""
-    from segda import checkpointing, config, models
-
-    if path.is_dir():
-        found = sorted(path.glob("*.pth"), key=lambda p: (p.name != "last.pth", p.name))
-        held = (f"the checkpoints in it: {', '.join(p.name for p in found)}; pass one of them, "
-                f"e.g. --checkpoint {found[0]}" if found else "it holds no checkpoint (*.pth)")
-        raise checkpointing.CheckpointError(f"{path} is a folder, not a checkpoint file; {held}")
-    # Read once; errors name the file, pickled code and non-finite tensors are refused.
-    blob = checkpointing.read_weights(path, "evaluating it")
-    if checkpointing.is_run_checkpoint(blob):
-        return checkpointing.segmenter_from_run(blob, path)
-    from segda.models import checkpoints
-
-    branches = args.aspp_branches or checkpoints.aspp_branches_for(path.name)
-    cfg = config.load(None, {"model.name": args.model, "model.aspp_branches": branches,
-                             "model.multi_level": args.model != "deeplab_vgg16"})
-    seg = models.build_segmenter(args.model, 19, cfg.model.multi_level, branches)
-    try:
-        checkpoints.load_loaded(seg, blob, str(path), kind="adapted")
-    except checkpoints.CheckpointMismatchError:
-        fits = _architecture_of(blob, branches, exclude=args.model)
-        if fits is None:
-            raise
-        raise CommandLineError(f"{path} holds weights of the {fits!r} model, not of --model "
-                               f"{args.model} (the default for official checkpoints): pass "
-                               f"--model {fits}") from None
-    return seg, cfg
-
-
-def _architecture_of(blob, aspp_branches: int, exclude: str) -> str | None:
-    """The segmenter whose tensors (names and shapes) are exactly ``blob``'s, built without
-    memory on the meta device; None when ``blob`` is not a plain state dict or none fits."""
-    import torch
-
-    from segda import models
-
-    if not isinstance(blob, dict) or not all(isinstance(v, torch.Tensor) for v in blob.values()):
-        return None
-    shapes = {k: tuple(v.shape) for k, v in blob.items()}
-    for name in (n for n in models.SEGMENTERS if n != exclude):
-        for multi_level in (True, False):
-            try:
-                with torch.device("meta"):
-                    seg = models.build_segmenter(name, 19, multi_level, aspp_branches)
-            except ValueError:  # a combination the model does not have (VGG: one level)
-                continue
-            if {k: tuple(v.shape) for k, v in seg.state_dict().items()} == shapes:
-                return name
-    return None
-
-
-def _output_folder(folder: Path) -> Path:
-    """``folder``, made and checked writable before anything is evaluated."""
-    import tempfile
-
-    fix = "pass --out DIR, a folder you can write (made when missing)"
-    if folder.exists() and not folder.is_dir():
-        raise CommandLineError(f"the output folder {folder} is a file, not a folder; {fix}")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as err:
-        raise CommandLineError(
-            f"cannot write into the output folder {folder} ({err.strerror or err}); {fix}"
-        ) from None
-    return folder
-
-
-def _digest(*texts: str) -> str:
-    import hashlib
-
-    return hashlib.sha256("\n".join(texts).encode()).hexdigest()[:8]
-
-
-def _eval_stem(args, paths: list[Path], weights: tuple[float, ...], dataset: str) -> str:
-    """The name of an evaluation's tables: everything that changes them, so that two
-    evaluations never share a file. One checkpoint written beside itself is named by its file;
-    otherwise each member by its folder and file, with a digest of their full paths (ensembles
-    of same-named folders of two seeds stay apart)."""
-    if len(paths) == 1 and not args.out:
-        parts = [paths[0].stem]
-    else:
-        parts = ["+".join(f"{p.parent.name}-{p.stem}" for p in paths),
-                 _digest(*(str(p.resolve()) for p in paths))]
-    if len(set(weights)) > 1:
-        parts.append("w" + "-".join(f"{w:g}" for w in weights))
-    if args.combine != "logits":
-        parts.append(args.combine)
-    parts.append(dataset)
-    if args.root:
-        parts.append(f"root-{_digest(str(Path(args.root).resolve()))}")
-    if args.max_images is not None:
-        parts.append(f"{args.max_images}img")
-    return "eval_" + "_".join(parts) + f"_{args.num_eval_classes}cls"
-
-
 def _check_max_images(args) -> None:
-    """--max-images as every evaluation function takes it: at least 1; omitted = every image."""
-    from segda import evaluate
-
-    if args.max_images is not None and args.max_images < 1:
-        raise evaluate.EvaluationError(
-            f"--max-images must be at least 1 (omit it to evaluate every image), got "
-            f"{args.max_images}")
+    if args.max_images is not None and args.max_images < 1:  # omitted: every image
+        raise CommandLineError(f"--max-images must be at least 1 (omit it to evaluate every "
+                               f"image), got {args.max_images}")
 
 
 def cmd_eval(args) -> int:
     """Evaluate one checkpoint or an ensemble, each predicted as its run was evaluated."""
-    from segda import evaluate, io, metrics, shipped
-    from segda.data import registry
-    from segda.labels import CLASS_NAMES
+    from segda import evaluate, evaluate_files
 
     _check_max_images(args)
-    # "shipped:<name>", as model.init_checkpoint takes it: the verified file
-    paths = [shipped.resolve(p) if shipped.is_shipped(p) else Path(p) for p in args.checkpoint]
     try:
-        weights = evaluate.ensemble_weights(args.weights, len(paths))
+        weights = evaluate.ensemble_weights(args.weights, len(args.checkpoint))
     except evaluate.EvaluationError as err:
         raise CommandLineError(f"--weights: {err}") from None
-    out_dir = _output_folder(Path(args.out) if args.out else paths[0].parent)
-    loaded = [_model_from_checkpoint(p, args) for p in paths]
-    for path, (_, cfg) in zip(paths, loaded, strict=True):
-        if cfg.model.num_classes != len(CLASS_NAMES):
-            raise evaluate.EvaluationError(
-                f"{path} holds a model of {cfg.model.num_classes} classes; eval reports the "
-                f"{len(CLASS_NAMES)} Cityscapes classes (and their 16/13-class subsets), so it "
-                f"needs a {len(CLASS_NAMES)}-class model. Evaluate this one from Python with "
-                "segda.evaluate.evaluate on labels of its classes")
-    seg_models = [m for m, _ in loaded]
-    base = loaded[0][1]
-    predictor = evaluate.Predictor.for_runs([c for _, c in loaded], [str(p) for p in paths],
-                                            args.device, weights=weights, combine=args.combine)
-    overrides = {"data.dataset": args.dataset or base.data.dataset}
-    if args.root:
-        overrides["data.root"] = args.root
-    data_cfg = base.replace(overrides)
-    data = registry.build_datasets(data_cfg.data, data_cfg.model)
-    res = evaluate.evaluate(seg_models, data.val_target, predictor, max_images=args.max_images)
-    name = "+".join(p.stem for p in paths)
-    classes = None
-    if args.num_eval_classes != 19:
-        from segda.labels import CLASS_SUBSETS
-
-        classes = CLASS_SUBSETS[args.num_eval_classes]
-    df = metrics.iou_table({name: res.iou}, classes=classes)
-    stem = _eval_stem(args, paths, weights, data_cfg.data.dataset)
-    io.write_text_atomic(out_dir / f"{stem}.csv", df.to_csv())
-    text = metrics.format_iou_table(df)
-    io.write_text_atomic(out_dir / f"{stem}.md", text + "\n")
-    print(text)
-    print(f"predicted with {predictor.describe()}")
-    print(f"wrote {out_dir / stem}.md and .csv")
+    print(evaluate_files.evaluate_files(
+        args.checkpoint, args.out, model=args.model, aspp_branches=args.aspp_branches,
+        device=args.device, weights=weights, combine=args.combine, dataset=args.dataset,
+        root=args.root, max_images=args.max_images, num_classes=args.num_eval_classes))
     return 0
 
 
@@ -258,12 +80,7 @@ def cmd_suite(args) -> int:
     t0 = time.perf_counter()
     pre = config.parse_overrides(args.pretrain_set, "--pretrain-set")
     ada = config.parse_overrides(args.adapt_set, "--adapt-set")
-    for seed in args.seeds:
-        experiments.run_seed(args.run_root, seed, pretrain_overrides=pre, adapt_overrides=ada,
-                             pretrained=args.pretrained)
-        if args.studies != []:  # None: every study
-            experiments.run_studies(args.run_root, seed, args.studies, pretrained=args.pretrained,
-                                    adapt_overrides=ada, pretrain_overrides=pre)
+    experiments.run_suite(args.run_root, args.seeds, args.studies, args.pretrained, pre, ada)
     collected = runs.collect(args.run_root)
     print(results.write_results(args.run_root, collected))
     # The lowest seed's rows beside the committed three-seed reference: the same ordering?
@@ -278,31 +95,18 @@ def cmd_suite(args) -> int:
 
 
 def _write_readme(args, collected, wall_time_s: float | None = None) -> None:
-    """--readme: the table, with its machine and wall time, between the markers of a Markdown file
-    (docs/embedded_benchmark.md holds the embedded benchmark's)."""
-    if not args.readme:
-        return
     from segda import results
 
-    if args.readme_variant:
-        collected = results.select_variant(collected, args.readme_variant)
-    block = results.results_block(collected, wall_time_s)
-    results.write_readme_block(args.readme, args.readme_block, block)
-    print(f"wrote the table into {args.readme} (block {args.readme_block!r})")
+    if args.readme:
+        print(results.write_readme_table(args.readme, args.readme_block, collected,
+                                         args.readme_variant, wall_time_s))
 
 
 def cmd_variant(args) -> int:
-    from segda import config, experiments, rows
+    from segda import config, experiments
 
     overrides = config.parse_overrides(args.set)
-    folder, _, preset = args.preset.rpartition("/")
-    if folder not in ("", "embedded"):
-        raise CommandLineError(f"variant trains embedded presets, not {args.preset}; train it with: "
-                               f"python -m segda train {args.preset} --run-dir DIR --set ...")
-    config.preset_path(f"embedded/{preset}")  # an unknown preset: the list, before any run
-    if rows.find(args.name) is not None:
-        raise CommandLineError(f"--name {args.name} is a row of the main table; a variant needs "
-                               f"its own folder name, e.g. --name {args.name}_long")
+    preset = experiments.variant_preset(args.preset, args.name)
     for seed in args.seeds:
         result = experiments.run_variant(args.run_root, seed, preset, args.name, overrides,
                                          pretrained=args.pretrained)
@@ -314,23 +118,17 @@ def cmd_variant(args) -> int:
 
 
 def cmd_ensemble(args) -> int:
-    from segda import experiments, train
-    from segda.data import registry
+    from segda import experiments
 
     for seed in args.seeds:
-        root = Path(args.run_root) / f"seed{seed}"
-        results = {m: train.load_run(root / m) for m in args.members}
-        cfg = results[args.members[0]].config
-        res = experiments.evaluate_ensemble(
-            args.run_root, seed, results, registry.build_datasets(cfg.data, cfg.model),
-            members=args.members, weights=args.weights or [1 / len(args.members)] * len(args.members),
-            name=args.name)
+        res = experiments.ensemble_of_runs(args.run_root, seed, args.members, args.weights,
+                                           args.name)
         print(f"seed {seed} {'+'.join(args.members)}: target mIoU {100 * res.miou:.1f}")
     return 0
 
 
 def cmd_collect(args) -> int:
-    from segda import results, runs
+    from segda import cluster, results, runs
 
     collected = runs.collect(args.run_root)
     try:
@@ -338,27 +136,11 @@ def cmd_collect(args) -> int:
     except RuntimeError as err:  # no finished run under the folder
         print(f"error: {err}; a run is finished when its folder holds metrics.json (python -m "
               "segda train ... finishes it)", file=sys.stderr)
-        _print_missing(Path(args.run_root))
+        cluster.print_missing(Path(args.run_root))
         return 1
     _write_readme(args, collected)
-    _print_missing(Path(args.run_root))
+    cluster.print_missing(Path(args.run_root))
     return 0
-
-
-def _print_missing(run_root: Path) -> None:
-    """The submitted jobs (``jobs.json``) whose runs are not in the table yet, and why."""
-    from segda import cluster
-
-    if not (run_root / cluster.MANIFEST).exists():
-        return
-    try:
-        missing = [s for s in cluster.job_states(run_root) if s.state != "done"]
-    except cluster.ClusterError as err:  # e.g. collected where sacct does not answer
-        print(f"the jobs of {run_root / cluster.MANIFEST} not checked: {err}", file=sys.stderr)
-        return
-    if missing:
-        print(f"missing {len(missing)} job(s) of {run_root / cluster.MANIFEST}:\n"
-              + "\n".join(s.line() for s in missing), file=sys.stderr)
 
 
 def cmd_ledger(args) -> int:
@@ -369,9 +151,8 @@ def cmd_ledger(args) -> int:
         if not path.exists():
             raise CommandLineError(f"{path} does not exist; give run folders, or folders that "
                                    "hold them (e.g. runs/embedded)")
-    text = ledger.ledger(args.runs, args.out, max_images=args.max_images, device=args.device,
-                         overrides=config.parse_overrides(args.set))
-    print(text)
+    print(ledger.ledger(args.runs, args.out, max_images=args.max_images, device=args.device,
+                        overrides=config.parse_overrides(args.set)))
     return 0
 
 
@@ -379,18 +160,16 @@ def cmd_sweep(args) -> int:
     """Check every preset (against its notebook, or as a training run with --train), then run
     the jobs with the executor, write and print the table of those that finished; a failed job
     is one line and exit code 1. ``--status OUT``: the state of every submitted job."""
-    from segda import config, jobs, notebooks_runner
+    from segda import cluster, config, jobs, notebooks_runner
 
     if args.status:
-        return _print_status(Path(args.status), args.wait)
+        return cluster.print_states(Path(args.status), args.wait)
     missing = [flag for flag, value in (("--out", args.out), ("--presets", args.presets),
                                         ("--notebook", args.notebook or args.train)) if not value]
     if missing:
         raise CommandLineError(f"sweep needs {' and '.join(missing)} (or --status OUT to see a "
                                "submitted sweep)")
     if args.executor != "serial":
-        from segda import cluster
-
         cluster.require_submitit()
     if args.train:
         planned = jobs.plan_train(args.out, jobs.expand_presets(args.presets), args.seeds, args.set,
@@ -411,62 +190,20 @@ def cmd_sweep(args) -> int:
     out = Path(args.out).resolve()
     if args.executor == "serial" and not args.train:
         _, failures = notebooks_runner.sweep(args.notebook, out, [], [], jobs=planned)
-        return _finish(out, failures, len(planned))
+        return cluster.report_end(out, failures, len(planned))
     return _submit(planned, out, args)
 
 
 def _submit(planned, out: Path, args, table: bool = True) -> int:
-    """Run or submit ``planned`` with ``args.executor``; once they end, the failures and (a
-    sweep: ``table``) the table of the runs under ``out``."""
-    from segda import cluster, jobs
-
-    runnable = [jobs.ResumableJob(j) for j in planned]
-    if args.executor == "serial":
-        return _finish(out, cluster.run_serial(runnable), len(planned), table)
-    out.mkdir(parents=True, exist_ok=True)
-    if args.executor == "local":
-        gpus = 1 if args.gpus_per_job is None else args.gpus_per_job
-        cluster.run_local(runnable, out, args.parallel, gpus_per_job=gpus)
-    else:
-        options = cluster.SlurmOptions.from_profile(
-            args.slurm_profile, partition=args.slurm_partition, gpus_per_job=args.gpus_per_job,
-            cpus_per_job=args.cpus_per_job, time=args.time, array_parallelism=args.array_parallelism,
-            setup=args.slurm_setup)
-        cluster.submit_slurm(runnable, out, options)
-        if not args.wait:
-            print(f"{len(planned)} jobs submitted; their states: python -m segda sweep --status {out}"
-                  f"; the table once they finish: python -m segda collect {out}")
-            return 0
-        cluster.wait(out)
-    states = cluster.job_states(out)
-    if not table:
-        print("\n".join(s.line() for s in states))
-    failures = [s.line() for s in states if s.state == "failed"]
-    return _finish(out, failures, len(planned), table)
-
-
-def _finish(out: Path, failures: list[str], count: int, table: bool = True) -> int:
-    from segda import results
-
-    try:
-        if table:
-            print(results.write_results(out))
-    except RuntimeError as err:  # every job failed
-        print(err, file=sys.stderr)
-    if failures:
-        print(f"{len(failures)} of {count} jobs failed:\n" + "\n".join(failures), file=sys.stderr)
-    return 1 if failures else 0
-
-
-def _print_status(out: Path, wait: bool) -> int:
-    """One line per submitted job: done, queued, running or failed (with its log)."""
     from segda import cluster
 
-    states = cluster.wait(out) if wait else cluster.job_states(out)
-    for state in states:
-        print(state.line())
-    print(cluster.summary(states))
-    return 1 if any(s.state == "failed" for s in states) else 0
+    slurm = cluster.SlurmOptions.from_profile(
+        args.slurm_profile, partition=args.slurm_partition, gpus_per_job=args.gpus_per_job,
+        cpus_per_job=args.cpus_per_job, time=args.time, array_parallelism=args.array_parallelism,
+        setup=args.slurm_setup) if args.executor == "slurm" else None
+    return cluster.run_jobs(planned, out, args.executor, parallel=args.parallel,
+                            gpus_per_job=args.gpus_per_job, slurm=slurm, wait_for_slurm=args.wait,
+                            table=table)
 
 
 def cmd_demo(args) -> int:
@@ -495,10 +232,9 @@ def cmd_ship(args) -> int:
         return 0
     record = shipped.entry(shipped.EMBEDDED_PRETRAINED)
     print(f"{shipped.resolve(shipped.reference())}: SHA-256 matches the manifest")
-    again = experiments.first_losses(record["seed"], len(record["first_losses"]))
-    worst = max(abs(a[k] - b[k]) / max(abs(b[k]), 1e-12)
-                for a, b in zip(again, record["first_losses"], strict=True) for k in b)
-    print(f"first {len(again)} iterations regenerated: largest relative loss difference {worst:.2e}")
+    worst = experiments.first_losses_drift(record)
+    print(f"first {len(record['first_losses'])} iterations regenerated: largest relative loss "
+          f"difference {worst:.2e}")
     return 0 if worst < experiments.FINGERPRINT_RTOL else 1
 
 
@@ -557,7 +293,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stop-at", type=int, default=None,
                    help="stop after this iteration (the run can be resumed)")
     _add_executor_args(p)
-    p.set_defaults(fn=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate checkpoints (several = ensemble)")
     p.add_argument("--checkpoint", nargs="+", required=True)
@@ -572,7 +307,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--max-images", type=int)
     p.add_argument("--out")
-    p.set_defaults(fn=cmd_eval)
 
     p = sub.add_parser("suite", help="embedded benchmark: every method over seeds")
     p.add_argument("--run-root", default="runs/embedded")
@@ -591,7 +325,6 @@ def main(argv: list[str] | None = None) -> int:
                    help="also write every run to this CSV (without a path: the package's "
                    "lib/segda/reference/embedded_runs.csv, which the notebooks plot against)")
     _add_readme_args(p)
-    p.set_defaults(fn=cmd_suite)
 
     p = sub.add_parser("variant", help="embedded benchmark: one preset with overrides, paired per seed")
     p.add_argument("preset", help="embedded preset name, e.g. output_adv_single")
@@ -601,7 +334,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--pretrained", choices=["shipped", "train"], default="shipped",
                    help="start from the shipped checkpoint (default) or each seed's own pretraining")
-    p.set_defaults(fn=cmd_variant)
 
     p = sub.add_parser("ensemble", help="embedded benchmark: ensemble of finished runs, per seed")
     p.add_argument("--members", nargs="+", required=True, help="run folder names under seed<k>/")
@@ -609,12 +341,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", help="run folder of the result (default: the members joined by '+')")
     p.add_argument("--run-root", default="runs/embedded")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.set_defaults(fn=cmd_ensemble)
 
     p = sub.add_parser("collect", help="table of every finished run under a folder")
     p.add_argument("run_root")
     _add_readme_args(p)
-    p.set_defaults(fn=cmd_collect)
 
     p = sub.add_parser("ledger", help="evaluate every kept snapshot of runs (seeds grouped): "
                        "last iterate, best snapshot (the papers' rule), mean +/- std, the papers' number")
@@ -625,7 +355,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="where the validation split is read, e.g. data.root=DIR")
-    p.set_defaults(fn=cmd_ledger)
 
     p = sub.add_parser("sweep", help="papermill a notebook (or --train) over presets and seeds, "
                        "serially, locally in parallel or on SLURM")
@@ -642,12 +371,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--status", metavar="OUT",
                    help="the state of every job submitted into OUT: done / queued / running / failed")
     _add_executor_args(p)
-    p.set_defaults(fn=cmd_sweep)
 
     p = sub.add_parser("demo", help="the notebook sequence at demo scale")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--quick", action="store_true", help="fewer iterations (smoke test)")
-    p.set_defaults(fn=cmd_demo)
 
     # Listed for --help; main hands its arguments to segda.doctor's own parser.
     sub.add_parser("doctor", help="check a dataset folder (the same as python -m segda.doctor)")
@@ -660,37 +387,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rescore", action="store_true",
                    help="re-evaluate the shipped file, unchanged, on the preset's validation splits "
                    "as rendered now (after a change of the target domain) and record the scores")
-    p.set_defaults(fn=cmd_ship)
 
     args = parser.parse_args(argv)
+    commands = {"train": cmd_train, "eval": cmd_eval, "suite": cmd_suite, "variant": cmd_variant,
+                "ensemble": cmd_ensemble, "collect": cmd_collect, "ledger": cmd_ledger,
+                "sweep": cmd_sweep, "demo": cmd_demo, "ship": cmd_ship}
     try:
-        return args.fn(args)
-    except _user_errors() as err:  # the message names the file or key and the fix
-        print(f"error: {_message(err)}", file=sys.stderr)
+        return commands[args.command](args)
+    except errors.CAUSED_BY_USER as err:  # the message names the file or key and the fix
+        print(f"error: {errors.message(err)}", file=sys.stderr)
         return 1
-
-
-def _message(err: BaseException) -> str:
-    """The error's text; an operating-system error without its ``[Errno N]`` prefix, and the
-    file named once (``checkpoint not found: P``, ``Permission denied: P``)."""
-    if isinstance(err, OSError) and err.strerror:
-        name = err.filename
-        return err.strerror if name is None or str(name) in err.strerror else \
-            f"{err.strerror}: {name}"
-    return str(err)
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Errors caused by an input (a config value, a file, a folder in use), reported in one
-    line without a traceback."""
-    from segda import checkpointing, cluster, config, evaluate, io, repro, results, runs, shipped, trainlog
-    from segda.data.real import DatasetError
-    from segda.models.checkpoints import CheckpointMismatchError
-
-    return (config.ConfigError, checkpointing.CheckpointError, io.DiskFullError,
-            runs.RunFileError, runs.RunLockedError, runs.ConfigMismatchError,
-            trainlog.NonFiniteLossError, evaluate.EvaluationError, CheckpointMismatchError,
-            CommandLineError, FileNotFoundError, repro.DeviceError, shipped.ShippedWeightsError,
-            results.ReadmeMarkersError, DatasetError, cluster.ClusterError,
-            # a read-only folder, or a file where a folder should be: the message names the path
-            PermissionError, FileExistsError, NotADirectoryError, IsADirectoryError)

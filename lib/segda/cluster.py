@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from segda import io
+from segda.errors import UserError
 from segda.jobs import ResumableJob, TrainJob
 
 EXECUTORS = ("serial", "local", "slurm")
@@ -30,7 +31,7 @@ QUEUED = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED", "RE
 RUNNING = {"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING"}
 
 
-class ClusterError(ValueError):
+class ClusterError(ValueError, UserError):
     """An executor that cannot be used as asked (the message names the fix)."""
 
 
@@ -297,3 +298,72 @@ def summary(states: Sequence[JobState]) -> str:
     counts = {k: sum(s.state == k for s in states) for k in ("done", "queued", "running", "failed")}
     jobs = f"{len(states)} job" + ("" if len(states) == 1 else "s")
     return f"{jobs}: " + ", ".join(f"{n} {k}" for k, n in counts.items())
+
+
+# ------------------------------------------------------------------ a sweep run to its end
+
+
+def run_jobs(planned: Sequence, out: Path, executor: str, *, parallel: int = 1,
+             gpus_per_job: int | None = None, slurm: SlurmOptions | None = None,
+             wait_for_slurm: bool = False, table: bool = True) -> int:
+    """Run or submit ``planned`` jobs with ``executor`` (``gpus_per_job``: local default one
+    when there are GPUs); once they end, report the failures and (a sweep: ``table``) the
+    table of the runs under ``out`` (:func:`report_end`). SLURM jobs not waited for: one line
+    saying where to follow them. Returns the exit code: 1 when a job failed."""
+    runnable = [ResumableJob(j) for j in planned]
+    if executor == "serial":
+        return report_end(out, run_serial(runnable), len(planned), table)
+    out.mkdir(parents=True, exist_ok=True)
+    if executor == "local":
+        run_local(runnable, out, parallel, gpus_per_job=1 if gpus_per_job is None else gpus_per_job)
+    else:
+        submit_slurm(runnable, out, slurm or SlurmOptions())
+        if not wait_for_slurm:
+            print(f"{len(planned)} jobs submitted; their states: python -m segda sweep --status {out}"
+                  f"; the table once they finish: python -m segda collect {out}")
+            return 0
+        wait(out)
+    states = job_states(out)
+    if not table:
+        print("\n".join(s.line() for s in states))
+    failures = [s.line() for s in states if s.state == "failed"]
+    return report_end(out, failures, len(planned), table)
+
+
+def report_end(out: Path, failures: list[str], count: int, table: bool = True) -> int:
+    """The table of the runs under ``out`` (``table``) and one line per failed job of
+    ``count``; returns the exit code: 1 when a job failed."""
+    from segda import results
+
+    try:
+        if table:
+            print(results.write_results(out))
+    except RuntimeError as err:  # every job failed
+        print(err, file=sys.stderr)
+    if failures:
+        print(f"{len(failures)} of {count} jobs failed:\n" + "\n".join(failures), file=sys.stderr)
+    return 1 if failures else 0
+
+
+def print_states(out: Path, wait_for_end: bool = False) -> int:
+    """One line per submitted job: done, queued, running or failed (with its log), and their
+    counts; returns the exit code: 1 when a job failed."""
+    states = wait(out) if wait_for_end else job_states(out)
+    for state in states:
+        print(state.line())
+    print(summary(states))
+    return 1 if any(s.state == "failed" for s in states) else 0
+
+
+def print_missing(run_root: Path) -> None:
+    """The submitted jobs (``jobs.json``) whose runs are not in the table yet, and why."""
+    if not (run_root / MANIFEST).exists():
+        return
+    try:
+        missing = [s for s in job_states(run_root) if s.state != "done"]
+    except ClusterError as err:  # e.g. collected where sacct does not answer
+        print(f"the jobs of {run_root / MANIFEST} not checked: {err}", file=sys.stderr)
+        return
+    if missing:
+        print(f"missing {len(missing)} job(s) of {run_root / MANIFEST}:\n"
+              + "\n".join(s.line() for s in missing), file=sys.stderr)

@@ -21,10 +21,12 @@ from typing import Any
 
 import yaml
 
+from segda.errors import UserError
+
 PRESET_DIR = Path(__file__).parent / "presets"
 
 
-class ConfigError(ValueError):
+class ConfigError(ValueError, UserError):
     """A configuration key is unknown, or its value has the wrong type or an invalid value."""
 
 

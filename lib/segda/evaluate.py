@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import math
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,9 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segda.labels import IGNORE_INDEX
+from segda import io
+from segda.errors import UserError
+from segda.labels import CLASS_NAMES, CLASS_SUBSETS, IGNORE_INDEX
 from segda.losses import entropy_loss, upcast
-from segda.metrics import ConfusionMatrix, iou_table, mean_iou
+from segda.metrics import ConfusionMatrix, format_iou_table, iou_table, mean_iou
 from segda.models.outputs import SegOutput, upsample_logits
 from segda.repro import resolve_device
 
@@ -37,7 +42,7 @@ if TYPE_CHECKING:
     from segda.config import TrainConfig
 
 
-class EvaluationError(ValueError):
+class EvaluationError(ValueError, UserError):
     """An evaluation that would give a meaningless number: no image, no labelled pixel, or
     labels and predictions over different classes."""
 
@@ -377,3 +382,74 @@ def discriminator_scores(
                 logits = discriminator(methods.disc_input(method, out, level))
             scores.append(torch.sigmoid(upcast(logits)).flatten().cpu())
     return torch.cat(scores).numpy() if scores else np.zeros(0)
+
+
+# ------------------------------------------------------------------ an evaluation's tables
+
+
+def require_cityscapes_classes(num_classes: int, path) -> None:
+    """The tables report the Cityscapes classes: a model of other classes (``path``: where it
+    was read) is refused with the way to evaluate it."""
+    if num_classes != len(CLASS_NAMES):
+        raise EvaluationError(
+            f"{path} holds a model of {num_classes} classes; eval reports the "
+            f"{len(CLASS_NAMES)} Cityscapes classes (and their 16/13-class subsets), so it "
+            f"needs a {len(CLASS_NAMES)}-class model. Evaluate this one from Python with "
+            "segda.evaluate.evaluate on labels of its classes")
+
+
+def tables_folder(folder) -> Path:
+    """``folder``, made and checked writable before anything is evaluated."""
+    folder = Path(folder)
+    fix = "pass --out DIR, a folder you can write (made when missing)"
+    if folder.exists() and not folder.is_dir():
+        raise EvaluationError(f"the output folder {folder} is a file, not a folder; {fix}")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise EvaluationError(
+            f"cannot write into the output folder {folder} ({err.strerror or err}); {fix}"
+        ) from None
+    return folder
+
+
+def _digest(*texts: str) -> str:
+    return hashlib.sha256("\n".join(texts).encode()).hexdigest()[:8]
+
+
+def tables_stem(paths: Sequence, weights: Sequence[float], dataset: str, *, beside: bool,
+                combine: str = "logits", root: str | None = None, max_images: int | None = None,
+                num_classes: int = 19) -> str:
+    """The name of an evaluation's tables: everything that changes them, so that two
+    evaluations never share a file. One checkpoint written ``beside`` itself is named by its
+    file; otherwise each member by its folder and file, with a digest of their full paths
+    (ensembles of same-named folders of two seeds stay apart)."""
+    paths = [Path(p) for p in paths]
+    if len(paths) == 1 and beside:
+        parts = [paths[0].stem]
+    else:
+        parts = ["+".join(f"{p.parent.name}-{p.stem}" for p in paths),
+                 _digest(*(str(p.resolve()) for p in paths))]
+    if len(set(weights)) > 1:
+        parts.append("w" + "-".join(f"{w:g}" for w in weights))
+    if combine != "logits":
+        parts.append(combine)
+    parts.append(dataset)
+    if root:
+        parts.append(f"root-{_digest(str(Path(root).resolve()))}")
+    if max_images is not None:
+        parts.append(f"{max_images}img")
+    return "eval_" + "_".join(parts) + f"_{num_classes}cls"
+
+
+def write_tables(folder, stem: str, name: str, iou: np.ndarray, num_classes: int = 19) -> str:
+    """``name``'s per-class IoU over ``num_classes`` classes (19, or a 16/13-class subset) as
+    ``<stem>.csv`` and ``<stem>.md`` in ``folder``; returns the Markdown table."""
+    classes = None if num_classes == 19 else CLASS_SUBSETS[num_classes]
+    df = iou_table({name: iou}, classes=classes)
+    io.write_text_atomic(Path(folder) / f"{stem}.csv", df.to_csv())
+    text = format_iou_table(df)
+    io.write_text_atomic(Path(folder) / f"{stem}.md", text + "\n")
+    return text

@@ -321,3 +321,53 @@ def _shipped_segmenter(cfg: TrainConfig, name: str):
     checkpointing.load_segmenter_weights(seg, shipped.reference(name))
     return seg.eval()
 
+
+
+def first_losses_drift(record: dict) -> float:
+    """The largest relative difference between a shipped checkpoint's recorded first losses
+    (its manifest ``record``) and the same iterations regenerated now; below
+    :data:`FINGERPRINT_RTOL` the recipe still makes the same checkpoint."""
+    again = first_losses(record["seed"], len(record["first_losses"]))
+    return max(abs(a[k] - b[k]) / max(abs(b[k]), 1e-12)
+               for a, b in zip(again, record["first_losses"], strict=True) for k in b)
+
+
+def variant_preset(preset: str, name: str) -> str:
+    """The embedded preset a variant named ``name`` trains (``preset``: with or without its
+    ``embedded/`` folder), checked before any run: an embedded preset, and a folder name that
+    is not a main row's."""
+    folder, _, bare = preset.rpartition("/")
+    if folder not in ("", "embedded"):
+        raise config.ConfigError(f"variant trains embedded presets, not {preset}; train it with: "
+                                 f"python -m segda train {preset} --run-dir DIR --set ...")
+    config.preset_path(f"embedded/{bare}")  # an unknown preset: the list, before any run
+    if rows.find(name) is not None:
+        raise config.ConfigError(f"--name {name} is a row of the main table; a variant needs "
+                                 f"its own folder name, e.g. --name {name}_long")
+    return bare
+
+
+def run_suite(run_root: str | Path, seeds: Sequence[int], studies: Sequence[str] | None = None,
+              pretrained: str = "shipped", pretrain_overrides: dict | None = None,
+              adapt_overrides: dict | None = None) -> None:
+    """The embedded benchmark over ``seeds``: each seed's rows (:func:`run_seed`), then the
+    ``studies`` behind the defaults (None: every study; ``[]``: none)."""
+    for seed in seeds:
+        run_seed(run_root, seed, pretrain_overrides=pretrain_overrides,
+                 adapt_overrides=adapt_overrides, pretrained=pretrained)
+        if studies != []:
+            run_studies(run_root, seed, studies, pretrained=pretrained,
+                        adapt_overrides=adapt_overrides, pretrain_overrides=pretrain_overrides)
+
+
+def ensemble_of_runs(run_root: str | Path, seed: int, members: Sequence[str],
+                     weights: Sequence[float] | None = None, name: str | None = None):
+    """The ensemble of one seed's finished runs ``members`` (folders under
+    ``run_root/seed{seed}``; ``weights``: equal when None), evaluated and written as a run
+    (:func:`evaluate_ensemble`); returns the target result."""
+    root = Path(run_root) / f"seed{seed}"
+    results = {m: train.load_run(root / m) for m in members}
+    cfg = results[members[0]].config
+    return evaluate_ensemble(run_root, seed, results, registry.build_datasets(cfg.data, cfg.model),
+                             members=members, weights=weights or [1 / len(members)] * len(members),
+                             name=name)

@@ -32,12 +32,14 @@ from typing import IO, Any
 
 import torch
 
+from segda.errors import UserError
 
-class CheckpointError(ValueError):
+
+class CheckpointError(ValueError, UserError):
     """A checkpoint file cannot be used; the message names the file and what it should be."""
 
 
-class DiskFullError(OSError):
+class DiskFullError(OSError, UserError):
     """No space was left on the device while writing a file; the previous file is intact."""
 
     def __str__(self) -> str:

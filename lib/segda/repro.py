@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from segda.errors import UserError
+
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (all devices)."""
@@ -58,7 +60,7 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-class DeviceError(ValueError):
+class DeviceError(ValueError, UserError):
     """The configured device is not on this machine (``run.device=cuda`` without CUDA)."""
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from segda import io, rows, runs
+from segda.errors import UserError
 
 
 def summarize(df):
@@ -149,7 +150,7 @@ def results_block(collected, wall_time_s: float | None = None) -> str:
     return "\n".join(lines)
 
 
-class ReadmeMarkersError(ValueError):
+class ReadmeMarkersError(ValueError, UserError):
     """The Markdown file given to ``--readme`` lacks the markers of the block to replace."""
 
 
@@ -338,3 +339,15 @@ def format_beside(table, digits: int = 1) -> str:
             "yes" if r["within reference range"] else "no", r["verdict (reference)"],
         ]) + " |")
     return "\n".join(lines)
+
+
+def write_readme_table(readme: str | Path, name: str, collected, variant: str | None = None,
+                       wall_time_s: float | None = None) -> str:
+    """The main table of ``collected`` (``variant``: of the runs named ``<row><variant>``,
+    :func:`select_variant`), with its machine and wall time, between ``name``'s markers of the
+    Markdown file ``readme`` (docs/embedded_benchmark.md holds the embedded benchmark's);
+    returns the line saying so."""
+    if variant:
+        collected = select_variant(collected, variant)
+    write_readme_block(readme, name, results_block(collected, wall_time_s))
+    return f"wrote the table into {readme} (block {name!r})"

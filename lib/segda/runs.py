@@ -39,6 +39,7 @@ import numpy as np
 from segda import checkpointing, io, repro
 from segda import config as config_mod
 from segda.config import TrainConfig
+from segda.errors import UserError
 
 if TYPE_CHECKING:
     from segda.train_state import TrainState
@@ -52,15 +53,15 @@ TENSORBOARD = "tensorboard"
 LOCK = ".lock"
 
 
-class RunFileError(ValueError):
+class RunFileError(ValueError, UserError):
     """A run folder's file is damaged; the message names it and says what to do."""
 
 
-class RunLockedError(RuntimeError):
+class RunLockedError(RuntimeError, UserError):
     """Another process is training into the run folder."""
 
 
-class ConfigMismatchError(ValueError):
+class ConfigMismatchError(ValueError, UserError):
     """The run folder holds a run of another configuration."""
 
 

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from segda import io
+from segda.errors import UserError
 
 SCHEME = "shipped:"
 FOLDER = Path(__file__).parent / "shipped_weights"
@@ -21,7 +22,7 @@ MANIFEST = FOLDER / "manifest.json"
 EMBEDDED_PRETRAINED = "embedded_source_pretrain"
 
 
-class ShippedWeightsError(RuntimeError):
+class ShippedWeightsError(RuntimeError, UserError):
     """A shipped weights file that is unknown, missing or not the one the manifest names."""
 
 

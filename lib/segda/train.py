@@ -295,3 +295,36 @@ def load_run(run_dir: str | Path, data=None) -> RunResult:
     repro.set_rng_state(rng)  # loading a finished run must not disturb the caller's RNG
     state.seg.eval()
     return RunResult(state, cfg, run_dir, 0.0)
+
+
+# ------------------------------------------------------------------ checks before a run starts
+
+
+def check_before_run(cfg: TrainConfig, run_dir: str | Path, retrain: bool = False) -> None:
+    """What training ``cfg`` into ``run_dir`` needs, checked before the run folder is made: a
+    known method, the configured device, and for a new run (a resumed one has last.pth) its
+    starting weights and its data."""
+    methods.get(cfg.method.name)  # an unknown method is a config error before anything runs
+    repro.check_device(cfg.run.device)
+    if not (Path(run_dir) / runs.CHECKPOINT).exists() or retrain:
+        checkpointing.require_init_checkpoint(cfg.model.init_checkpoint)
+        registry.require_roots(cfg.data)
+
+
+def train_to_end(cfg: TrainConfig, run_dir: str | Path, *, retrain: bool = False,
+                 stop_at: int | None = None, dist=None) -> RunResult:
+    """Train ``cfg`` into ``run_dir`` to its end (a finished identical run is reused:
+    :func:`ensure_run`) or, with ``stop_at``, up to that iteration (resuming unless
+    ``retrain``; the run is evaluated when it finishes)."""
+    if stop_at is not None:
+        return fit(cfg, run_dir, resume=not retrain, stop_at=stop_at, dist=dist)
+    return ensure_run(run_dir, cfg, retrain=retrain, dist=dist)
+
+
+def outcome(result: RunResult) -> str:
+    """Where a run stands, in one line: done with its target mIoU, or stopped early."""
+    final = result.final_eval or {}
+    if "target_miou" in final:
+        return f"done: iteration {result.state.iteration}, target mIoU {100 * final['target_miou']:.2f}"
+    return (f"stopped at iteration {result.state.iteration} (not evaluated yet); rerun without "
+            "--stop-at to finish the run")

@@ -20,10 +20,11 @@ import torch
 
 from segda import checkpointing, runs
 from segda.config import TrainConfig
+from segda.errors import UserError
 from segda.train_state import TrainState
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(RuntimeError, UserError):
     """A loss became NaN or infinite; the run stops and its last checkpoint is left intact."""
 
 

@@ -35,6 +35,7 @@ from torchvision.io import ImageReadMode, decode_png, read_file
 
 from segda import io
 from segda.data.stats import label_class_counts
+from segda.errors import UserError
 from segda.labels import IGNORE_INDEX, NUM_CLASSES
 
 CAFFE_MEAN_BGR = (104.00698793, 116.66876762, 122.67891434)  # official IMG_MEAN, B,G,R order
@@ -45,7 +46,7 @@ NORMALIZATIONS = ("caffe", "imagenet")
 REPORT_NAME = "segda_prepare_report.json"  # written by the prepare scripts at the dataset root
 
 
-class DatasetError(RuntimeError):
+class DatasetError(RuntimeError, UserError):
     """Something about a dataset on disk is wrong; the message says what and how to fix it."""
 
 

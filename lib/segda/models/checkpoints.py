@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from segda.errors import UserError
+
 KINDS = ("auto", "init", "adapted", "discriminator")
 INIT_PREFIX = "Scale."  # the wrapper module of the original multi-scale DeepLab
 _INIT_PREFIX = INIT_PREFIX
@@ -43,7 +45,7 @@ _ASN_NAME_PATTERNS = (
 _MAX_LISTED = 10
 
 
-class CheckpointMismatchError(RuntimeError):
+class CheckpointMismatchError(RuntimeError, UserError):
     """A checkpoint's keys or shapes do not fit the model."""
 
 
