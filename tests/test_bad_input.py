@@ -3,7 +3,7 @@ the fix (exit 1), and nothing is created."""
 
 import pytest
 
-from segda import cli, config, notebook, results
+from segda import checkout, cli, config, notebook, results
 
 TINY = ["--set", "data.source_size=[64, 32]", "--set", "data.target_size=[64, 32]",
         "--set", "data.batch_size=2", "--set", "run.device=cpu", "--set", "run.progress=false"]
@@ -168,7 +168,7 @@ def test_zero_images_is_refused_everywhere_with_the_parameter_named(capsys, tmp_
 
 def test_the_notebooks_default_run_dir_is_the_repositorys_wherever_the_kernel_starts(
         tmp_path, monkeypatch):
-    repo = notebook.NOTEBOOKS_DIR.parent
+    repo = checkout.NOTEBOOKS_DIR.parent
     for kernel_cwd in (repo, repo / "notebooks", tmp_path):  # papermill, JupyterLab, elsewhere
         monkeypatch.chdir(kernel_cwd)
         assert notebook.run_root("../runs/notebooks") == repo / "runs" / "notebooks"
