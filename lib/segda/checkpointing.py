@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from segda.methods import TrainState
 
 
+# The NaN stop's two errors live here, below both places that raise them (the loss log,
+# segda.trainlog, and the save): a caller catches the stop as one class, NonFiniteLossError.
 class NonFiniteLossError(RuntimeError):
     """A loss became NaN or infinite; the run stops and its last checkpoint is left intact."""
 
