@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from segda import cli, config, errors, notebook, results
+from segda import checkout, cli, config, errors, notebook, results
 
 TINY = ["--set", "data.source_size=[64, 32]", "--set", "data.target_size=[64, 32]",
         "--set", "data.batch_size=2", "--set", "run.device=cpu", "--set", "run.progress=false"]
@@ -170,7 +170,7 @@ def test_zero_images_is_refused_everywhere_with_the_parameter_named(capsys, tmp_
 
 def test_the_notebooks_default_run_dir_is_the_repositorys_wherever_the_kernel_starts(
         tmp_path, monkeypatch):
-    repo = notebook.NOTEBOOKS_DIR.parent
+    repo = checkout.NOTEBOOKS_DIR.parent
     for kernel_cwd in (repo, repo / "notebooks", tmp_path):  # papermill, JupyterLab, elsewhere
         monkeypatch.chdir(kernel_cwd)
         assert notebook.run_root("../runs/notebooks") == repo / "runs" / "notebooks"

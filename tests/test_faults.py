@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 
-from segda import checkpointing, cli, config, evaluate, io, models, runs, step, train, trainlog
+from segda import checkpointing, cli, config, evaluate, io, models, runs, step, train
 from segda.data import registry
 
 SMALL = {
@@ -432,7 +432,7 @@ def test_a_poisoned_buffer_stops_the_run_before_it_is_saved(tmp_path, small_data
     monkeypatch.setattr(step, "train_step", poisoning_step)
     says = (r"iteration 4: 1 tensor\(s\) \(segmenter\.[\w.]*running_var\); .*"
             r"last.pth \(iteration 2, every tensor finite\) is kept untouched")
-    with pytest.raises(trainlog.NonFiniteStateError, match=says):
+    with pytest.raises(checkpointing.NonFiniteStateError, match=says):
         train.fit(cfg, tmp_path / "run", data=small_data)
     assert checkpointing.load_run_checkpoint(tmp_path / "run" / "last.pth")["iteration"] == 2
 

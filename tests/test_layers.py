@@ -17,15 +17,15 @@ PACKAGE = Path(__file__).resolve().parents[1] / "lib" / "segda"
 LAYERS: dict[str, int] = {
     # ground: no segda imports but each other's
     "labels": 0, "repro": 0, "config": 0, "fastpath": 0, "paper_results": 0, "shipped": 0, "io": 0,
-    "train_state": 0, "errors": 0,
+    "train_state": 0, "errors": 0, "checkout": 0,
     "losses": 1, "metrics": 1, "optim": 1, "models": 1, "weights": 1,
     # middle: data, the methods and their step, evaluation
     "data": 2, "methods": 2, "step": 2, "rows": 2, "evaluate": 2,
     "adabn": 2, "protocol": 3,
     # upper: the run folder, the fit loop, experiments and results, figures
-    "checkpointing": 3, "runs": 4, "trainlog": 5, "train": 5, "results": 5, "experiments": 6, "viz": 3,
-    "explorer": 6, "notebook": 7, "doctor": 3, "ledger": 6,
-    "evaluate_files": 4,
+    "checkpointing": 3, "runs": 4, "trainlog": 5, "train": 5, "results": 5, "viz": 3,
+    "starts": 6, "experiments": 7, "shipping": 7, "explorer": 6, "notebook": 7, "doctor": 3,
+    "ledger": 6, "evaluate_files": 4,
     # top: entry points
     "distributed": 8, "notebooks_runner": 8, "jobs": 8, "cluster": 8,
     "cli": 9, "__main__": 10, "__init__": 10,

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch.nn.functional as F
 
-from segda import cli, config, experiments, ledger, losses, methods, results, rows, train
+from segda import cli, config, ledger, losses, methods, results, rows, starts, train
 from segda.data import registry
 
 
@@ -123,10 +123,10 @@ def test_register_refuses_a_key_twice_and_unknown_members(monkeypatch):
 
 
 def test_one_decision_of_where_a_row_starts():
-    assert experiments.starts_from("embedded/advent", "shipped") == "shipped"
-    assert experiments.starts_from("embedded/advent", "train") == "own"
-    assert experiments.starts_from("embedded/oracle", "train") == "preset"
-    assert experiments.starts_from("embedded/source_pretrain") == "preset"
-    assert experiments.starts_from("paper/advent") == "preset"
+    assert starts.starts_from("embedded/advent", "shipped") == "shipped"
+    assert starts.starts_from("embedded/advent", "train") == "own"
+    assert starts.starts_from("embedded/oracle", "train") == "preset"
+    assert starts.starts_from("embedded/source_pretrain") == "preset"
+    assert starts.starts_from("paper/advent") == "preset"
     with pytest.raises(config.ConfigError, match="pretrained must be"):
-        experiments.starts_from("embedded/oracle", "imagenet")
+        starts.starts_from("embedded/oracle", "imagenet")

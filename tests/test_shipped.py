@@ -9,7 +9,7 @@ import shutil
 import pytest
 import torch
 
-from segda import checkpointing, config, evaluate, experiments, models, shipped
+from segda import checkpointing, config, evaluate, models, shipped, shipping
 from segda.data import registry
 
 
@@ -66,12 +66,12 @@ def test_evaluating_it_gives_the_manifest_scores(record):
 
 
 def test_regenerating_the_first_iterations_matches_the_manifest(record):
-    again = experiments.first_losses(record["seed"], len(record["first_losses"]))
-    assert len(again) == len(record["first_losses"]) == experiments.FINGERPRINT_ITERATIONS
+    again = shipping.first_losses(record["seed"], len(record["first_losses"]))
+    assert len(again) == len(record["first_losses"]) == shipping.FINGERPRINT_ITERATIONS
     for mine, theirs in zip(again, record["first_losses"], strict=True):
         assert mine["iteration"] == theirs["iteration"]
         for key, value in theirs.items():
-            assert mine[key] == pytest.approx(value, rel=experiments.FINGERPRINT_RTOL), key
+            assert mine[key] == pytest.approx(value, rel=shipping.FINGERPRINT_RTOL), key
 
 
 def test_the_manifest_is_plain_json_with_what_made_the_file(record):

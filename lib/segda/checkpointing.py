@@ -1,9 +1,12 @@
-"""Run checkpoints: the format, and the checks of a loaded one.
+"""Run checkpoints: the format, the save, and the checks of a loaded one.
 
 A checkpoint holds everything needed to continue a run exactly: segmenter, discriminators,
 optimizers, the next iteration, RNG states, the loss history so far and the config. This
 module is the only one that knows the format (:func:`run_state`, :func:`load_state_into`,
-:func:`is_run_checkpoint`); the run folder's module (:mod:`segda.runs`) writes the files.
+:func:`is_run_checkpoint`) and the only one that writes it: :func:`save`, which the fit loop
+calls, refuses a state with a non-finite tensor (:class:`NonFiniteStateError`) and writes each
+file atomically (:func:`segda.io.save_atomic`), so ``last.pth`` is always a state worth
+resuming; the run folder's module (:mod:`segda.runs`) names the files.
 
 Every file is read through :func:`segda.io.load_file`, whose errors name the file and say what
 it is (empty, not a PyTorch file, refused because it would run code); a run checkpoint is also
@@ -13,6 +16,7 @@ checked for non-finite tensors (:func:`non_finite`) before it is resumed or eval
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,12 +24,24 @@ import torch
 from torch import nn
 
 from segda import config, io, models, repro, shipped
+from segda.errors import UserError
 from segda.io import CheckpointError
 from segda.models.checkpoints import load_loaded
 
 if TYPE_CHECKING:
     from segda.config import TrainConfig
     from segda.train_state import TrainState
+
+
+# The NaN stop's two errors live here, below both places that raise them (the loss log,
+# segda.trainlog, and the save): a caller catches the stop as one class, NonFiniteLossError.
+class NonFiniteLossError(RuntimeError, UserError):
+    """A loss became NaN or infinite; the run stops and its last checkpoint is left intact."""
+
+
+class NonFiniteStateError(NonFiniteLossError):
+    """A tensor of the training state (a weight, a batch-norm statistic, an optimizer moment)
+    became NaN or infinite; the run stops before writing it, leaving the last checkpoint."""
 
 
 def non_finite(tree: Any, prefix: str = "") -> list[str]:
@@ -122,6 +138,25 @@ def run_state(state: TrainState, cfg: TrainConfig) -> dict[str, Any]:
     if state.dist is not None:
         blob["world_size"] = state.dist.world_size
     return blob
+
+
+def save(state: TrainState, cfg: TrainConfig, files: Sequence[Path], kept: str) -> None:
+    """Write the checkpoint of ``state`` (:func:`run_state`) to each of ``files`` (``last.pth``
+    and a snapshot: :func:`segda.runs.checkpoint_files`), each atomically, only when every
+    tensor of the state is finite; otherwise raise :class:`NonFiniteStateError`, ``kept``
+    saying what the stopped run leaves. With no ``files`` it only checks (the ranks of a
+    data-parallel run but the one that writes)."""
+    bad = non_finite(training_tensors(state))
+    if bad:
+        raise NonFiniteStateError(
+            f"non-finite values in the training state at iteration {state.iteration}: "
+            f"{len(bad)} tensor(s) ({_listing(bad)}); the run stopped without writing them and "
+            f"{kept} (lower the learning rate or lambdas, or check the labels)"
+        )
+    if files:
+        blob = run_state(state, cfg)
+        for path in files:
+            io.save_atomic(blob, path)
 
 
 def load_state_into(state: TrainState, ckpt: dict[str, Any]) -> None:

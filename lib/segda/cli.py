@@ -215,27 +215,27 @@ def cmd_demo(args) -> int:
 def cmd_ship(args) -> int:
     """Make the shipped checkpoint (train, write weights, SHA-256 and first losses into the
     manifest), or with ``--check`` verify the file and regenerate its first iterations."""
-    from segda import experiments, shipped
+    from segda import shipped, shipping
 
     if args.rescore:
-        record = experiments.rescore_shipped()
+        record = shipping.rescore_shipped()
         print(f"{shipped.resolve(shipped.reference())} (SHA-256 {record['sha256']}, unchanged) "
               f"re-evaluated: target mIoU {100 * record['target_miou']:.1f}, "
               f"source mIoU {100 * record['source_miou']:.1f} (balance_shift "
               f"{record['balance_shift']:g})")
         return 0
     if not args.check:
-        record = experiments.make_shipped(args.run_dir, seed=args.seed, progress_bar="text")
+        record = shipping.make_shipped(args.run_dir, seed=args.seed, progress_bar="text")
         print(f"wrote {shipped.FOLDER / record['file']} (SHA-256 {record['sha256']}); "
               f"target mIoU {100 * record['target_miou']:.1f}, "
               f"source mIoU {100 * record['source_miou']:.1f}")
         return 0
     record = shipped.entry(shipped.EMBEDDED_PRETRAINED)
     print(f"{shipped.resolve(shipped.reference())}: SHA-256 matches the manifest")
-    worst = experiments.first_losses_drift(record)
+    worst = shipping.first_losses_drift(record)
     print(f"first {len(record['first_losses'])} iterations regenerated: largest relative loss "
           f"difference {worst:.2e}")
-    return 0 if worst < experiments.FINGERPRINT_RTOL else 1
+    return 0 if worst < shipping.FINGERPRINT_RTOL else 1
 
 
 def _add_readme_args(p) -> None:

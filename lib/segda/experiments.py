@@ -3,7 +3,8 @@
 Protocol (a warm start as ADVENT starts from pretrained weights; values from a prototype study):
 
 1. ``embedded/source_pretrain``: the small segmenter trained on source from scratch; by
-   default the checkpoint the package ships (seed 0, :func:`make_shipped`), or each seed's own;
+   default the checkpoint the package ships (seed 0, :func:`segda.shipping.make_shipped`), or
+   each seed's own (where a row starts is :mod:`segda.starts`, which the notebooks share);
 2. ``embedded/oracle``: the same recipe on labelled target images (the upper reference);
 3. each adaptation preset fine-tunes from (1) for the same number of iterations, including
    the plain ``source_only`` continuation and the batch-norm control, so every row has had the
@@ -17,64 +18,27 @@ Gains are reported against plain source-only *and* against the batch-norm contro
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-from segda import config, evaluate, io, rows, runs, shipped, train
-from segda.config import TrainConfig
+from segda import config, evaluate, rows, runs, starts, train
 from segda.data import registry
-
-
-def warm_start(run_dir: str | Path, pretrain_cfg: TrainConfig, data=None,
-               progress_bar: str | None = None) -> Path:
-    """The checkpoint every adaptation row of a seed starts from: ``embedded/source_pretrain``
-    trained (or reused) in ``run_dir`` (``<seed folder>/source_pretrain``)."""
-    train.ensure_run(run_dir, pretrain_cfg, data=data, progress_bar=progress_bar)
-    return Path(run_dir) / runs.CHECKPOINT
-
-
-def preset_config(preset: str, seed: int, overrides: dict | None = None,
-                  init: str | Path | None = None):
-    over = {"run.seed": seed, **(overrides or {})}
-    if init is not None:
-        over["model.init_checkpoint"] = str(init)
-    return config.load(f"embedded/{preset}", over)
-
-
-def starts_from(preset: str, pretrained: str = "shipped") -> str:
-    """Where ``preset``'s row of a seed starts, the one decision the suite and the notebooks
-    share: ``"shipped"`` (the shipped source-only checkpoint; every seed then adapts the same
-    model), ``"own"`` (the seed's own ``embedded/source_pretrain`` run) or ``"preset"`` (the
-    preset's own initialisation: scratch for the embedded rows that start there,
-    :func:`segda.rows.warm_started`, and every paper preset).
-
-    ``pretrained`` is ``"shipped"`` or ``"train"``; anything else is refused before anything
-    trains."""
-    if pretrained not in ("shipped", "train"):
-        raise config.ConfigError(f"pretrained must be 'shipped' or 'train', got {pretrained!r}")
-    if not rows.warm_started(preset):
-        return "preset"
-    return "shipped" if pretrained == "shipped" else "own"
 
 
 def starting_point(root: Path, seed: int, pretrained: str = "shipped",
                    pretrain_overrides: dict | None = None, data=None,
                    preset: str = "embedded/source_only") -> str | Path | None:
-    """The checkpoint ``preset``'s row of a seed starts from (:func:`starts_from`): the shipped
-    one, or the seed's own ``source_pretrain`` run in ``root`` (trained first when missing);
-    ``None`` for a row that starts from its preset's own initialisation."""
-    start = starts_from(preset, pretrained)
-    if start == "preset":
-        return None
-    if start == "shipped":
-        return shipped.reference()
-    pre_cfg = preset_config("source_pretrain", seed, pretrain_overrides)
-    data = data if data is not None else registry.build_datasets(pre_cfg.data, pre_cfg.model)
-    return warm_start(root / "source_pretrain", pre_cfg, data)
+    """The checkpoint ``preset``'s row of a seed starts from (:func:`segda.starts.starts_from`):
+    the shipped one, or the seed's own ``source_pretrain`` run in ``root`` (trained first when
+    missing); ``None`` for a row that starts from its preset's own initialisation."""
+
+    def own() -> Path:
+        pre_cfg = starts.run_config("embedded/source_pretrain", seed, pretrain_overrides)
+        pre_data = data if data is not None else registry.build_datasets(pre_cfg.data, pre_cfg.model)
+        return starts.warm_start(root / "source_pretrain", pre_cfg, pre_data)
+
+    return starts.start_checkpoint(preset, pretrained, own)
 
 
 def run_seed(
@@ -92,15 +56,15 @@ def run_seed(
     :func:`starting_point`."""
     presets = rows.adaptation() if presets is None else presets
     root = Path(run_root) / f"seed{seed}"
-    pre_cfg = preset_config("source_pretrain", seed, pretrain_overrides)
+    pre_cfg = starts.run_config("embedded/source_pretrain", seed, pretrain_overrides)
     data = registry.build_datasets(pre_cfg.data, pre_cfg.model)
     init = starting_point(root, seed, pretrained, pretrain_overrides, data)
     if oracle:
-        ora_cfg = preset_config("oracle", seed, pretrain_overrides)
+        ora_cfg = starts.run_config("embedded/oracle", seed, pretrain_overrides)
         train.ensure_run(root / "oracle", ora_cfg, data=registry.build_datasets(ora_cfg.data))
     results = {}
     for preset in presets:
-        cfg = preset_config(preset, seed, adapt_overrides, init)
+        cfg = starts.run_config(f"embedded/{preset}", seed, adapt_overrides, init)
         results[preset] = train.ensure_run(root / preset, cfg, data=data)
     if ensemble and all(name in results for name in rows.ensemble().members):
         evaluate_ensemble(Path(run_root), seed, results, data)
@@ -208,7 +172,7 @@ def run_variant(
         raise ValueError(f"variant name {name!r} is a main-table row; choose another name")
     root = Path(run_root) / f"seed{seed}"
     init = starting_point(root, seed, pretrained, pretrain_overrides, preset=f"embedded/{preset}")
-    cfg = preset_config(preset, seed, overrides, init)
+    cfg = starts.run_config(f"embedded/{preset}", seed, overrides, init)
     return train.ensure_run(root / name, cfg, data=registry.build_datasets(cfg.data, cfg.model))
 
 
@@ -249,87 +213,6 @@ def evaluate_ensemble(
         "ensemble": {"members": list(members), "weights": list(weights), "combine": combine},
     })
     return res
-
-
-# ------------------------------------------------------------------ the shipped checkpoint
-
-SHIP_COMMAND = "python -m segda ship --run-dir runs/shipped/source_pretrain"
-FINGERPRINT_ITERATIONS = 5
-# Regenerated losses must agree to this relative tolerance: other CPUs' kernels round
-# differently, far below it, while a changed recipe, datum or initialisation moves them by more.
-FINGERPRINT_RTOL = 1e-3
-
-
-def first_losses(seed: int = 0, iterations: int = FINGERPRINT_ITERATIONS, data=None) -> list[dict]:
-    """The loss terms of the first ``iterations`` of ``embedded/source_pretrain`` (seed
-    ``seed``), one entry per iteration: what the shipped checkpoint's training began with, so
-    that regenerating them checks the recipe, the data and the code behind the file."""
-    cfg = preset_config("source_pretrain", seed, {"run.log_every": 1})
-    result = train.fit(cfg, None, data=data, stop_at=iterations, progress_bar="none")
-    return result.state.history[:iterations]
-
-
-def make_shipped(run_dir: str | Path, seed: int = 0, name: str = shipped.EMBEDDED_PRETRAINED,
-                 folder: Path = shipped.FOLDER, progress_bar: str | None = None) -> dict:
-    """Train ``embedded/source_pretrain`` (seed ``seed``) into ``run_dir`` (reused when
-    finished), write its segmenter's weights to ``folder/<name>.pth`` and record them in
-    ``folder/manifest.json``: SHA-256, the command, the scores and the first iterations'
-    losses. Returns the manifest's record."""
-    cfg = preset_config("source_pretrain", seed)
-    data = registry.build_datasets(cfg.data, cfg.model)
-    result = train.ensure_run(run_dir, cfg, data=data, progress_bar=progress_bar)
-    path = io.save_atomic(result.seg.state_dict(), Path(folder) / f"{name}.pth")
-    final = result.final_eval or {}
-    record = {
-        "file": path.name, "sha256": io.sha256(path), "command": SHIP_COMMAND,
-        "preset": "embedded/source_pretrain", "seed": seed, "iterations": result.state.iteration,
-        "model": cfg.model.name, "image_size": list(cfg.data.source_size),
-        "target_miou": final.get("target_miou"), "source_miou": final.get("source_miou"),
-        "torch": torch.__version__, "first_losses": first_losses(seed, data=data),
-    }
-    manifest = shipped.read_manifest(Path(folder) / "manifest.json")
-    manifest[name] = record
-    io.write_text_atomic(Path(folder) / "manifest.json",
-                                    json.dumps(manifest, indent=2) + "\n")
-    return record
-
-
-def rescore_shipped(name: str = shipped.EMBEDDED_PRETRAINED, folder: Path = shipped.FOLDER) -> dict:
-    """Re-evaluate the shipped checkpoint, unchanged, on the validation splits its preset
-    renders now (a changed target domain changes its target score, not its weights: the
-    source side and the training are the same) and record the scores in the manifest."""
-    record = shipped.entry(name)
-    cfg = preset_config("source_pretrain", record["seed"])
-    data = registry.build_datasets(cfg.data, cfg.model)
-    seg = _shipped_segmenter(cfg, name)
-    predictor = evaluate.Predictor.from_config(cfg)
-    record = {**record,
-              "target_miou": evaluate.evaluate(seg, data.val_target, predictor).miou,
-              "source_miou": evaluate.evaluate(seg, data.val_source, predictor).miou,
-              "balance_shift": cfg.data.balance_shift}
-    manifest = shipped.read_manifest(Path(folder) / "manifest.json")
-    manifest[name] = record
-    io.write_text_atomic(Path(folder) / "manifest.json", json.dumps(manifest, indent=2) + "\n")
-    return record
-
-
-def _shipped_segmenter(cfg: TrainConfig, name: str):
-    from segda import checkpointing, models
-
-    seg = models.build_segmenter(cfg.model.name, cfg.model.num_classes, cfg.model.multi_level,
-                                 cfg.model.aspp_branches)
-    checkpointing.load_segmenter_weights(seg, shipped.reference(name))
-    return seg.eval()
-
-
-
-def first_losses_drift(record: dict) -> float:
-    """The largest relative difference between a shipped checkpoint's recorded first losses
-    (its manifest ``record``) and the same iterations regenerated now; below
-    :data:`FINGERPRINT_RTOL` the recipe still makes the same checkpoint."""
-    again = first_losses(record["seed"], len(record["first_losses"]))
-    return max(abs(a[k] - b[k]) / max(abs(b[k]), 1e-12)
-               for a, b in zip(again, record["first_losses"], strict=True) for k in b)
 
 
 def variant_preset(preset: str, name: str) -> str:

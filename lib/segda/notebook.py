@@ -13,11 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segda import config, experiments, repro, results, rows, runs, shipped, train
-
-# notebooks/ of the source checkout (the package lives in lib/segda): JupyterLab starts a
-# notebook's kernel there, so the parameters cells write their paths relative to it.
-NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
+from segda import checkout, config, repro, results, rows, runs, starts, train
 
 
 def run_root(run_dir: str | Path) -> Path:
@@ -26,13 +22,13 @@ def run_root(run_dir: str | Path) -> Path:
     A relative ``run_dir`` (the parameters cells' ``"../runs/notebooks"``) is relative to
     ``notebooks/``, as in JupyterLab: ``<repo>/runs/notebooks`` also under papermill started
     from the repository root, whose kernel works in the repository root. An absolute path
-    (``make demo``, sweeps) is kept; outside a source checkout (no ``notebooks/`` folder) a
-    relative path stays relative to the working folder.
+    (``make demo``, sweeps) is kept; outside a source checkout (no ``notebooks/`` folder,
+    :data:`segda.checkout.NOTEBOOKS_DIR`) a relative path stays relative to the working folder.
     """
     path = Path(run_dir).expanduser()
-    if path.is_absolute() or not NOTEBOOKS_DIR.is_dir():
+    if path.is_absolute() or not checkout.NOTEBOOKS_DIR.is_dir():
         return path
-    return Path(os.path.normpath(NOTEBOOKS_DIR / path))
+    return Path(os.path.normpath(checkout.NOTEBOOKS_DIR / path))
 
 
 def notebook_config(
@@ -51,7 +47,8 @@ def notebook_config(
     eval_images: int | None = None,
     extra: dict | None = None,
 ) -> config.TrainConfig:
-    """A config from the notebooks' papermill parameters (literals) on top of a preset.
+    """A config from the notebooks' papermill parameters (literals) on top of a preset, built
+    as the experiment suite builds its runs' (:func:`segda.starts.run_config`).
 
     ``max_iters`` is the number of iterations to run. Presets whose poly schedule ends where
     the run ends (the embedded ones) get both ``optim.max_iters`` and ``optim.early_stop``;
@@ -68,8 +65,7 @@ def notebook_config(
     extra = notebook_parameter("overrides", extra, dict)
     repro.check_device(device, key="device")  # the notebook parameter, before any run folder
     base = config.load(preset)
-    over: dict = {"run.seed": seed, "run.device": device, "run.amp": amp,
-                  "run.progress": progress}
+    over: dict = {"run.device": device, "run.amp": amp, "run.progress": progress}
     optional = {  # parameter value -> the config keys it sets; None keeps the preset's
         "data.dataset": dataset, "data.root": data_root, "model.name": model,
         "optim.early_stop": max_iters, "data.batch_size": batch_size,
@@ -81,7 +77,7 @@ def notebook_config(
     if max_iters is not None and base.optim.max_iters == base.optim.early_stop:
         over["optim.max_iters"] = max_iters
     over.update(extra or {})
-    return config.load(preset, over)
+    return starts.run_config(preset, seed, over)
 
 
 def notebook_parameter(name: str, value, kind: type):
@@ -137,16 +133,16 @@ def train_preset(
     """
     seed = params.get("seed", 0)
     extra = dict(notebook_parameter("overrides", params.pop("extra", None), dict) or {})
-    start = experiments.starts_from(preset, pretrained)
-    if start == "shipped":
-        extra["model.init_checkpoint"] = _shipped_start(params.get("model"))
-    elif start == "own":
+
+    def own() -> Path:
         pre_cfg = notebook_config("embedded/source_pretrain",
                                   **{**params, "max_iters": pretrain_iters, "extra": dict(extra)})
         pre_dir = run_folder(run_dir, "embedded/source_pretrain", seed, pre_cfg)
-        extra["model.init_checkpoint"] = str(
-            experiments.warm_start(pre_dir, pre_cfg, data, progress_bar)
-        )
+        return starts.warm_start(pre_dir, pre_cfg, data, progress_bar)
+
+    init = starts.start_checkpoint(preset, pretrained, own, params.get("model"))
+    if init is not None:
+        extra["model.init_checkpoint"] = str(init)
     elif preset.startswith("embedded/"):
         params = {**params, "max_iters": pretrain_iters or params.get("max_iters")}
     cfg = notebook_config(preset, extra=extra, **params)
@@ -154,16 +150,6 @@ def train_preset(
         data = None  # an oracle trains on labelled target images: its own datasets
     return train.ensure_run(run_folder(run_dir, preset, seed, cfg), cfg, data=data,
                             progress_bar=progress_bar)
-
-
-def _shipped_start(model: str | None) -> str:
-    """The shipped checkpoint's ``init_checkpoint`` value, for the model it holds."""
-    shipped_model = shipped.entry(shipped.EMBEDDED_PRETRAINED)["model"]
-    if model not in (None, shipped_model):
-        raise config.ConfigError(
-            f"the shipped pretrained checkpoint holds the {shipped_model!r} model, not {model!r}; "
-            "set pretrained = \"train\" to pretrain this model on the source first")
-    return shipped.reference()
 
 
 def sibling(preset: str, row: str) -> str:

@@ -9,15 +9,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from segda import checkout
+
 NOTEBOOKS: tuple[str, ...] = (
     "00_domain_gap", "01_source_only", "02_feature_adversarial", "03_output_space_single",
     "04_output_space_multi", "05_minent", "06_advent", "07_ensemble_and_results",
 )
-
-
-def notebooks_dir() -> Path:
-    """``notebooks/`` of the source checkout (the package lives in ``lib/segda``)."""
-    return Path(__file__).resolve().parents[2] / "notebooks"
 
 
 def execute(notebook: str | Path, output: str | Path, parameters: dict, cwd: str | Path | None = None):
@@ -99,8 +96,7 @@ def why_not_runnable(notebook: str | Path, preset: str) -> str | None:
     ``paper/advent``), not a row it trains itself beside its preset (``embedded/minent_cp`` in
     ``05_minent``).
     """
-    from segda import config, methods
-    from segda import notebook as nb_rows
+    from segda import config, methods, rows
 
     default, names = notebook_rows(notebook)
     cfg = config.load(preset)  # an unknown preset or a bad value: ConfigError naming it
@@ -111,15 +107,15 @@ def why_not_runnable(notebook: str | Path, preset: str) -> str | None:
         extra = "" if method.disc_input is not None or own.disc_input is None else \
             f"; method '{method.name}' has no discriminator"
         return f"{name} writes out and plots the '{own.name}' update, {preset} trains '{method.name}'{extra}"
-    row = nb_rows.row_key(preset)
-    if row in names and row != nb_rows.row_key(default):
+    row = rows.key_of_preset(preset)
+    if row in names and row != rows.key_of_preset(default):
         return f"{name} trains {row} itself, beside its own preset {default}"
     return None
 
 
 def notebook_for(preset: str, candidates: Sequence[str | Path] | None = None) -> Path | None:
     """The first notebook of the sequence that can execute ``preset``."""
-    paths = candidates or [notebooks_dir() / f"{n}.ipynb" for n in NOTEBOOKS]
+    paths = candidates or [checkout.NOTEBOOKS_DIR / f"{n}.ipynb" for n in NOTEBOOKS]
     for path in paths:
         path = Path(path)
         try:
@@ -250,7 +246,7 @@ def demo(out: Path, quick: bool = False) -> int:
     table) and runs.csv (one line per run).
     """
     out = out.resolve()
-    nb_dir = notebooks_dir()
+    nb_dir = checkout.NOTEBOOKS_DIR
     run_dir = out / "runs"
     t0 = time.perf_counter()
     params: dict = {"run_dir": str(run_dir), "interactive": False}

@@ -1,10 +1,11 @@
-"""Run folders: the module that writes and reads a run's files, and tables over many runs.
+"""Run folders: the module that names, writes and reads a run's files (the checkpoints'
+format and save are :mod:`segda.checkpointing`'s), and tables over many runs.
 
 A run folder holds:
 
 * ``config.yaml``: the run's configuration (written when the run starts);
 * ``last.pth`` (and ``iter_XXXXXX.pth`` snapshots): checkpoints in the format of
-  :mod:`segda.checkpointing`, written by :func:`write_checkpoint`;
+  :mod:`segda.checkpointing`, which writes them (:func:`checkpoint_files` names them);
 * ``history.csv`` and ``metrics.json``: the loss history and the evaluations (written when the
   run ends); an ensemble's folder holds only ``metrics.json``;
 * ``tensorboard/``: the loss and mIoU curves, when ``run.tensorboard`` is on
@@ -105,13 +106,12 @@ def snapshot_name(iteration: int) -> str:
     return f"iter_{iteration:06d}.pth"
 
 
-def write_checkpoint(run_dir: str | Path, blob: dict[str, Any], snapshot: bool = False) -> None:
-    """Write a run checkpoint (:func:`segda.checkpointing.run_state`) as ``last.pth``, and as
-    the snapshot of its iteration too when ``snapshot``; each file atomically."""
+def checkpoint_files(run_dir: str | Path, iteration: int, snapshot: bool = False) -> list[Path]:
+    """The files a checkpoint after ``iteration`` updates goes to
+    (:func:`segda.checkpointing.save`): ``last.pth``, and the snapshot of that iteration too
+    when ``snapshot``."""
     run_dir = Path(run_dir)
-    io.save_atomic(blob, run_dir / CHECKPOINT)
-    if snapshot:
-        io.save_atomic(blob, run_dir / snapshot_name(blob["iteration"]))
+    return [run_dir / CHECKPOINT, *([run_dir / snapshot_name(iteration)] if snapshot else [])]
 
 
 def resume_checkpoint(run_dir: str | Path, cfg: TrainConfig, world_size: int = 1,

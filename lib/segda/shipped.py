@@ -4,7 +4,7 @@ A config names them as ``model.init_checkpoint: "shipped:<name>"`` (so configs s
 wherever the repository lives); :func:`resolve` turns the name into the file's path after
 checking its digest against ``shipped_weights/manifest.json``. The manifest also records the
 command that made the file and what it scores, and the losses of its first training
-iterations, which a test regenerates (:func:`segda.experiments.first_losses`).
+iterations, which a test regenerates (:func:`segda.shipping.first_losses`).
 """
 
 from __future__ import annotations

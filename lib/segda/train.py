@@ -4,10 +4,11 @@ A fit is three steps: restore (the run folder prepared, the state built, resumed
 ``last.pth`` or warm-started), the loop (steps, the loss log, evaluations and checkpoints at
 their cadence) and finish (the final evaluation, checkpoint and summaries). The step itself is
 :func:`segda.step.train_step` (the same for every method); the loss log, TensorBoard and the
-progress bar are :class:`segda.trainlog.TrainLog`; the checkpoint format is
-:mod:`segda.checkpointing`; every file of the run folder (checkpoints included) is written by
-:mod:`segda.runs`. :func:`ensure_run` trains a run unless a finished run of the same config is
-already there, which is how notebooks and experiments share runs.
+progress bar are :class:`segda.trainlog.TrainLog`; the checkpoint's format and its save (one
+call, :func:`segda.checkpointing.save`) are :mod:`segda.checkpointing`'s; the run folder's
+other files are written by :mod:`segda.runs`. :func:`ensure_run` trains a run unless a
+finished run of the same config is already there, which is how notebooks and experiments
+share runs.
 
 A training process holds its run folder's lock (:func:`segda.runs.lock`; in a data-parallel run,
 rank 0 holds it), resumes only a checkpoint of the same config, and never writes a checkpoint
@@ -29,7 +30,7 @@ from segda import checkpointing, evaluate, methods, repro, runs, step
 from segda.config import TrainConfig
 from segda.data import loaders, registry
 from segda.train_state import TrainState
-from segda.trainlog import TrainLog, check_state_finite
+from segda.trainlog import TrainLog
 
 
 @dataclass
@@ -86,10 +87,8 @@ class _Fitting:
         """Write ``last.pth`` (and a snapshot), only when every tensor of the state is finite
         (every rank checks its own copy, which data-parallel training keeps equal, so all stop
         together); rank 0 writes."""
-        check_state_finite(self.state, self.kept())
-        if self.main:
-            runs.write_checkpoint(self.run_dir, checkpointing.run_state(self.state, self.cfg),
-                                  snapshot)
+        files = runs.checkpoint_files(self.run_dir, self.state.iteration, snapshot)
+        checkpointing.save(self.state, self.cfg, files if self.main else [], self.kept())
         if self.state.dist is not None:
             self.state.dist.barrier()
         self.saved_at = self.state.iteration

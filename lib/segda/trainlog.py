@@ -1,13 +1,12 @@
-"""What the fit loop records of each step and the NaN stop: the loss history, TensorBoard, the
-progress bar, and the errors that stop a run whose losses or state are no longer finite.
+"""What the fit loop records of each step and the loss half of the NaN stop: the loss history,
+TensorBoard, the progress bar, and the error that stops a run whose losses are no longer finite.
 
 :class:`TrainLog` keeps each step's loss terms as tensors until the loop flushes them (at the
 logging cadence, before an evaluation or a checkpoint, at the end): converting a tensor to a
 number waits for the device, so the loop does it every ``run.log_every`` steps, not every step.
 A flush averages the terms over the ranks of a data-parallel run, so every rank sees the same
-values and a non-finite one stops all ranks together (:class:`NonFiniteLossError`). Before a
-checkpoint is written, :func:`check_state_finite` stops a run whose state holds a non-finite
-tensor (:class:`NonFiniteStateError`), so ``last.pth`` is always a state worth resuming.
+values and a non-finite one stops all ranks together (:class:`NonFiniteLossError`). The state
+half, a non-finite tensor refused before it is written, is :func:`segda.checkpointing.save`'s.
 """
 
 from __future__ import annotations
@@ -18,20 +17,10 @@ from pathlib import Path
 
 import torch
 
-from segda import checkpointing, runs
+from segda import runs
+from segda.checkpointing import NonFiniteLossError
 from segda.config import TrainConfig
-from segda.errors import UserError
 from segda.train_state import TrainState
-
-
-class NonFiniteLossError(RuntimeError, UserError):
-    """A loss became NaN or infinite; the run stops and its last checkpoint is left intact."""
-
-
-class NonFiniteStateError(NonFiniteLossError):
-    """A tensor of the training state (a weight, a batch-norm statistic, an optimizer moment)
-    became NaN or infinite; the run stops before writing it, leaving the last checkpoint."""
-
 
 PROGRESS_BARS = ("text", "notebook", "none")
 # What the bar's postfix sums each step's terms into (by the prefix of their names); the
@@ -84,19 +73,6 @@ def _check_finite(values: dict[str, float], it: int, kept: str) -> None:
     if bad:
         raise NonFiniteLossError(
             f"non-finite loss at iteration {it}: {bad}; the run stopped and {kept} "
-            "(lower the learning rate or lambdas, or check the labels)"
-        )
-
-
-def check_state_finite(state: TrainState, kept: str) -> None:
-    """Raise :class:`NonFiniteStateError` when a tensor of ``state`` (what a checkpoint would
-    hold) is not finite; ``kept`` says what the stopped run leaves."""
-    bad = checkpointing.non_finite(checkpointing.training_tensors(state))
-    if bad:
-        shown = ", ".join(bad[:4]) + (f", ... {len(bad) - 4} more" if len(bad) > 4 else "")
-        raise NonFiniteStateError(
-            f"non-finite values in the training state at iteration {state.iteration}: "
-            f"{len(bad)} tensor(s) ({shown}); the run stopped without writing them and {kept} "
             "(lower the learning rate or lambdas, or check the labels)"
         )
 

@@ -1,0 +1,95 @@
+"""Making and checking the shipped source-only checkpoint (:mod:`segda.shipped` loads it).
+
+``python -m segda ship`` trains ``embedded/source_pretrain`` (seed 0), writes its segmenter's
+weights into the package (``shipped_weights/<name>.pth``) and records them in the manifest:
+SHA-256, the command, the scores and the losses of the first iterations (:func:`make_shipped`).
+``--check`` regenerates those losses (:func:`first_losses`), which checks the recipe, the data
+and the code behind the file; ``--rescore`` re-evaluates the unchanged file
+(:func:`rescore_shipped`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from segda import checkpointing, evaluate, io, models, shipped, starts, train
+from segda.config import TrainConfig
+from segda.data import registry
+
+SHIP_COMMAND = "python -m segda ship --run-dir runs/shipped/source_pretrain"
+FINGERPRINT_ITERATIONS = 5
+# Regenerated losses must agree to this relative tolerance: other CPUs' kernels round
+# differently, far below it, while a changed recipe, datum or initialisation moves them by more.
+FINGERPRINT_RTOL = 1e-3
+
+
+def first_losses(seed: int = 0, iterations: int = FINGERPRINT_ITERATIONS, data=None) -> list[dict]:
+    """The loss terms of the first ``iterations`` of ``embedded/source_pretrain`` (seed
+    ``seed``), one entry per iteration: what the shipped checkpoint's training began with, so
+    that regenerating them checks the recipe, the data and the code behind the file."""
+    cfg = starts.run_config("embedded/source_pretrain", seed, {"run.log_every": 1})
+    result = train.fit(cfg, None, data=data, stop_at=iterations, progress_bar="none")
+    return result.state.history[:iterations]
+
+
+def make_shipped(run_dir: str | Path, seed: int = 0, name: str = shipped.EMBEDDED_PRETRAINED,
+                 folder: Path = shipped.FOLDER, progress_bar: str | None = None) -> dict:
+    """Train ``embedded/source_pretrain`` (seed ``seed``) into ``run_dir`` (reused when
+    finished), write its segmenter's weights to ``folder/<name>.pth`` and record them in
+    ``folder/manifest.json``: SHA-256, the command, the scores and the first iterations'
+    losses. Returns the manifest's record."""
+    cfg = starts.run_config("embedded/source_pretrain", seed)
+    data = registry.build_datasets(cfg.data, cfg.model)
+    result = train.ensure_run(run_dir, cfg, data=data, progress_bar=progress_bar)
+    path = io.save_atomic(result.seg.state_dict(), Path(folder) / f"{name}.pth")
+    final = result.final_eval or {}
+    record = {
+        "file": path.name, "sha256": io.sha256(path), "command": SHIP_COMMAND,
+        "preset": "embedded/source_pretrain", "seed": seed, "iterations": result.state.iteration,
+        "model": cfg.model.name, "image_size": list(cfg.data.source_size),
+        "target_miou": final.get("target_miou"), "source_miou": final.get("source_miou"),
+        "torch": torch.__version__, "first_losses": first_losses(seed, data=data),
+    }
+    manifest = shipped.read_manifest(Path(folder) / "manifest.json")
+    manifest[name] = record
+    io.write_text_atomic(Path(folder) / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+    return record
+
+
+def rescore_shipped(name: str = shipped.EMBEDDED_PRETRAINED, folder: Path = shipped.FOLDER) -> dict:
+    """Re-evaluate the shipped checkpoint, unchanged, on the validation splits its preset
+    renders now (a changed target domain changes its target score, not its weights: the
+    source side and the training are the same) and record the scores in the manifest."""
+    record = shipped.entry(name)
+    cfg = starts.run_config("embedded/source_pretrain", record["seed"])
+    data = registry.build_datasets(cfg.data, cfg.model)
+    seg = _shipped_segmenter(cfg, name)
+    predictor = evaluate.Predictor.from_config(cfg)
+    record = {**record,
+              "target_miou": evaluate.evaluate(seg, data.val_target, predictor).miou,
+              "source_miou": evaluate.evaluate(seg, data.val_source, predictor).miou,
+              "balance_shift": cfg.data.balance_shift}
+    manifest = shipped.read_manifest(Path(folder) / "manifest.json")
+    manifest[name] = record
+    io.write_text_atomic(Path(folder) / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+    return record
+
+
+def _shipped_segmenter(cfg: TrainConfig, name: str):
+    seg = models.build_segmenter(cfg.model.name, cfg.model.num_classes, cfg.model.multi_level,
+                                 cfg.model.aspp_branches)
+    checkpointing.load_segmenter_weights(seg, shipped.reference(name))
+    return seg.eval()
+
+
+
+def first_losses_drift(record: dict) -> float:
+    """The largest relative difference between a shipped checkpoint's recorded first losses
+    (its manifest ``record``) and the same iterations regenerated now; below
+    :data:`FINGERPRINT_RTOL` the recipe still makes the same checkpoint."""
+    again = first_losses(record["seed"], len(record["first_losses"]))
+    return max(abs(a[k] - b[k]) / max(abs(b[k]), 1e-12)
+               for a, b in zip(again, record["first_losses"], strict=True) for k in b)

@@ -1,0 +1,76 @@
+"""Where a run starts, and the config it trains with: what the experiment suite
+(:mod:`segda.experiments`) and the teaching notebooks (:mod:`segda.notebook`) share.
+
+An embedded adaptation row of a seed starts from one source-only model, as ADVENT starts from
+pretrained weights: the checkpoint the package ships (:mod:`segda.shipped`; every seed then
+adapts the same model) or the seed's own ``embedded/source_pretrain`` run. Every other preset
+(the oracle, the source-only pretraining itself, every paper preset) starts from its own
+initialisation. :func:`starts_from` is that rule, :func:`start_checkpoint` the checkpoint it
+names, :func:`run_config` the one config builder on top of a preset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from segda import config, rows, runs, shipped, train
+from segda.config import TrainConfig
+
+
+def run_config(preset: str, seed: int, overrides: dict | None = None,
+               init: str | Path | None = None) -> TrainConfig:
+    """The config of one run of ``preset`` (``"embedded/advent"``) for seed ``seed``:
+    ``overrides`` (``{"optim.lr": 1e-3}``) on top of the preset, and ``init`` (the checkpoint
+    it starts from, :func:`start_checkpoint`; ``None`` keeps the preset's)."""
+    over = {"run.seed": seed, **(overrides or {})}
+    if init is not None:
+        over["model.init_checkpoint"] = str(init)
+    return config.load(preset, over)
+
+
+def starts_from(preset: str, pretrained: str = "shipped") -> str:
+    """Where ``preset``'s row of a seed starts, the one decision the suite and the notebooks
+    share: ``"shipped"`` (the shipped source-only checkpoint; every seed then adapts the same
+    model), ``"own"`` (the seed's own ``embedded/source_pretrain`` run) or ``"preset"`` (the
+    preset's own initialisation: scratch for the embedded rows that start there,
+    :func:`segda.rows.warm_started`, and every paper preset).
+
+    ``pretrained`` is ``"shipped"`` or ``"train"``; anything else is refused before anything
+    trains."""
+    if pretrained not in ("shipped", "train"):
+        raise config.ConfigError(f"pretrained must be 'shipped' or 'train', got {pretrained!r}")
+    if not rows.warm_started(preset):
+        return "preset"
+    return "shipped" if pretrained == "shipped" else "own"
+
+
+def start_checkpoint(preset: str, pretrained: str, own: Callable[[], Path],
+                     model: str | None = None) -> str | Path | None:
+    """The checkpoint ``preset``'s row of a seed starts from (:func:`starts_from`): the shipped
+    one (``"shipped:<name>"``; refused for a run of another ``model`` than the one it holds),
+    the seed's own pretraining (``own()`` trains or reuses it, :func:`warm_start`, and returns
+    its checkpoint), or ``None``: the preset's own initialisation."""
+    start = starts_from(preset, pretrained)
+    if start == "preset":
+        return None
+    if start == "shipped":
+        return _shipped(model)
+    return own()
+
+
+def _shipped(model: str | None) -> str:
+    held = shipped.entry(shipped.EMBEDDED_PRETRAINED)["model"]
+    if model not in (None, held):
+        raise config.ConfigError(
+            f"the shipped pretrained checkpoint holds the {held!r} model, not {model!r}; "
+            "set pretrained = \"train\" to pretrain this model on the source first")
+    return shipped.reference()
+
+
+def warm_start(run_dir: str | Path, pretrain_cfg: TrainConfig, data=None,
+               progress_bar: str | None = None) -> Path:
+    """The checkpoint every adaptation row of a seed starts from when it pretrains its own:
+    ``embedded/source_pretrain`` trained (or reused) in ``run_dir``."""
+    train.ensure_run(run_dir, pretrain_cfg, data=data, progress_bar=progress_bar)
+    return Path(run_dir) / runs.CHECKPOINT
