@@ -106,3 +106,41 @@ def test_the_checker_sees_lazy_and_type_checking_imports(tmp_path, monkeypatch):
     monkeypatch.setattr(__import__(__name__), "PACKAGE", pkg)
     graph = _imports()
     assert graph == {"labels": {"cli"}, "config": {"methods"}}
+
+
+def _documented_layers() -> dict[str, int]:
+    """``{module: layer}`` from the table of docs/architecture.md ("| 2 | `step` | ...")."""
+    doc = (PACKAGE.parents[1] / "docs" / "architecture.md").read_text()
+    table = doc.split("## The layers, bottom up")[1].split("\n\n## ")[0]
+    found = {}
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0].isdigit():
+            found[cells[1].strip("`").rstrip("/")] = int(cells[0])
+    return found
+
+
+def test_the_architecture_doc_lists_every_module_on_its_layer():
+    documented = _documented_layers()
+    missing = sorted(set(LAYERS) - set(documented))
+    assert not missing, f"docs/architecture.md does not list {missing}"
+    extra = sorted(set(documented) - set(LAYERS))
+    assert not extra, f"docs/architecture.md lists modules the package lacks: {extra}"
+    wrong = {m: (documented[m], LAYERS[m]) for m in LAYERS if documented[m] != LAYERS[m]}
+    assert not wrong, f"(doc layer, tests/test_layers.py layer) differ: {wrong}"
+
+
+def test_the_import_graph_has_at_most_eleven_floors():
+    graph = _imports()
+    floor: dict[str, int] = {}
+
+    def height(node: str) -> int:
+        if node not in floor:
+            floor[node] = 1 + max((height(d) for d in graph.get(node, ()) if d in graph), default=0)
+        return floor[node]
+
+    floors = max(height(n) for n in graph)
+    assert floors <= 11, f"{floors} floors: {sorted(floor.items(), key=lambda kv: -kv[1])[:6]}"
+    # the notebooks and the suite stand side by side; the runner needs neither's internals
+    assert "experiments" not in graph["notebook"]
+    assert "notebook" not in graph["notebooks_runner"]
