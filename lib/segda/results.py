@@ -443,3 +443,29 @@ def format_targets(targets) -> str:
     lines = ["| target | measured | met |", "|---|---|---|"]
     lines += [f"| {t} | {m} | {'yes' if ok else 'NO'} |" for t, m, ok in targets]
     return "\n".join(lines)
+
+
+def format_decomposition_beside(collected, reference=None, seed: int | None = None) -> str:
+    """Markdown: each trained row of one seed of ``collected`` (the lowest, unless ``seed``) as
+    trained and with post-hoc AdaBN, its gain over AdaBN alone, beside the reference's means
+    over its seeds (:func:`decomposition`)."""
+    df = collected.copy()
+    df["key"] = rows.keys(df)
+    seed = int(df["seed"].min()) if seed is None else seed
+    own = decomposition(df[df["seed"] == seed])
+    ref = decomposition(read_reference() if reference is None else reference)
+
+    def fmt(v, signed=False):
+        return "-" if v is None or not np.isfinite(v) else (f"{v:+.1f}" if signed else f"{v:.1f}")
+
+    cols = ["row", "this run", "this run + AdaBN", "gain vs AdaBN (this run)",
+            "reference", "reference + AdaBN", "reference gain vs AdaBN"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for name, r in own.iterrows():
+        g = ref.loc[name] if name in ref.index else None
+        lines.append("| " + " | ".join([
+            name, fmt(r["as trained"]), fmt(r["with AdaBN"]), fmt(r["gain vs AdaBN"], True),
+            fmt(None if g is None else g["as trained"]), fmt(None if g is None else g["with AdaBN"]),
+            fmt(None if g is None else g["gain vs AdaBN"], True),
+        ]) + " |")
+    return "\n".join(lines)
