@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from segda import experiments, results, rows, runs, train
+from segda import decomposition, experiments, results, rows, runs, train
 
 TINY = {"data.source_size": [64, 32], "data.target_size": [64, 32], "data.batch_size": 2,
         "optim.max_iters": 2, "optim.early_stop": 2, "run.device": "cpu", "run.progress": False,
@@ -23,24 +23,27 @@ def _runs(rows, **extra):
 
 def test_summarize_pairs_gains_per_seed_and_lists_variants_last():
     df = _runs([
-        ("source_only", 0, 40.0), ("source_only", 1, 50.0),
+        ("source_only", 0, 40.0), ("source_only", 1, 50.0), ("adabn", 0, 58.0), ("adabn", 1, 55.0),
         ("source_only_tgt_bn", 0, 60.0), ("source_only_tgt_bn", 1, 56.0),
         ("advent", 0, 63.0), ("advent", 1, 57.0),
         ("output_adv_single@lam0.001", 0, 61.0), ("output_adv_single@lam0.001", 1, 55.0),
     ])
     table = results.summarize(df)
-    assert list(table.index) == ["source-only (control)", "source-only + target BN (AdaBN)", "AdvEnt",
+    assert list(table.index) == ["source-only (control)", "AdaBN (target statistics, no training)",
+                                 "training-mode BN on target (no target loss)", "AdvEnt",
                                  "output_adv_single@lam0.001"]
     advent = table.loc["AdvEnt"]
     assert advent["target mIoU"] == pytest.approx(60.0)
     assert advent["std"] == pytest.approx(math.sqrt(18.0))  # (63-60)^2 + (57-60)^2, ddof 1
-    # paired: seed 0 63-40 = 23, seed 1 57-50 = 7 -> 15; vs control: 3 and 1 -> 2
+    # paired: seed 0 63-40 = 23, seed 1 57-50 = 7 -> 15; vs AdaBN 5 and 2 -> 3.5; vs the
+    # training-mode row 3 and 1 -> 2
     assert advent["gain vs source-only"] == pytest.approx(15.0)
-    assert advent["gain vs AdaBN"] == pytest.approx(2.0)
+    assert advent["gain vs AdaBN"] == pytest.approx(3.5)
+    assert advent["gain vs training-mode BN"] == pytest.approx(2.0)
     variant = table.loc["output_adv_single@lam0.001"]
-    assert variant["gain vs AdaBN"] == pytest.approx(0.0)  # 61-60, 55-56
+    assert variant["gain vs training-mode BN"] == pytest.approx(0.0)  # 61-60, 55-56
     text = results.format_table(table)
-    assert "| AdvEnt | 60.0 +/- 4.2 | 80.0 | +15.0 | +2.0 | 2 |" in text
+    assert "| AdvEnt | 60.0 +/- 4.2 | 80.0 | +15.0 | +3.5 | +2.0 | 2 |" in text
 
 
 def test_run_variant_warm_starts_from_the_seeds_pretrained_checkpoint(tmp_path):
@@ -150,8 +153,9 @@ def test_train_eval_and_suite_commands_end_to_end(tmp_path, capsys):
     trained = set(runs.collect(tmp_path / "suite")["run"])
     sweep = [r.name for r in experiments.STUDIES["lambda"] if r.overrides]
     assert len(sweep) == 2
+    derived = [decomposition.derived_name(k) for k in (*rows.adaptation(), "advent+minent")]
     assert trained == {f"seed{seed}/{k}" for k in ("oracle", *rows.adaptation(), "advent+minent",
-                                           *sweep)}
+                                           *sweep, *derived)}
     reference = results.read_reference(tmp_path / "ref.csv")
     assert set(reference["run"]) == trained
     assert set(reference["iterations"]) == {2}  # the sweep got the suite's --adapt-set too

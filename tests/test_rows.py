@@ -52,7 +52,8 @@ def test_a_registered_row_is_in_the_readme_table(maxsquare):
     assert "| MaxSquare | 64.5 +/- 2.1 | 80.0 | +16.5 | +3.5 | 2 |" in text
     assert "6 runs over seeds [0, 1]" in text  # the variant is left out
     lines = [line.split(" | ")[0] for line in text.splitlines() if line.startswith("| ")]
-    assert lines[1:] == ["| source-only (control)", "| source-only + target BN (AdaBN)", "| MaxSquare"]
+    assert lines[1:] == ["| source-only (control)", "| training-mode BN on target (no target loss)",
+                         "| MaxSquare"]
 
 
 def test_a_registered_row_is_beside_the_reference_in_the_demo_table(maxsquare):
@@ -61,7 +62,7 @@ def test_a_registered_row_is_beside_the_reference_in_the_demo_table(maxsquare):
                      + [("maxsquare", s, 60.0 + 3 * s) for s in range(3)])
     ref["key"] = rows.keys(ref)
     beside = results.beside_collected(COLLECTED, ref)
-    assert list(beside.index) == ["source-only (control)", "source-only + target BN (AdaBN)",
+    assert list(beside.index) == ["source-only (control)", "training-mode BN on target (no target loss)",
                                   "MaxSquare"]
     mine = beside.loc["MaxSquare"]
     assert mine["this run"] == 63.0 and mine["gain (this run)"] == 16.0  # seed 0: 63 - 47
@@ -107,7 +108,7 @@ def test_lookups_at_both_scales():
     assert rows.adaptation() == ("source_only", "source_only_tgt_bn", "feature_adv",
                                  "output_adv_single", "output_adv_multi", "minent", "minent_cp",
                                  "advent")
-    assert rows.baselines() == ("source-only + target BN (AdaBN)", "oracle (target-trained)")
+    assert rows.baselines() == ("training-mode BN on target (no target loss)", "oracle (target-trained)")
     for name in ("adaptsegnet_lsgan_single", "adaptsegnet_vgg_single", "advent_vgg_cp"):
         assert rows.preset_of(name, "paper") in config.list_presets()
 

@@ -50,7 +50,8 @@ def test_different_seeds_differ():
 
 
 def test_appearance_knobs_keep_labels():
-    shifted = SyntheticConfig(**{**SMALL.__dict__, "palette_shift": 1.0, "light_shift": 0.0})
+    shifted = SyntheticConfig(**{**SMALL.__dict__, "palette_shift": 1.0, "light_shift": 0.0,
+                                 "condition_shift": 1.0, "class_confusion": 0.0})
     for i in range(3):
         np.testing.assert_array_equal(render_sample(SMALL, "target", "val", i)[1],
                                       render_sample(shifted, "target", "val", i)[1])
@@ -103,9 +104,13 @@ def test_class_balance_shift():
     assert freq["target"][CAR] < freq["source"][CAR]
 
 
-def test_appearance_shift(val_sets):
+def test_appearance_shift():
+    # the global shift moves every class's mean colour (the default's shift is tested below)
+    glob = SyntheticConfig(**{**SMALL.__dict__, **synthetic.SHIFTS["global"]})
+    sets = {d: render_split(glob, d, "val") for d in DOMAINS}
+
     def mean_colour(domain, cls):
-        images, labels = val_sets[domain]
+        images, labels = sets[domain]
         return images[labels == cls].mean(axis=0) / 255.0
 
     for cls in (ROAD, synthetic.BUILDING, VEGETATION, SKY, CAR):
@@ -190,3 +195,45 @@ def test_flip_keyed_by_draw_through_the_registry_and_loader():
     mirrored = [bool(torch.equal(img, plain[int(i)]["image"].flip(-1)))
                 for b in batches for img, i in zip(b["image"], b["index"], strict=True)]
     assert 0 < sum(mirrored) < len(mirrored)
+
+
+def _with(**kw) -> SyntheticConfig:
+    return SyntheticConfig(**{**SMALL.__dict__, **kw})
+
+
+def test_class_confusion_makes_sidewalk_look_like_road_and_terrain_like_vegetation():
+    def distance(cfg, a, b):
+        images, labels = render_split(cfg, "target", "val")
+        colour = {c: images[labels == c].mean(axis=0) / 255.0 for c in (a, b)}
+        return float(np.abs(colour[a] - colour[b]).sum())
+
+    for a, b in ((synthetic.SIDEWALK, ROAD), (synthetic.TERRAIN, VEGETATION)):
+        apart, alike = distance(_with(class_confusion=0.0), a, b), distance(_with(class_confusion=1.0), a, b)
+        # at 1 the two classes share one palette colour: only textures and noise tell them apart
+        assert alike < 0.5 * apart, (a, b, apart, alike)
+    # the source never changes
+    np.testing.assert_array_equal(render_sample(_with(class_confusion=1.0), "source", "val", 0)[0],
+                                  render_sample(_with(class_confusion=0.0), "source", "val", 0)[0])
+
+
+def test_conditions_vary_from_image_to_image_more_than_the_set_moves():
+    def brightness(cfg):
+        images, _ = render_split(cfg, "target", "val")
+        return images.reshape(len(images), -1).mean(axis=1) / 255.0
+
+    still, varied = brightness(_with(condition_shift=0.0)), brightness(_with(condition_shift=0.5))
+    # each image draws its own exposure, contrast and haze: the spread over images grows ...
+    assert varied.std() > 1.5 * still.std()
+    # ... by more than the whole set's mean moves, which is all one set of statistics can undo
+    assert abs(varied.mean() - still.mean()) < varied.std()
+
+
+def test_named_shifts_set_every_knob_and_the_default_is_beyond_statistics():
+    assert synthetic.shift_overrides("global") == {
+        "data.palette_shift": 0.3, "data.light_shift": 0.3, "data.condition_shift": 0.0,
+        "data.class_confusion": 0.0}
+    default = SyntheticConfig()
+    assert {k: getattr(default, k) for k in synthetic.SHIFTS["beyond_statistics"]} == \
+        synthetic.SHIFTS["beyond_statistics"]
+    with pytest.raises(ValueError, match="unknown shift 'nope'"):
+        synthetic.shift_overrides("nope")

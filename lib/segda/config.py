@@ -52,12 +52,18 @@ class DataConfig:
     num_workers: int = 0
     flip: bool = False  # official: no augmentation
     normalization: str = "auto"  # "auto" | "caffe" | "imagenet" | "embedded"
-    palette_shift: float = 0.3  # embedded benchmark only: strength of the target's palette
-    light_shift: float = 0.3  # embedded benchmark only: strength of the target's lighting
+    # embedded benchmark only: the target's shift (segda.data.synthetic.SHIFTS names the settings;
+    # the default is "beyond_statistics", docs/embedded_benchmark.md "The gap's shape"):
+    palette_shift: float = 0.0  # how far its palette moves toward the dull real one
+    light_shift: float = 0.0  # strength of its lighting (gain, cast, gradient, shadows, gamma)
     embedded_seed: int = 0  # embedded benchmark only: which generated world
     # embedded benchmark only: how far the target's class balance moves from the source's
     # (0 = the source's balance, 1 = the benchmark's full shift); source images never change.
     balance_shift: float = 1.0
+    # embedded benchmark only: the target's per-image conditions (exposure, white balance,
+    # contrast, haze) and how alike its confusable classes look (sidewalk/road, terrain/vegetation)
+    condition_shift: float = 0.5
+    class_confusion: float = 1.0
     # Subsets of the real datasets: a list file, one name per line as in the official lists
     # (gta5_list/train.txt, cityscapes_list/{train,val}.txt); "" = the official list, whose
     # count is checked. source_list names GTA5/SYNTHIA images, target_list Cityscapes train,

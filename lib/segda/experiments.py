@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from segda import config, evaluate, rows, runs, starts, train
+from segda import config, decomposition, evaluate, rows, runs, starts, train
 from segda.data import registry
 
 
@@ -50,10 +50,12 @@ def run_seed(
     oracle: bool = True,
     ensemble: bool = True,
     pretrained: str = "shipped",
+    posthoc: bool = True,
 ) -> Path:
     """Train (or reuse) every run of one seed under ``run_root/seed{seed}``, adaptation rows
     (``presets``; by default the suite's, :func:`segda.rows.adaptation`) starting from
-    :func:`starting_point`."""
+    :func:`starting_point`; then, with ``posthoc``, the statistics rows of
+    :mod:`segda.decomposition` (AdaBN of the control and of every row's final model)."""
     presets = rows.adaptation() if presets is None else presets
     root = Path(run_root) / f"seed{seed}"
     pre_cfg = starts.run_config("embedded/source_pretrain", seed, pretrain_overrides)
@@ -68,6 +70,8 @@ def run_seed(
         results[preset] = train.ensure_run(root / preset, cfg, data=data)
     if ensemble and all(name in results for name in rows.ensemble().members):
         evaluate_ensemble(Path(run_root), seed, results, data)
+    if posthoc:
+        decomposition.apply_posthoc(run_root, seed, results, data)
     return root
 
 

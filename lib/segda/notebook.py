@@ -174,23 +174,40 @@ def train_rows(presets: Sequence[str], run_dir: str | Path, **kwargs) -> dict:
     return {row_key(p): train_preset(p, run_dir, **kwargs) for p in presets}
 
 
-def compare(results: dict):
+def compare(results: dict, data=None):
     """Target and source mIoU (%) of trained runs (their final evaluation), with gains against
-    the first two rows: pass source-only (the control) and the batch-norm row (AdaBN) first."""
+    source-only (the control) and against the two rows that take what batch-norm statistics give
+    for free: AdaBN (the control's statistics re-estimated on target training images, no
+    training; computed here when ``data`` is given, :mod:`segda.decomposition`) and training-mode
+    batch norm forwarding target images with no target loss (``source_only_tgt_bn``, when among
+    ``results``)."""
     import pandas as pd
 
+    from segda import adabn, decomposition, evaluate
+
     table = {}
+    control = rows.control()
     for name, res in results.items():
         final = res.final_eval or {}
         table[rows.label(name)] = {
             "target mIoU": 100 * final.get("target_miou", np.nan),
             "source mIoU": 100 * final.get("source_miou", np.nan),
         }
+        if name == control and data is not None:
+            adapted = adabn.adapt_batch_norm(res.seg, data.train_target,
+                                             max_images=decomposition.ADABN_IMAGES)
+            predictor = evaluate.Predictor.from_config(res.config)
+            limit = res.config.run.eval_max_images or None
+            table[rows.label(rows.ADABN)] = {
+                "target mIoU": 100 * evaluate.evaluate(adapted, data.val_target, predictor,
+                                                       max_images=limit).miou,
+                "source mIoU": 100 * evaluate.evaluate(adapted, data.val_source, predictor,
+                                                       max_images=limit).miou,
+            }
     df = pd.DataFrame.from_dict(table, orient="index")
-    names = list(df.index)
-    if len(names) >= 2:
-        df["gain vs source-only"] = df["target mIoU"] - df.loc[names[0], "target mIoU"]
-        df["gain vs AdaBN"] = df["target mIoU"] - df.loc[names[1], "target mIoU"]
+    for key, col in results.GAIN_COLUMNS:
+        if rows.label(key) in df.index:
+            df[col] = df["target mIoU"] - df.loc[rows.label(key), "target mIoU"]
     return df.round(2)
 
 
@@ -280,14 +297,19 @@ def diagnostics_summary(history, last: int = 20) -> dict[str, float]:
 
 def run_summary(preset: str, comparison, beside) -> str:
     """What a method notebook's run showed, in two sentences: its target mIoU with the gains
-    over the control (source-only, batch norm as in the walk) and over the batch-norm row
-    (AdaBN), then the three-seed reference's paired gain and verdict, and whether this run
-    lies in the reference's range."""
+    over the control (source-only, batch norm as in the walk) and over both statistics rows
+    (AdaBN; training-mode batch norm with no target loss) where the comparison has them, then the
+    three-seed reference's paired gain and verdict, and whether this run lies in the reference's
+    range."""
     row = rows.label(row_key(preset))
     r = comparison.loc[row]
-    text = (f"{row}: {r['target mIoU']:.1f} target mIoU, {r['gain vs source-only']:+.1f} against "
-            f"the control (source-only) and {r['gain vs AdaBN']:+.1f} against the batch-norm row "
-            f"(AdaBN); source mIoU {r['source mIoU']:.1f}.")
+    against = [f"{r['gain vs source-only']:+.1f} against the control (source-only)"]
+    for col, name in (("gain vs AdaBN", "AdaBN (target statistics, no training)"),
+                      ("gain vs training-mode BN", "training-mode batch norm with no target loss")):
+        if col in comparison.columns and np.isfinite(r[col]):
+            against.append(f"{r[col]:+.1f} against {name}")
+    text = (f"{row}: {r['target mIoU']:.1f} target mIoU, " + ", ".join(against)
+            + f"; source mIoU {r['source mIoU']:.1f}.")
     if row in beside.index and beside.loc[row, "reference seeds"] > 0:
         v = beside.loc[row]
         text += (f"\nThree-seed reference: {v['reference gain']:+.1f} +/- "
@@ -334,3 +356,32 @@ def setup(
     print(f"{data.name}: {len(data.train_source)} source / {len(data.train_target)} target "
           f"training images, {len(data.val_target)} target validation images")
     return cfg, data, root, params
+
+
+def shift_decomposition(adabn_images: int = 200, max_images: int | None = None):
+    """The shipped source-only checkpoint on the target of each named embedded shift
+    (:data:`segda.data.synthetic.SHIFTS`), as shipped and with AdaBN (its batch-norm statistics
+    re-estimated on ``adabn_images`` target training images; no training): how much of each
+    shift batch-norm statistics undo. Target mIoU (%) on the target validation images (the
+    first ``max_images``; None: all)."""
+    import pandas as pd
+
+    from segda import adabn, checkpointing, evaluate, models, shipped
+    from segda.data import registry, synthetic
+
+    table = {}
+    for name in synthetic.SHIFTS:
+        cfg = config.load("embedded/source_only", synthetic.shift_overrides(name))
+        data = registry.build_datasets(cfg.data, cfg.model)
+        seg = models.build_segmenter(cfg.model.name, cfg.model.num_classes, cfg.model.multi_level,
+                                     cfg.model.aspp_branches)
+        checkpointing.load_segmenter_weights(seg, shipped.reference())
+        seg.eval()
+        predictor = evaluate.Predictor.from_config(cfg)
+        adapted = adabn.adapt_batch_norm(seg, data.train_target, max_images=adabn_images)
+        plain = 100 * evaluate.evaluate(seg, data.val_target, predictor, max_images=max_images).miou
+        stats = 100 * evaluate.evaluate(adapted, data.val_target, predictor,
+                                        max_images=max_images).miou
+        table[name] = {"shipped source-only": plain, "+ AdaBN (no training)": stats,
+                       "AdaBN's gain": stats - plain}
+    return pd.DataFrame.from_dict(table, orient="index").round(2)

@@ -262,10 +262,15 @@ def demo(out: Path, quick: bool = False) -> int:
         execute(path, executed, params, cwd=nb_dir)
         figures += len(export_figures(executed, out / "figures"))
         print(f"{name}: {time.perf_counter() - t:.0f} s", flush=True)
-    from segda import results, runs
+    from segda import decomposition, results, runs
 
+    decomposition.apply_to_folder(run_dir, 0)  # the statistics rows of the notebooks' runs
     collected = runs.collect(run_dir)
     print(results.write_results(run_dir, collected))
+    split = results.format_decomposition_beside(collected)
+    (run_dir / "decomposition.md").write_text(split + "\n")
+    print("\nWhat batch-norm statistics give and what each loss adds, this run beside the reference:")
+    print(split)
     beside = results.format_beside(results.beside_collected(collected))
     (run_dir / "beside_reference.md").write_text(beside + "\n")
     print("\nThis run beside the three-seed reference (lib/segda/reference/embedded_runs.csv):")

@@ -16,10 +16,16 @@ import numpy as np
 from segda import io, rows, runs
 from segda.errors import UserError
 
+# The rows every gain is paired against, and the columns that hold the gains.
+GAIN_COLUMNS = (("source_only", "gain vs source-only"), (rows.ADABN, "gain vs AdaBN"),
+                ("source_only_tgt_bn", "gain vs training-mode BN"))
+
 
 def summarize(df):
-    """Mean +/- std over seeds per method, with gains against source-only (the control) and
-    the batch-norm row (AdaBN: training-mode batch norm on target images)."""
+    """Mean +/- std over seeds per method, with gains paired per seed against source-only (the
+    control) and the two rows that take what batch-norm statistics give for free: AdaBN (the
+    control's statistics re-estimated on target images, :mod:`segda.decomposition`) and
+    training-mode batch norm forwarding target images with no target loss."""
     import pandas as pd
 
     df = df.copy()
@@ -31,8 +37,7 @@ def summarize(df):
         "source mIoU": grouped["source_miou"].mean(),
         "seeds": grouped["seed"].nunique(),
     })
-    for ref, col in (("source_only", "gain vs source-only"),
-                     ("source_only_tgt_bn", "gain vs AdaBN")):
+    for ref, col in GAIN_COLUMNS:
         if ref in table.index:
             table[col] = paired_gains(df, ref).groupby("key")["gain"].mean()
     order = rows.table_order()
@@ -45,8 +50,8 @@ def summarize(df):
 
 def format_table(table, digits: int = 1) -> str:
     """Markdown with mean +/- std."""
-    cols = ["method", "target mIoU (mean +/- std)", "source mIoU", "gain vs source-only",
-            "gain vs AdaBN", "seeds"]
+    gains = [col for _, col in GAIN_COLUMNS]
+    cols = ["method", "target mIoU (mean +/- std)", "source mIoU", *gains, "seeds"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for name, row in table.iterrows():
         std = "" if np.isnan(row["std"]) else f" +/- {row['std']:.{digits}f}"
@@ -58,8 +63,7 @@ def format_table(table, digits: int = 1) -> str:
 
         lines.append("| " + " | ".join([
             name, f"{row['target mIoU']:.{digits}f}{std}", fmt(row["source mIoU"]),
-            fmt(row.get("gain vs source-only"), True), fmt(row.get("gain vs AdaBN"), True),
-            str(int(row["seeds"])),
+            *(fmt(row.get(col), True) for col in gains), str(int(row["seeds"])),
         ]) + " |")
     return "\n".join(lines)
 
@@ -351,3 +355,117 @@ def write_readme_table(readme: str | Path, name: str, collected, variant: str | 
         collected = select_variant(collected, variant)
     write_readme_block(readme, name, results_block(collected, wall_time_s))
     return f"wrote the table into {readme} (block {name!r})"
+# ------------------------------------------------------------------ the decomposition
+
+def decomposition(collected):
+    """Every trained row of :func:`segda.runs.collect`'s table beside the same model with
+    post-hoc AdaBN (:mod:`segda.decomposition`), means over seeds: as trained, with AdaBN, and
+    the gains paired per seed against the control and both statistics rows."""
+    import pandas as pd
+
+    df = collected.copy()
+    df["key"] = rows.keys(df)
+    by_key = {k: g.set_index("seed")["target_miou"] for k, g in df.groupby("key")}
+
+    def paired(key, ref):
+        if key not in by_key or ref not in by_key:
+            return np.nan
+        return float((by_key[key] - by_key[ref].reindex(by_key[key].index)).dropna().mean())
+
+    table = {}
+    for key in [k for k in rows.table_order() if k in by_key and not k.endswith(rows.POSTHOC_SUFFIX)]:
+        derived = rows.ADABN if key == rows.control() else key + rows.POSTHOC_SUFFIX
+        table[rows.label(key)] = {
+            "as trained": by_key[key].mean(),
+            "with AdaBN": by_key[derived].mean() if derived in by_key and key != rows.ADABN else np.nan,
+            "gain vs source-only": paired(key, rows.control()),
+            "gain vs AdaBN": paired(key, rows.ADABN),
+            "gain vs training-mode BN": paired(key, "source_only_tgt_bn"),
+            "with AdaBN, gain vs AdaBN": paired(derived, rows.ADABN) if key != rows.ADABN else np.nan,
+            "seeds": len(by_key[key]),
+        }
+    return pd.DataFrame.from_dict(table, orient="index")
+
+
+def miniature_targets(collected) -> list[tuple[str, str, bool]]:
+    """The targets a faithful miniature meets (docs/embedded_benchmark.md, "The gap's shape"),
+    each as ``(target, measured, met)``, from means over seeds paired per seed: the gap's size
+    and the share batch-norm statistics take of it, what the papers' best rows add beyond both
+    statistics rows, and the papers' ordering of the methods."""
+    df = collected.copy()
+    df["key"] = rows.keys(df)
+    by_key = {k: g.set_index("seed")["target_miou"] for k, g in df.groupby("key")}
+
+    def mean(key):
+        return float(by_key[key].mean()) if key in by_key else np.nan
+
+    def gain(key, ref):
+        if key not in by_key or ref not in by_key:
+            return np.nan
+        return float((by_key[key] - by_key[ref].reindex(by_key[key].index)).dropna().mean())
+
+    control, oracle = mean(rows.control()), mean("oracle")
+    out = []
+    ratio = control / oracle
+    out.append(("control / oracle between 0.45 and 0.65", f"{ratio:.2f}", 0.45 <= ratio <= 0.65))
+    share = gain(rows.ADABN, rows.control()) / (oracle - control)
+    out.append(("AdaBN closes at most 35 % of the control -> oracle gap", f"{100 * share:.0f} %",
+                share <= 0.35))
+    for key in ("advent", "output_adv_multi", rows.ensemble().key):
+        for ref in (rows.ADABN, "source_only_tgt_bn"):
+            g = gain(key, ref)
+            out.append((f"{rows.label(key)} at least 1.0 above {rows.label(ref)}", f"{g:+.1f}",
+                         g >= 1.0))
+    for key in [*rows.adaptation(), rows.ensemble().key]:
+        if key in (rows.control(), "feature_adv", "source_only_tgt_bn"):
+            continue
+        g = gain(key + rows.POSTHOC_SUFFIX, rows.ADABN)
+        out.append((f"{rows.label(key)} with AdaBN at least AdaBN alone", f"{g:+.1f}", g >= 0))
+    g = gain("feature_adv" + rows.POSTHOC_SUFFIX, rows.ADABN)
+    out.append(("feature-level with AdaBN beside AdaBN alone (reported either way)", f"{g:+.1f}", True))
+    order = [("feature_adv", rows.control(), 0.0, ">"), ("output_adv_single", "feature_adv", 0.0, ">"),
+             ("output_adv_multi", "output_adv_single", 0.0, ">="), ("minent", rows.control(), 1.0, ">="),
+             ("advent", "minent", 0.0, ">=")]
+    for key, ref, margin, op in order:
+        g = gain(key, ref)
+        met = g > margin if op == ">" else g >= margin
+        out.append((f"{rows.label(key)} {op} {rows.label(ref)}" + (f" + {margin:.1f}" if margin else ""),
+                    f"{g:+.1f}", met))
+    ens = rows.ensemble()
+    best = max(ens.members, key=mean)
+    g = gain(ens.key, best)
+    out.append((f"{ens.label} >= the better member ({rows.label(best)})", f"{g:+.1f}", g >= 0))
+    return out
+
+
+def format_targets(targets) -> str:
+    """Markdown of :func:`miniature_targets`."""
+    lines = ["| target | measured | met |", "|---|---|---|"]
+    lines += [f"| {t} | {m} | {'yes' if ok else 'NO'} |" for t, m, ok in targets]
+    return "\n".join(lines)
+
+
+def format_decomposition_beside(collected, reference=None, seed: int | None = None) -> str:
+    """Markdown: each trained row of one seed of ``collected`` (the lowest, unless ``seed``) as
+    trained and with post-hoc AdaBN, its gain over AdaBN alone, beside the reference's means
+    over its seeds (:func:`decomposition`)."""
+    df = collected.copy()
+    df["key"] = rows.keys(df)
+    seed = int(df["seed"].min()) if seed is None else seed
+    own = decomposition(df[df["seed"] == seed])
+    ref = decomposition(read_reference() if reference is None else reference)
+
+    def fmt(v, signed=False):
+        return "-" if v is None or not np.isfinite(v) else (f"{v:+.1f}" if signed else f"{v:.1f}")
+
+    cols = ["row", "this run", "this run + AdaBN", "gain vs AdaBN (this run)",
+            "reference", "reference + AdaBN", "reference gain vs AdaBN"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for name, r in own.iterrows():
+        g = ref.loc[name] if name in ref.index else None
+        lines.append("| " + " | ".join([
+            name, fmt(r["as trained"]), fmt(r["with AdaBN"]), fmt(r["gain vs AdaBN"], True),
+            fmt(None if g is None else g["as trained"]), fmt(None if g is None else g["with AdaBN"]),
+            fmt(None if g is None else g["gain vs AdaBN"], True),
+        ]) + " |")
+    return "\n".join(lines)

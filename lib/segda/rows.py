@@ -21,6 +21,10 @@ SNAPSHOT_NAMINGS = ("advent", "adaptsegnet")
 # the preset's own initialisation (scratch for the embedded rows, the backbone's weights at
 # paper scale).
 STARTS = ("pretrained", "preset")
+# The row of the control's final model with its batch-norm statistics re-estimated on target
+# images (AdaBN, no training; segda.decomposition), and the suffix of every other row's.
+ADABN = "adabn"
+POSTHOC_SUFFIX = "+adabn"
 
 
 @dataclass(frozen=True)
@@ -75,10 +79,13 @@ ROWS: dict[str, Row] = {r.key: r for r in [
     _row("source_pretrain", "source-only (pretrained checkpoint)", paper=None, start="preset",
          suite=False),
     # The embedded walk trains every loss with batch norm frozen, so its control is plain
-    # source-only trained the same way; the batch-norm row (training-mode batch norm that sees
-    # target images, the official setting) is a method of its own, AdaBN-like.
+    # source-only trained the same way. Two rows take what batch-norm statistics give for free:
+    # AdaBN (the control's statistics re-estimated on target images after training, no weight
+    # changed) and training-mode batch norm forwarding target images with no target loss (what
+    # the official loops do implicitly).
     _row("source_only", "source-only (control)", control=True),
-    _row("source_only_tgt_bn", "source-only + target BN (AdaBN)", baseline=True),
+    Row(ADABN, "AdaBN (target statistics, no training)", suite=False, baseline=True),
+    _row("source_only_tgt_bn", "training-mode BN on target (no target loss)", baseline=True),
     _row("feature_adv", "feature-level adversarial"),
     _row("output_adv_single", "AdaptSegNet single-level", paper="adaptsegnet_single"),
     _row("output_adv_multi", "AdaptSegNet multi-level", paper="adaptsegnet_multi"),
@@ -126,7 +133,10 @@ def find(name: str) -> Row | None:
 
 
 def label(name: str) -> str:
-    """What tables print for the row of the folder ``name``; a variant keeps its name."""
+    """What tables print for the row of the folder ``name``; a variant keeps its name, and a
+    row's final model with post-hoc AdaBN is its row's label with ``+ AdaBN``."""
+    if name.endswith(POSTHOC_SUFFIX) and find(name[: -len(POSTHOC_SUFFIX)]) is not None:
+        return f"{label(name[: -len(POSTHOC_SUFFIX)])} + AdaBN"
     row = find(name)
     return name if row is None else row.label
 
@@ -155,7 +165,7 @@ def keys(df):
 def table_order() -> list[str]:
     """The folder names of the main rows in the order tables print them, each paper run
     beside its row; rows only the papers have are not part of it (they follow, sorted)."""
-    return [n for r in ROWS.values() if r.embedded or r.members
+    return [n for r in ROWS.values() if r.embedded or r.members or r.key == ADABN
             for n in dict.fromkeys((r.key, r.paper)) if n]
 
 

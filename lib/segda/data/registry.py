@@ -101,6 +101,7 @@ def _embedded(data: DataConfig) -> DomainData:
     scfg = synthetic.SyntheticConfig(
         height=h_src, width=w_src, palette_shift=data.palette_shift,
         light_shift=data.light_shift, balance_shift=data.balance_shift, seed=data.embedded_seed,
+        condition_shift=data.condition_shift, class_confusion=data.class_confusion,
     )
     cache_dir = Path(data.root) / embedded_cache.FOLDER
 

@@ -1,0 +1,96 @@
+"""What batch-norm statistics give for free, and what a loss adds beyond them.
+
+AdaBN (Li et al., "Revisiting Batch Normalization For Practical Domain Adaptation", ICLR-W 2017)
+re-estimates every batch-norm layer's statistics on target images and changes no weight. Applied
+to the control it is the ``adabn`` row: the gain a method gets without any loss. Applied to a
+method's final model it is ``<row>+adabn``: whether the loss kept what statistics give and added
+to it. Users of the official code measured this share on GTA5 -> Cityscapes (AdaptSegNet issue
+#25: about 41 mIoU with the adversarial weights at 0, training-mode batch norm forwarding target
+images), so a method's gain is read against both statistics rows, ``adabn`` and
+``source_only_tgt_bn`` (training-mode batch norm, target forwards, no target loss).
+
+Each derived row is written as a run folder of its own beside the trained ones
+(``seed<k>/adabn/metrics.json``, ``seed<k>/advent+adabn/metrics.json``), so
+:func:`segda.runs.collect` and every results table read it like any row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from segda import adabn, evaluate, rows, runs, train
+from segda.data import registry
+
+# Target training images whose statistics every derived row takes (the first ones of the split).
+ADABN_IMAGES = 200
+SUFFIX = "+adabn"
+
+
+def derived_name(row: str) -> str:
+    """The folder of ``row``'s final model with post-hoc AdaBN: ``adabn`` for the control,
+    ``<row>+adabn`` for any other row."""
+    return rows.ADABN if row == rows.control() else f"{row}{SUFFIX}"
+
+
+def _adapted(result, data, images: int):
+    return adabn.adapt_batch_norm(result.seg, data.train_target, max_images=images)
+
+
+def _score(models, configs, names, data, max_images):
+    predictor = (evaluate.Predictor.from_config(configs[0]) if len(models) == 1
+                 else evaluate.Predictor.for_runs(configs, names, "auto", weights=(0.5, 0.5),
+                                                  combine="logits"))
+    models = models[0] if len(models) == 1 else models
+    res = evaluate.evaluate(models, data.val_target, predictor, max_images=max_images)
+    entry = {"target_miou": res.miou, "target_iou": [float(x) for x in res.iou]}
+    if data.val_source is not None:
+        src = evaluate.evaluate(models, data.val_source, predictor, max_images=max_images)
+        entry.update(source_miou=src.miou, source_iou=[float(x) for x in src.iou])
+    return entry
+
+
+def apply_posthoc(run_root: str | Path, seed: int, results: dict, data,
+                  names: Sequence[str] | None = None, images: int = ADABN_IMAGES) -> dict[str, float]:
+    """Post-hoc AdaBN of every trained row of one seed (``results``: row -> the run's
+    :class:`segda.train.RunResult`) and of the ensemble when both members are there; each is
+    scored on the images its row was scored on (``run.eval_max_images``) and written to
+    ``run_root/seed<seed>/<derived_name(row)>``. Returns the target mIoU of each derived row."""
+    names = list(results) if names is None else list(names)
+    seed_dir = Path(run_root) / f"seed{seed}"
+    adapted = {name: _adapted(results[name], data, images) for name in names}
+    scored: dict[str, float] = {}
+    groups = [(name, (name,)) for name in names]
+    ensemble = rows.ensemble()
+    if all(m in adapted for m in ensemble.members):
+        groups.append((ensemble.key, ensemble.members))
+    for row, members in groups:
+        configs = [results[m].config for m in members]
+        entry = _score([adapted[m] for m in members], configs, list(members), data,
+                       configs[0].run.eval_max_images or None)
+        entry["iteration"] = results[members[0]].state.iteration
+        folder = derived_name(row)
+        runs.write_metrics(seed_dir / folder, {
+            "method": folder, "levels": configs[0].method.levels, "seed": seed,
+            "train_on": "source", "iteration": entry["iteration"], "evals": [entry],
+            "adabn": {"of": row, "images": images, "members": list(members)},
+        })
+        scored[folder] = 100 * entry["target_miou"]
+    return scored
+
+
+def apply_to_folder(run_root: str | Path, seed: int, data=None,
+                    images: int = ADABN_IMAGES) -> dict[str, float]:
+    """:func:`apply_posthoc` for the finished runs of the suite's rows already in
+    ``run_root/seed<seed>`` (read from their ``last.pth``); ``data`` defaults to the datasets
+    of the control's config."""
+    seed_dir = Path(run_root) / f"seed{seed}"
+    found = [name for name in rows.adaptation() if (seed_dir / name / runs.METRICS).exists()]
+    if rows.control() not in found:
+        raise runs.RunFileError(f"{seed_dir} holds no finished control run ({rows.control()}); "
+                                "train the seed's rows first (python -m segda suite)")
+    results = {name: train.load_run(seed_dir / name) for name in found}
+    if data is None:
+        cfg = results[rows.control()].config
+        data = registry.build_datasets(cfg.data, cfg.model)
+    return apply_posthoc(run_root, seed, results, data, found, images)
