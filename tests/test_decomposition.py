@@ -69,12 +69,28 @@ def test_tables_pair_every_row_with_both_statistics_rows(seed_runs):
     assert "| gain vs AdaBN | gain vs training-mode BN |" in results.format_table(table)
 
 
-def test_apply_to_folder_rebuilds_the_rows_from_disk(seed_runs, tmp_path):
+def test_statistics_rows_rebuilds_the_rows_from_disk(seed_runs, tmp_path):
     import shutil
 
     shutil.copytree(seed_runs / "seed0" / "source_only", tmp_path / "seed0" / "source_only")
-    scored = decomposition.apply_to_folder(tmp_path, 0)
+    scored = experiments.statistics_rows(tmp_path, 0)
     assert list(scored) == ["adabn"]
     assert scored["adabn"] == pytest.approx(100 * _written(seed_runs, "adabn")["target_miou"])
     with pytest.raises(runs.RunFileError, match="no finished control run"):
-        decomposition.apply_to_folder(tmp_path / "elsewhere", 0)
+        experiments.statistics_rows(tmp_path / "elsewhere", 0)
+
+
+def test_a_notebooks_comparison_pairs_rows_with_both_statistics_rows(seed_runs):
+    from segda import notebook
+
+    trained = {k: train.load_run(seed_runs / "seed0" / k) for k in ("source_only", "advent")}
+    data = registry.build_datasets(trained["advent"].config.data, trained["advent"].config.model)
+    table = notebook.compare(trained, data)
+    adabn_label = rows.label("adabn")
+    # the AdaBN row is the control's statistics on 200 target images, scored on its 4 images
+    assert table.loc[adabn_label, "target mIoU"] == pytest.approx(
+        round(100 * _written(seed_runs, "adabn")["target_miou"], 2), abs=0.006)
+    gain = table.loc["AdvEnt", "target mIoU"] - table.loc[adabn_label, "target mIoU"]
+    assert table.loc["AdvEnt", "gain vs AdaBN"] == pytest.approx(gain, abs=0.011)
+    # without data there is no AdaBN row, and no training-mode row was trained here
+    assert list(notebook.compare(trained).columns) == ["target mIoU", "source mIoU", "gain vs source-only"]

@@ -72,8 +72,8 @@ def test_select_variant_pairs_variant_rows_with_each_other():
     chosen = results.select_variant(df, "@400it")
     assert sorted(chosen["run"]) == ["seed0/advent", "seed0/advent+minent", "seed0/source_only_tgt_bn"]
     table = results.summarize(chosen)
-    assert table.loc["AdvEnt", "gain vs AdaBN"] == pytest.approx(3.5)  # 64.5 - 61, not - 60
-    assert table.loc["AdvEnt + MinEnt (ensemble)", "gain vs AdaBN"] == pytest.approx(2.0)
+    assert table.loc["AdvEnt", "gain vs training-mode BN"] == pytest.approx(3.5)  # 64.5 - 61, not - 60
+    assert table.loc["AdvEnt + MinEnt (ensemble)", "gain vs training-mode BN"] == pytest.approx(2.0)
 
 
 def test_results_block_says_what_produced_the_table_and_leaves_variants_out():
@@ -81,7 +81,7 @@ def test_results_block_says_what_produced_the_table_and_leaves_variants_out():
                cpu="Some CPU", gpu="", torch="2.14.1", threads="2")
     df["wall_time_s"] = [10.0, float("nan"), 99.0]
     block = results.results_block(df, wall_time_s=123.4)
-    assert "| AdvEnt | 50.0 | 80.0 | +10.0 | - | 1 |" in block
+    assert "| AdvEnt | 50.0 | 80.0 | +10.0 | - | - | 1 |" in block
     assert "advent@400it" not in block
     assert "2 runs over seeds [0]; machine: Some CPU (torch threads per run: 2); torch 2.14.1." in block
     assert "Training wall time recorded for 1 of 2 runs: 10 s in all." in block

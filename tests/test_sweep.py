@@ -58,7 +58,7 @@ def test_the_readme_sweep_example_runs_and_writes_its_table(readme_sweep, capsys
     # One control per seed in the table, although every preset's folder trained its own.
     summary = pd.read_csv(out / "results.csv", index_col=0)
     assert summary.loc[rows.label("source_only_tgt_bn"), "seeds"] == len(seeds)
-    assert summary.loc[rows.label("source_only_tgt_bn"), "gain vs AdaBN"] == 0
+    assert summary.loc[rows.label("source_only_tgt_bn"), "gain vs training-mode BN"] == 0
     # The table's row is the mean over the seeds of the runs' own metrics.json.
     finals = [100 * runs.read_metrics(out / presets[0].replace("/", "_") / f"seed{s}" /
                                       f"seed{s}" / presets[0].split("/")[-1])["evals"][-1]["target_miou"]

@@ -23,6 +23,11 @@ from torch import nn
 _BatchNorm = nn.modules.batchnorm._BatchNorm
 
 
+# Target training images whose statistics the statistics rows take (the first ones of the split;
+# segda.decomposition, segda.notebook.compare).
+STATISTICS_IMAGES = 200
+
+
 def batch_norm_layers(model: nn.Module) -> dict[str, _BatchNorm]:
     """Every batch-norm layer of ``model`` by its module name, in module order."""
     return {name: m for name, m in model.named_modules() if isinstance(m, _BatchNorm)}

@@ -19,11 +19,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from segda import adabn, evaluate, rows, runs, train
-from segda.data import registry
+from segda import adabn, evaluate, rows, runs
 
-# Target training images whose statistics every derived row takes (the first ones of the split).
-ADABN_IMAGES = 200
+ADABN_IMAGES = adabn.STATISTICS_IMAGES
 SUFFIX = "+adabn"
 
 
@@ -78,19 +76,3 @@ def apply_posthoc(run_root: str | Path, seed: int, results: dict, data,
         scored[folder] = 100 * entry["target_miou"]
     return scored
 
-
-def apply_to_folder(run_root: str | Path, seed: int, data=None,
-                    images: int = ADABN_IMAGES) -> dict[str, float]:
-    """:func:`apply_posthoc` for the finished runs of the suite's rows already in
-    ``run_root/seed<seed>`` (read from their ``last.pth``); ``data`` defaults to the datasets
-    of the control's config."""
-    seed_dir = Path(run_root) / f"seed{seed}"
-    found = [name for name in rows.adaptation() if (seed_dir / name / runs.METRICS).exists()]
-    if rows.control() not in found:
-        raise runs.RunFileError(f"{seed_dir} holds no finished control run ({rows.control()}); "
-                                "train the seed's rows first (python -m segda suite)")
-    results = {name: train.load_run(seed_dir / name) for name in found}
-    if data is None:
-        cfg = results[rows.control()].config
-        data = registry.build_datasets(cfg.data, cfg.model)
-    return apply_posthoc(run_root, seed, results, data, found, images)

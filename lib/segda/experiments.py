@@ -258,3 +258,20 @@ def ensemble_of_runs(run_root: str | Path, seed: int, members: Sequence[str],
     return evaluate_ensemble(run_root, seed, results, registry.build_datasets(cfg.data, cfg.model),
                              members=members, weights=weights or [1 / len(members)] * len(members),
                              name=name)
+
+
+def statistics_rows(run_root: str | Path, seed: int, data=None) -> dict[str, float]:
+    """The statistics rows (:func:`segda.decomposition.apply_posthoc`) of the suite's rows
+    already finished in ``run_root/seed<seed>`` (read from their ``last.pth``): what ``make
+    demo``'s notebooks and a suite that was stopped early get afterwards. ``data`` defaults to the
+    datasets of the control's config. Returns the target mIoU of each derived row."""
+    seed_dir = Path(run_root) / f"seed{seed}"
+    found = [name for name in rows.adaptation() if (seed_dir / name / runs.METRICS).exists()]
+    if rows.control() not in found:
+        raise runs.RunFileError(f"{seed_dir} holds no finished control run ({rows.control()}); "
+                                "train the seed's rows first (python -m segda suite)")
+    results = {name: train.load_run(seed_dir / name) for name in found}
+    if data is None:
+        cfg = results[rows.control()].config
+        data = registry.build_datasets(cfg.data, cfg.model)
+    return decomposition.apply_posthoc(run_root, seed, results, data, found)

@@ -178,12 +178,13 @@ def compare(results: dict, data=None):
     """Target and source mIoU (%) of trained runs (their final evaluation), with gains against
     source-only (the control) and against the two rows that take what batch-norm statistics give
     for free: AdaBN (the control's statistics re-estimated on target training images, no
-    training; computed here when ``data`` is given, :mod:`segda.decomposition`) and training-mode
+    training; computed here when ``data`` is given, as :mod:`segda.decomposition` does) and training-mode
     batch norm forwarding target images with no target loss (``source_only_tgt_bn``, when among
     ``results``)."""
     import pandas as pd
 
-    from segda import adabn, decomposition, evaluate
+    from segda import adabn, evaluate
+    from segda.results import GAIN_COLUMNS
 
     table = {}
     control = rows.control()
@@ -195,7 +196,7 @@ def compare(results: dict, data=None):
         }
         if name == control and data is not None:
             adapted = adabn.adapt_batch_norm(res.seg, data.train_target,
-                                             max_images=decomposition.ADABN_IMAGES)
+                                             max_images=adabn.STATISTICS_IMAGES)
             predictor = evaluate.Predictor.from_config(res.config)
             limit = res.config.run.eval_max_images or None
             table[rows.label(rows.ADABN)] = {
@@ -205,7 +206,7 @@ def compare(results: dict, data=None):
                                                        max_images=limit).miou,
             }
     df = pd.DataFrame.from_dict(table, orient="index")
-    for key, col in results.GAIN_COLUMNS:
+    for key, col in GAIN_COLUMNS:
         if rows.label(key) in df.index:
             df[col] = df["target mIoU"] - df.loc[rows.label(key), "target mIoU"]
     return df.round(2)

@@ -262,9 +262,9 @@ def demo(out: Path, quick: bool = False) -> int:
         execute(path, executed, params, cwd=nb_dir)
         figures += len(export_figures(executed, out / "figures"))
         print(f"{name}: {time.perf_counter() - t:.0f} s", flush=True)
-    from segda import decomposition, results, runs
+    from segda import results, runs
 
-    decomposition.apply_to_folder(run_dir, 0)  # the statistics rows of the notebooks' runs
+    # notebook 07 wrote the statistics rows of the notebooks' runs (segda.decomposition)
     collected = runs.collect(run_dir)
     print(results.write_results(run_dir, collected))
     split = results.format_decomposition_beside(collected)
