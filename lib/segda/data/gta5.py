@@ -18,9 +18,11 @@ to skip excluded pairs and to refuse labels of the wrong size.
 No checksums are published for the GTA5 archives; :func:`hash_archives` records SHA-256 sums of
 the zips you downloaded, so a later copy can be compared with yours.
 
-Everything about GTA5 lives here: the layout and the :class:`GTA5` dataset, :func:`prepare`
-(run by ``data_scripts/prepare_gta5.py``, whose own options :func:`add_prepare_arguments`
-declares), and :func:`check`, what ``python -m segda.doctor --dataset gta5`` reports.
+Everything about GTA5 lives here: its :data:`LAYOUT` and the :class:`GTA5` dataset,
+:func:`prepare` (run by ``data_scripts/prepare_gta5.py``, whose own options
+:func:`add_prepare_arguments` declares), and :func:`check`, what
+``python -m segda.doctor --dataset gta5`` reports; the protocol they follow is
+:mod:`segda.data.layout`.
 """
 
 from __future__ import annotations
@@ -34,8 +36,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from segda.data import checks
+from segda.data import checks, layout
 from segda.data.checks import Finding
+from segda.data.layout import Layout
 from segda.data.real import (
     CountMismatchError,
     DatasetError,
@@ -44,8 +47,6 @@ from segda.data.real import (
     SegmentationFiles,
     SizeMismatchError,
     check_list_splits,
-    from_list,
-    list_files,
     png_size,
     read_list,
     read_report,
@@ -68,11 +69,40 @@ DOWNLOAD_PAGE = "https://download.visinf.tu-darmstadt.de/data/from_games/"
 ARCHIVE_SHA256: dict[str, str] = {}
 LABEL_SUFFIX = "_labelTrainIds.png"
 MAX_LABEL_ID = 33  # Cityscapes label ids run 0..33 (license plate, -1, never appears in a PNG)
-_NAME = re.compile(r"^\d{5}\.png$")
 # How far a label may be off its image's size and still be its label, resized: the real
 # mismatches are a few pixels. Per side, the larger of the two.
 SIZE_TOLERANCE = 0.02  # of the image's side
 SIZE_TOLERANCE_PX = 4  # pixels (the miniature's 64x35 images)
+
+
+def official_ids() -> list[str]:
+    """``00001.png`` ... ``24966.png``: the official list (AdaptSegNet ``gta5_list/train.txt``,
+    ADVENT ``gta5_list/all.txt``), shipped as ``segda/splits/gta5_all.txt``."""
+    text = resources.files("segda").joinpath("splits/gta5_all.txt").read_text()
+    return text.split()
+
+
+LAYOUT = Layout(
+    name=NAME, title="GTA5", prepare_command=PREPARE_COMMAND, splits=SPLITS,
+    images="images", labels="labels", image_suffix=".png", source_suffix=".png",
+    train_id_suffix=LABEL_SUFFIX, pattern=re.compile(r"^\d{5}\.png$"),
+    official=lambda split: official_ids(), count=lambda split: GTA5_COUNT,
+    download=(f"download the 10 image and 10 label zips from {DOWNLOAD_PAGE} and extract them "
+              "into {root}"),
+    no_images=lambda root, folder: (
+        f"no images in {folder}: GTA5 expects <root>/images/NNNNN.png and "
+        f"<root>/labels/NNNNN.png. Download from {DOWNLOAD_PAGE}, then run: {prepare_hint(root)}"),
+    too_few=("{folder} holds {found} of the {count} GTA5 images; missing: {missing}. Extract "
+             "all 10 image archives, or pass ids=[...] to use a subset."),
+)
+
+
+def train_id_name(name: str) -> str:
+    return LAYOUT.train_id_name(name)
+
+
+def prepare_hint(root: str | Path, list_file: str | Path | None = None) -> str:
+    return LAYOUT.hint(root, {"train": list_file})
 
 
 def label_size_fits(image_wh: Sequence[int], label_wh: Sequence[int]) -> bool:
@@ -113,21 +143,6 @@ def wrong_size_entries(report: dict, names: Sequence[str] | None = None) -> list
             and not label_size_fits(m["image"], m["label"])]
 
 
-def official_ids() -> list[str]:
-    """``00001.png`` ... ``24966.png``: the official list (AdaptSegNet ``gta5_list/train.txt``,
-    ADVENT ``gta5_list/all.txt``), shipped as ``segda/splits/gta5_all.txt``."""
-    text = resources.files("segda").joinpath("splits/gta5_all.txt").read_text()
-    return text.split()
-
-
-def train_id_name(name: str) -> str:
-    return name[: -len(".png")] + LABEL_SUFFIX
-
-
-def prepare_hint(root: str | Path, list_file: str | Path | None = None) -> str:
-    return PREPARE_COMMAND.format(root=root) + (f" --list {list_file}" if list_file else "")
-
-
 class GTA5(SegmentationFiles):
     """GTA5 images with converted train-id labels.
 
@@ -155,55 +170,18 @@ class GTA5(SegmentationFiles):
         list_file: str | Path | None = None,
     ) -> None:
         root = require_root(root, NAME, PREPARE_COMMAND)
-        if list_file and ids is not None:
-            raise ValueError("pass ids or list_file, not both")
-        if list_file:
-            ids = read_list(list_file)
-        full = ids is None
-        ids = official_ids() if full else [str(i) for i in ids]
-        present_images = list_files(root / "images")
-        present_labels = list_files(root / "labels")
-        if not present_images:
-            raise MissingFilesError(
-                f"no images in {root / 'images'}: GTA5 expects <root>/images/NNNNN.png and "
-                f"<root>/labels/NNNNN.png. Download from {DOWNLOAD_PAGE}, then run: "
-                f"{prepare_hint(root)}"
-            )
-        missing = [i for i in ids if i not in present_images]
-        if full and missing:
-            raise CountMismatchError(
-                f"{root / 'images'} holds {GTA5_COUNT - len(missing)} of the {GTA5_COUNT} GTA5 "
-                f"images; missing: {summarize(missing)}. Extract all 10 image archives, or pass "
-                "ids=[...] to use a subset."
-            )
-        if missing:
-            raise MissingFilesError(f"GTA5 images{from_list(list_file)} missing in "
-                                    f"{root / 'images'}: {summarize(missing)}")
+        ids = layout.given_names(ids, list_file, "ids")
+        ids = layout.open_images(LAYOUT, root, "train", ids, list_file)
         report = read_report(root) or {}
         skip = set(report.get("excluded", []) if exclude is None else exclude)
         ids = [i for i in ids if i not in skip]
         wrong = wrong_size_entries(report, ids)
         if wrong:
             raise SizeMismatchError(wrong_size_message(root, wrong, list_file))
-        unconverted = [i for i in ids if train_id_name(i) not in present_labels]
-        if unconverted:
-            raise MissingFilesError(
-                f"{len(unconverted)} converted labels missing in {root / 'labels'} "
-                f"(e.g. {summarize([train_id_name(i) for i in unconverted], 3)}). "
-                f"Run: {prepare_hint(root, list_file)}"
-            )
-        super().__init__(
-            root,
-            images=[root / "images" / i for i in ids],
-            labels=[root / "labels" / train_id_name(i) for i in ids],
-            names=ids,
-            size=size,
-            label_size=label_size,
-            normalization=normalization,
-            flip=flip,
-            flip_seed=flip_seed,
-            check_labels=check_labels,
-        )
+        labels = layout.open_train_ids(LAYOUT, root, "train", ids, list_file)
+        super().__init__(root, images=[root / "images" / i for i in ids], labels=labels, names=ids,
+                         size=size, label_size=label_size, normalization=normalization, flip=flip,
+                         flip_seed=flip_seed, check_labels=check_labels)
 
 
 # ------------------------------------------------------------------------------- preparation
@@ -248,20 +226,15 @@ def _convert_one(args: tuple[str, str, str, bool, bool]) -> dict:
 def scan(root: str | Path, ids: Sequence[str] | None = None) -> dict:
     """Counts of original images/labels and which of the pairs named by ``ids`` (default: the
     official list) are missing."""
-    root = Path(root)
-    images = {n for n in list_files(root / "images") if _NAME.match(n)}
-    labels = list_files(root / "labels")  # originals and converted files
-    converted = {n for n in labels if n.endswith(LABEL_SUFFIX)}
-    originals = {n for n in labels if _NAME.match(n)}
-    ids = official_ids() if ids is None else list(ids)
+    found = layout.survey(LAYOUT, Path(root), "train", ids)
     return {
-        "images": len(images),
-        "labels": len(originals),
-        "converted": len(converted),
-        "missing_images": [i for i in ids if i not in images],
-        "missing_labels": [i for i in ids if i not in originals],
-        "unconverted": [i for i in ids if i in originals and train_id_name(i) not in converted],
-        "unexpected_images": sorted(images - set(ids)),
+        "images": len(found.image_files),
+        "labels": len({n for n in found.label_files if LAYOUT.pattern.match(n)}),
+        "converted": len({n for n in found.label_files if n.endswith(LABEL_SUFFIX)}),
+        "missing_images": found.missing_images,
+        "missing_labels": found.missing_sources,
+        "unconverted": [i for i in found.names if i in found.sources and i not in found.converted],
+        "unexpected_images": sorted(found.image_files - set(found.names)),
     }
 
 
@@ -419,40 +392,36 @@ def check(root: Path, lists: Mapping[str, str | Path] | None = None,
     """What the doctor reports about a GTA5 folder: counts (of the official list, or of the
     list file ``lists["train"]``), conversion, report, decoding (of the first pair, or with
     ``full`` of every file, each bad one named)."""
-    list_file = check_list_splits(lists, SPLITS).get("train")
-    try:
-        listed = read_list(list_file) if list_file else None
-    except DatasetError as err:
-        return [Finding("problem", str(err), "give an existing list file, one name per line")]
-    ids = listed or official_ids()
-    fix_download = (f"download the 10 image and 10 label zips from {DOWNLOAD_PAGE} and "
-                    f"extract them into {root}")
-    s = scan(root, ids)
-    named = f" (named by {list_file})" if list_file else ""
-    out = [
-        checks.count(len(ids) - len(s["missing_images"]), len(ids),
-                     f"images in {root / 'images'}{named}", fix_download, s["missing_images"]),
-        checks.count(len(ids) - len(s["missing_labels"]), len(ids),
-                     f"labels in {root / 'labels'}{named}", fix_download, s["missing_labels"]),
-    ]
-    if s["unexpected_images"] and listed is None:
-        out.append(Finding("warn", f"{len(s['unexpected_images'])} image names outside the "
-                           f"official list (e.g. {summarize(s['unexpected_images'], 3)}); ignored"))
+    lists = check_list_splits(lists, SPLITS)
+    listed, unreadable = layout.read_check_list(lists, "train", "give an existing list file, "
+                                                "one name per line")
+    if unreadable:
+        return [unreadable]
+    list_file = lists.get("train")
+    found = layout.survey(LAYOUT, root, "train", listed)
+    ids = found.names
+    what = layout.flat_words(LAYOUT, root, "train", list_file)
+    out = layout.count_findings(LAYOUT, root, "train", found, bool(listed), what)
+    unexpected = sorted(found.image_files - set(ids))
+    if unexpected and listed is None:
+        out.append(Finding("warn", f"{len(unexpected)} image names outside the official list "
+                           f"(e.g. {summarize(unexpected, 3)}); ignored"))
     prep = prepare_hint(root, list_file)
     report = read_report(root)
     excluded = set((report or {}).get("excluded", []))
     wrong_size = {m["name"] for m in wrong_size_entries(report or {}, ids)}  # named below
-    todo = sorted(set(s["unconverted"]) - excluded - wrong_size)
-    if s["labels"] and s["converted"] == 0:
+    todo = sorted(found.sources - found.converted - excluded - wrong_size)
+    converted = sum(n.endswith(LABEL_SUFFIX) for n in found.label_files)
+    if any(LAYOUT.pattern.match(n) for n in found.label_files) and converted == 0:
         out.append(Finding("problem", "no converted train-id labels (labels/*_labelTrainIds.png)",
                            prep))
     elif todo:
         out.append(Finding("problem", f"{len(todo)} labels not converted yet "
                            f"(e.g. {summarize(todo, 3)})", prep))
-    elif s["converted"]:
-        out.append(Finding("ok", f"converted train-id labels: {s['converted']}"))
+    elif converted:
+        out.append(Finding("ok", f"converted train-id labels: {converted}"))
     if report is None:
-        out.append(Finding("problem" if s["converted"] else "warn",
+        out.append(Finding("problem" if converted else "warn",
                            "no prepare report (segda_prepare_report.json)", prep))
     else:
         mism = [m for m in report.get("size_mismatches", []) if m["name"] not in wrong_size]
@@ -465,19 +434,10 @@ def check(root: Path, lists: Mapping[str, str | Path] | None = None,
         if wrong and not full:  # --full measures every pair below
             out.append(Finding("problem", _describe_wrong_sizes(root, wrong),
                                _wrong_size_fix(root, list_file)))
-    absent = set(s["missing_images"])
-    first = next((i for i in ids if i not in absent), None)
+    first = next((i for i in ids if i in found.images), None)
     if full:
-        no_label, unconverted = set(s["missing_labels"]), set(s["unconverted"])
-        labelled = [i for i in ids if i not in no_label]
-        out += checks.decode_all([root / "images" / i for i in ids if i not in absent], "image8",
-                                 f"images in {root / 'images'}")
-        out += checks.decode_all([root / "labels" / i for i in labelled], "label8",
-                                 f"labels in {root / 'labels'}")
-        out += checks.decode_all([root / "labels" / train_id_name(i) for i in labelled
-                                  if i not in unconverted], "label8", "converted train-id labels")
-        out += _check_label_sizes(root, [i for i in labelled if i not in absent], excluded,
-                                  list_file)
+        out += layout.decode_findings(LAYOUT, root, "train", found, what)
+        out += _check_label_sizes(root, found.pairs, excluded, list_file)
     elif first is not None:
         out.append(checks.decodes(root / "images" / first))
         conv = root / "labels" / train_id_name(first)
