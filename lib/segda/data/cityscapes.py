@@ -20,31 +20,32 @@ Splits: the official lists of AdaptSegNet/ADVENT (``cityscapes_list/train.txt``,
 Evaluation uses val at full resolution (2048x1024 labels, ``label_size=None``) with the image
 resized to 1024x512, as both papers do.
 
-Everything about Cityscapes lives here: the layout and the :class:`Cityscapes` dataset,
-:func:`prepare` (run by ``data_scripts/prepare_cityscapes.py``, whose own options
+Everything about Cityscapes lives here: its :data:`LAYOUT` and the :class:`Cityscapes`
+dataset, :func:`prepare` (run by ``data_scripts/prepare_cityscapes.py``, whose own options
 :func:`add_prepare_arguments` declares), and :func:`check`, what
-``python -m segda.doctor --dataset cityscapes`` reports.
+``python -m segda.doctor --dataset cityscapes`` reports; the protocol they follow is
+:mod:`segda.data.layout`.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
-from segda.data import checks
+from segda.data import checks, layout
 from segda.data.checks import Finding
+from segda.data.layout import Layout
 from segda.data.real import (
     CountMismatchError,
     DatasetError,
     MissingFilesError,
     SegmentationFiles,
     check_list_splits,
-    from_list,
-    list_files,
     read_list,
     read_report,
     require_root,
@@ -83,14 +84,33 @@ def official_list(split: str) -> list[str]:
     return text.split()
 
 
+def _layout_hint(root: Path) -> str:
+    if (root / "data" / "leftImg8bit").is_dir():
+        return f" (found {root / 'data' / 'leftImg8bit'}: AdaptSegNet's layout; use root={root / 'data'})"
+    return ""
+
+
+LAYOUT = Layout(
+    name=NAME, title="Cityscapes", prepare_command=PREPARE_COMMAND, splits=SPLITS,
+    images="leftImg8bit/{split}", labels="gtFine/{split}", image_suffix=IMAGE_SUFFIX,
+    source_suffix=LABEL_IDS_SUFFIX, train_id_suffix=TRAIN_IDS_SUFFIX, nested=True,
+    official=lambda split: official_list(split), count=lambda split: SPLIT_COUNTS[split],
+    download=DOWNLOAD_HELP,
+    no_images=lambda root, folder: (f"no folder {folder}{_layout_hint(root)}. Download: "
+                                    f"{DOWNLOAD_HELP.format(root=root)}"),
+    too_few=("{folder} holds {found} of the {count} {split} images of the official list; "
+             "missing: {missing}. Re-extract leftImg8bit_trainvaltest.zip."),
+    train_ids="train-id labels{from_list}",
+)
+
+
 def prepare_hint(root: str | Path, lists: Mapping[str, str | Path] | None = None) -> str:
-    extra = "".join(f" --list {split}={path}" for split, path in (lists or {}).items())
-    return PREPARE_COMMAND.format(root=root) + extra
+    return LAYOUT.hint(root, lists)
 
 
 def stem(name: str) -> str:
     """``city/city_000000_000019_leftImg8bit.png`` -> ``city/city_000000_000019``."""
-    return name[: -len(IMAGE_SUFFIX)] if name.endswith(IMAGE_SUFFIX) else name
+    return LAYOUT.stem(name)
 
 
 def label_id_to_train_id_lut() -> np.ndarray:
@@ -115,12 +135,6 @@ def check_lut_agrees(lut: np.ndarray) -> None:
             f"cityscapesscripts' label table disagrees with the official mapping at ids {diff}; "
             "was cityscapesscripts/helpers/labels.py edited?"
         )
-
-
-def _layout_hint(root: Path) -> str:
-    if (root / "data" / "leftImg8bit").is_dir():
-        return f" (found {root / 'data' / 'leftImg8bit'}: AdaptSegNet's layout; use root={root / 'data'})"
-    return ""
 
 
 class Cityscapes(SegmentationFiles):
@@ -151,66 +165,18 @@ class Cityscapes(SegmentationFiles):
         list_file: str | Path | None = None,
     ) -> None:
         root = require_root(root, NAME, PREPARE_COMMAND)
-        if list_file and names is not None:
-            raise ValueError("pass names or list_file, not both")
-        if list_file:
-            names = read_list(list_file)
-        full = names is None
-        names = official_list(split) if full else [str(n) for n in names]
+        names = layout.given_names(names, list_file, "names")
         with_labels = split == "val" if with_labels is None else with_labels
         if label_size == "auto":
             label_size = None if split == "val" else "image"
-        image_dir = root / "leftImg8bit" / split
-        if not image_dir.is_dir():
-            raise MissingFilesError(
-                f"no folder {image_dir}{_layout_hint(root)}. Download: "
-                f"{DOWNLOAD_HELP.format(root=root)}"
-            )
-        present = present_names(image_dir, names)
-        missing = [n for n in names if n not in present]
-        if full and missing:
-            raise CountMismatchError(
-                f"{image_dir} holds {SPLIT_COUNTS[split] - len(missing)} of the "
-                f"{SPLIT_COUNTS[split]} {split} images of the official list; missing: "
-                f"{summarize(missing)}. Re-extract leftImg8bit_trainvaltest.zip."
-            )
-        if missing:
-            raise MissingFilesError(f"Cityscapes images{from_list(list_file)} missing in "
-                                    f"{image_dir}: {summarize(missing)}")
-        labels = None
-        if with_labels:
-            label_dir = root / "gtFine" / split
-            label_names = [stem(n) + TRAIN_IDS_SUFFIX for n in names]
-            present_labels = present_names(label_dir, label_names)
-            absent = [n for n in label_names if n not in present_labels]
-            if absent:
-                raise MissingFilesError(
-                    f"{len(absent)} train-id labels{from_list(list_file)} missing in "
-                    f"{label_dir} (e.g. {summarize(absent, 3)}). Run: "
-                    f"{prepare_hint(root, {split: list_file} if list_file else None)}"
-                )
-            labels = [label_dir / n for n in label_names]
+        names = layout.open_images(LAYOUT, root, split, names, list_file)
+        labels = layout.open_train_ids(LAYOUT, root, split, names, list_file) if with_labels \
+            else None
         self.split = split
-        super().__init__(
-            root,
-            images=[image_dir / n for n in names],
-            labels=labels,
-            names=names,
-            size=size,
-            label_size=label_size,
-            normalization=normalization,
-            flip=flip,
-            flip_seed=flip_seed,
-            check_labels=check_labels,
-        )
-
-
-def present_names(folder: Path, names: Sequence[str]) -> set[str]:
-    """The ``city/file`` names that exist under ``folder`` (one directory read per city)."""
-    found: set[str] = set()
-    for city in sorted({n.split("/", 1)[0] for n in names if "/" in n}):
-        found |= {f"{city}/{f}" for f in list_files(folder / city)}
-    return found
+        super().__init__(root, images=[LAYOUT.folder(root, "images", split) / n for n in names],
+                         labels=labels, names=names, size=size, label_size=label_size,
+                         normalization=normalization, flip=flip, flip_seed=flip_seed,
+                         check_labels=check_labels)
 
 
 # ------------------------------------------------------------------------------- preparation
@@ -234,22 +200,21 @@ def prepare(
     """
     root = require_root(root, NAME, PREPARE_COMMAND)
     lists = check_list_splits(lists, SPLITS)
-    lut = label_id_to_train_id_lut()
-    check_lut_agrees(lut)
+    check_lut_agrees(label_id_to_train_id_lut())
+    sources = dataclasses.replace(LAYOUT, source_suffix=POLYGONS_SUFFIX) if from_polygons \
+        else LAYOUT
     report = read_report(root) or {}
     report.update({"dataset": "cityscapes", "official_counts": dict(SPLIT_COUNTS)})
     report.setdefault("class_pixels", {})
     for split in splits:
         list_file = lists.get(split)
         names = read_list(list_file) if list_file else official_list(split)
-        image_dir, label_dir = root / "leftImg8bit" / split, root / "gtFine" / split
-        images = present_names(image_dir, names) & set(names)
-        want = [stem(n) + (POLYGONS_SUFFIX if from_polygons else LABEL_IDS_SUFFIX) for n in names]
-        sources = present_names(label_dir, want) & set(want)  # the folders hold other files too
-        miss_img = [n for n in names if n not in images]
-        miss_src = [w for w in want if w not in sources]
-        log(f"{split}: {len(images)}/{len(names)} images in {image_dir}, "
-            f"{len(sources)}/{len(names)} gtFine files in {label_dir}")
+        found = layout.survey(sources, root, split, names)
+        image_dir, label_dir = LAYOUT.folder(root, "images", split), LAYOUT.folder(root, "labels", split)
+        miss_img = found.missing_images
+        miss_src = [sources.source_name(n) for n in found.missing_sources]
+        log(f"{split}: {len(found.images)}/{len(names)} images in {image_dir}, "
+            f"{len(found.sources)}/{len(names)} gtFine files in {label_dir}")
         if (miss_img or miss_src) and list_file:
             raise MissingFilesError(
                 f"Cityscapes {split}: {len(miss_img)} images and {len(miss_src)} gtFine files "
@@ -263,19 +228,15 @@ def prepare(
                 f"of the official list are missing (e.g. {summarize(miss_img + miss_src, 3)})"
                 f"{hint}"
             )
-        jobs = []
-        for n, src in zip(names, want, strict=True):
-            if src not in sources:
-                continue
-            out = label_dir / (stem(n) + TRAIN_IDS_SUFFIX)
-            if out.exists() and not overwrite and n in report["class_pixels"]:
-                continue
-            jobs.append((n, str(label_dir / src), str(out), from_polygons))
+        due = layout.conversions_due(LAYOUT, root, split, [n for n in names if n in found.sources],
+                                     report["class_pixels"], overwrite)
+        jobs = [(n, str(label_dir / sources.source_name(n)), str(label_dir / LAYOUT.train_id_name(n)),
+                 from_polygons) for n in due]
         for entry in run_conversions(_convert_one, jobs, workers):
             report["class_pixels"][entry["name"]] = entry["class_pixels"]
         log(f"{split}: wrote {len(jobs)} *{TRAIN_IDS_SUFFIX} files")
         report.setdefault("splits", {})[split] = {
-            "images": len(images), "gtFine": len(sources),
+            "images": len(found.images), "gtFine": len(found.sources),
             "missing_images": miss_img, "missing_gtFine": miss_src,
             **({"list": str(list_file)} if list_file else {}),
         }
@@ -334,7 +295,6 @@ def check(root: Path, lists: Mapping[str, str | Path] | None = None,
     if (root / "data" / "leftImg8bit").is_dir() and not (root / "leftImg8bit").is_dir():
         return [Finding("problem", f"{root} has AdaptSegNet's extra data/ level",
                         f"use --root {root / 'data'}")]
-    download = DOWNLOAD_HELP.format(root=root)
     prep = prepare_hint(root, lists)
     try:
         import cityscapesscripts  # noqa: F401
@@ -342,60 +302,52 @@ def check(root: Path, lists: Mapping[str, str | Path] | None = None,
         out.append(Finding("warn", "cityscapesscripts is not installed (needed to prepare labels)",
                            "pip install cityscapesscripts"))
     for split in ("train", "val"):
-        try:
-            names = read_list(lists[split]) if split in lists else official_list(split)
-        except DatasetError as err:
-            out.append(Finding("problem", str(err), "give an existing list file"))
+        listed, unreadable = layout.read_check_list(lists, split, "give an existing list file")
+        if unreadable:
+            out.append(unreadable)
             continue
         which = f"list {lists[split]}" if split in lists else "official list"
-        images = present_names(root / "leftImg8bit" / split, names)
-        miss = [n for n in names if n not in images]
-        out.append(checks.count(len(names) - len(miss), len(names),
-                                f"{split} images ({which})", download, miss))
-        label_dir = root / "gtFine" / split
-        ids = [stem(n) + LABEL_IDS_SUFFIX for n in names]
-        train_ids = [stem(n) + TRAIN_IDS_SUFFIX for n in names]
-        present = present_names(label_dir, ids + train_ids)
-        miss_ids = [i for i in ids if i not in present]
-        out.append(checks.count(len(ids) - len(miss_ids), len(ids), f"{split} gtFine labelIds",
-                                download, miss_ids))
-        miss_t = [t for t in train_ids if t not in present]
+        found = layout.survey(LAYOUT, root, split, listed or official_list(split))
+        what = {"images": f"{split} images ({which})", "labels": f"{split} gtFine labelIds",
+                "decode images": f"{split} images", "decode labels": f"{split} gtFine labelIds",
+                "decode train ids": f"{split} train-id labels"}.__getitem__
+        out += layout.count_findings(LAYOUT, root, split, found, True, what)
+        label_dir = LAYOUT.folder(root, "labels", split)
+        n_train_ids = len(found.converted)
         # The quick check reads the first labelIds file's header: colour labelIds would make
         # the prepare command below fail again.
-        first_ids = next((label_dir / i for i in ids if i in present), None)
+        first_ids = next((label_dir / LAYOUT.source_name(n) for n in found.names
+                          if n in found.sources), None)
         bad_ids = None if full or first_ids is None else \
             checks.inspect_png(first_ids, "label8", f"{LABEL_IDS_FIX} ({prep} --from-polygons)")
+        complete = n_train_ids == len(found.names)
         if bad_ids is not None:
             bad_ids.message += " (the first labelIds file; doctor --full lists every one)"
-            if not miss_t:  # training reads the train-id labels, which are all there
+            if complete:  # training reads the train-id labels, which are all there
                 bad_ids.level = "warn"
             out.append(bad_ids)
         make_train_ids = prep if bad_ids is None else \
             f"make the labelIds single-channel first (above), then run: {prep}"
-        if not miss_t:
-            out.append(Finding("ok", f"{split} train-id labels: {len(train_ids)}"))
+        if complete:
+            out.append(Finding("ok", f"{split} train-id labels: {n_train_ids}"))
         else:
             # val labels are needed for evaluation; train labels only for an oracle run
             level = "problem" if split == "val" else "warn"
             why = "" if split == "val" else " (only needed to train an oracle)"
-            out.append(Finding(level, f"{split} train-id labels: {len(train_ids) - len(miss_t)}/"
-                               f"{len(train_ids)}{why}", make_train_ids))
+            out.append(Finding(level, f"{split} train-id labels: {n_train_ids}/"
+                               f"{len(found.names)}{why}", make_train_ids))
         remake = f"{prep} --overwrite (prepare writes these files; without --overwrite it keeps them)"
         if full:
-            out += checks.decode_all([root / "leftImg8bit" / split / n for n in names
-                                      if n in images], "image8", f"{split} images")
-            out += checks.decode_all([label_dir / f for f in ids if f in present], "label8",
-                                     f"{split} gtFine labelIds", f"{LABEL_IDS_FIX} ({prep} "
-                                     "--from-polygons)")
-            out += checks.decode_all([label_dir / f for f in train_ids if f in present], "label8",
-                                     f"{split} train-id labels", remake)
+            out += layout.decode_findings(LAYOUT, root, split, found, what,
+                                          f"{LABEL_IDS_FIX} ({prep} --from-polygons)", remake)
         else:
-            first_train = next((label_dir / t for t in train_ids if t in present), None)
+            first_train = next((label_dir / LAYOUT.train_id_name(n) for n in found.names
+                                if n in found.converted), None)
             bad_train = None if first_train is None else \
                 checks.inspect_png(first_train, "label8", remake)
             if bad_train is not None:
                 out.append(bad_train)
-            if len(miss) < len(names):
-                first = next(n for n in names if n in images)
-                out.append(checks.decodes(root / "leftImg8bit" / split / first))
+            first = next((n for n in found.names if n in found.images), None)
+            if first is not None:
+                out.append(checks.decodes(LAYOUT.folder(root, "images", split) / first))
     return out
