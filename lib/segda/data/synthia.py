@@ -14,10 +14,11 @@ results are reported on 16 classes (ADVENT) or 13 (AdaptSegNet; ADVENT's mIoU*),
 ``segda.labels.CLASS_SUBSETS``. ``SYNTHIA(..., classes=16)`` additionally sets labels outside
 the chosen protocol to ignore; train ids stay in the 19-class numbering either way.
 
-Everything about SYNTHIA lives here: the layout and the :class:`SYNTHIA` dataset,
+Everything about SYNTHIA lives here: its :data:`LAYOUT` and the :class:`SYNTHIA` dataset,
 :func:`prepare` (run by ``data_scripts/prepare_synthia.py``, whose own options
 :func:`add_prepare_arguments` declares), and :func:`check`, what
-``python -m segda.doctor --dataset synthia`` reports.
+``python -m segda.doctor --dataset synthia`` reports; the protocol they follow is
+:mod:`segda.data.layout`.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from segda.data import checks
+from segda.data import checks, layout
 from segda.data.checks import Finding
+from segda.data.layout import Layout
 from segda.data.real import (
     CountMismatchError,
     DatasetError,
@@ -41,8 +43,6 @@ from segda.data.real import (
     SegmentationFiles,
     check_list_splits,
     decode,
-    from_list,
-    list_files,
     png_size,
     read_list,
     read_report,
@@ -61,7 +61,6 @@ SYNTHIA_COUNT = 9400
 PREPARE_COMMAND = "python data_scripts/prepare_synthia.py --root {root}"
 NATIVE_SIZE = (1280, 760)
 LABEL_SUFFIX = "_labelTrainIds.png"
-LABEL_DIR = ("GT", "LABELS")
 MAX_SYNTHIA_ID = 22
 
 # SYNTHIA class ids (README.txt of SYNTHIA-RAND-CITYSCAPES), for messages and reports.
@@ -76,7 +75,18 @@ SYNTHIA_TO_TRAIN_ID = {
     3: 0, 4: 1, 2: 2, 21: 3, 5: 4, 7: 5, 15: 6, 9: 7, 6: 8, 16: 9, 1: 10, 10: 11, 17: 12,
     8: 13, 18: 14, 19: 15, 20: 16, 12: 17, 11: 18,
 }
-NAME_PATTERN = re.compile(r"^\d+\.png$")
+LAYOUT = Layout(
+    name=NAME, title="SYNTHIA", prepare_command=PREPARE_COMMAND, splits=SPLITS,
+    images="RGB", labels="GT/LABELS", image_suffix=".png", source_suffix=".png",
+    train_id_suffix=LABEL_SUFFIX, pattern=re.compile(r"^\d+\.png$"), source_depth="label16",
+    official=None, count=lambda split: SYNTHIA_COUNT,
+    download="extract SYNTHIA_RAND_CITYSCAPES into {root} (RGB/ and GT/LABELS/)",
+    no_images=lambda root, folder: (
+        f"no images in {folder}: SYNTHIA-RAND-CITYSCAPES expects <root>/RGB/*.png "
+        f"and <root>/GT/LABELS/*.png. Run: {prepare_hint(root)}"),
+    too_few=("{folder} holds {found} images, SYNTHIA-RAND-CITYSCAPES has {count}; re-extract "
+             "the archive, or pass ids=[...] for a subset."),
+)
 
 
 @lru_cache(maxsize=1)
@@ -94,11 +104,11 @@ def read_synthia_ids(path: str | Path) -> np.ndarray:
 
 
 def train_id_name(name: str) -> str:
-    return name[: -len(".png")] + LABEL_SUFFIX
+    return LAYOUT.train_id_name(name)
 
 
 def prepare_hint(root: str | Path, list_file: str | Path | None = None) -> str:
-    return PREPARE_COMMAND.format(root=root) + (f" --list {list_file}" if list_file else "")
+    return LAYOUT.hint(root, {"train": list_file})
 
 
 class SYNTHIA(SegmentationFiles):
@@ -127,55 +137,18 @@ class SYNTHIA(SegmentationFiles):
         list_file: str | Path | None = None,
     ) -> None:
         root = require_root(root, NAME, PREPARE_COMMAND)
-        if list_file and ids is not None:
-            raise ValueError("pass ids or list_file, not both")
-        if list_file:
-            ids = read_list(list_file)
+        ids = layout.given_names(ids, list_file, "ids")
         if classes not in CLASS_SUBSETS:
             raise ValueError(f"classes must be one of {sorted(CLASS_SUBSETS)}, got {classes}")
-        present = {n for n in list_files(root / "RGB") if NAME_PATTERN.match(n)}
-        if not present:
-            raise MissingFilesError(
-                f"no images in {root / 'RGB'}: SYNTHIA-RAND-CITYSCAPES expects <root>/RGB/*.png "
-                f"and <root>/GT/LABELS/*.png. Run: {prepare_hint(root)}"
-            )
-        if ids is None:
-            if len(present) != SYNTHIA_COUNT:
-                raise CountMismatchError(
-                    f"{root / 'RGB'} holds {len(present)} images, SYNTHIA-RAND-CITYSCAPES has "
-                    f"{SYNTHIA_COUNT}; re-extract the archive, or pass ids=[...] for a subset."
-                )
-            ids = sorted(present)
-        else:
-            ids = [str(i) for i in ids]
-            missing = [i for i in ids if i not in present]
-            if missing:
-                raise MissingFilesError(f"SYNTHIA images{from_list(list_file)} missing in "
-                                        f"{root / 'RGB'}: {summarize(missing)}")
-        label_dir = root.joinpath(*LABEL_DIR)
-        converted = list_files(label_dir)
-        absent = [train_id_name(i) for i in ids if train_id_name(i) not in converted]
-        if absent:
-            raise MissingFilesError(
-                f"{len(absent)} converted labels missing in {label_dir} (e.g. "
-                f"{summarize(absent, 3)}). Run: {prepare_hint(root, list_file)}"
-            )
+        ids = layout.open_images(LAYOUT, root, "train", ids, list_file)
+        labels = layout.open_train_ids(LAYOUT, root, "train", ids, list_file)
         self.classes = classes
         keep = torch.zeros(256, dtype=torch.bool)
         keep[list(CLASS_SUBSETS[classes])] = True
         self._keep = keep
-        super().__init__(
-            root,
-            images=[root / "RGB" / i for i in ids],
-            labels=[label_dir / train_id_name(i) for i in ids],
-            names=ids,
-            size=size,
-            label_size=label_size,
-            normalization=normalization,
-            flip=flip,
-            flip_seed=flip_seed,
-            check_labels=check_labels,
-        )
+        super().__init__(root, images=[root / "RGB" / i for i in ids], labels=labels, names=ids,
+                         size=size, label_size=label_size, normalization=normalization, flip=flip,
+                         flip_seed=flip_seed, check_labels=check_labels)
 
     def __getitem__(self, key):
         item = super().__getitem__(key)
@@ -228,17 +201,17 @@ def prepare(
     """
     root = require_root(root, NAME, PREPARE_COMMAND)
     list_file = check_list_splits(lists, SPLITS).get("train")
-    label_dir = root.joinpath(*LABEL_DIR)
-    images = {n for n in list_files(root / "RGB") if NAME_PATTERN.match(n)}
-    labels = {n for n in list_files(label_dir) if NAME_PATTERN.match(n)}
     listed = read_list(list_file) if list_file else None
+    found = layout.survey(LAYOUT, root, "train", listed)
+    images = found.image_files
+    labels = {n for n in found.label_files if LAYOUT.pattern.match(n)}
     expected = f"{len(listed)} named by {list_file}" if listed else f"official count {SYNTHIA_COUNT}"
     log(f"SYNTHIA at {root}: {len(images)} images, {len(labels)} labels ({expected})")
     unpaired = sorted(images ^ labels)
     complete = len(images) == SYNTHIA_COUNT and not unpaired
     if listed is not None:
-        absent = [f"RGB/{n}" for n in listed if n not in images]
-        absent += [f"{'/'.join(LABEL_DIR)}/{n}" for n in listed if n not in labels]
+        absent = [f"RGB/{n}" for n in found.missing_images]
+        absent += [f"GT/LABELS/{n}" for n in found.missing_sources]
         if absent:
             raise MissingFilesError(f"{len(absent)} SYNTHIA files named by list {list_file} are "
                                     f"missing in {root}: {summarize(absent)}")
@@ -251,9 +224,10 @@ def prepare(
         )
     report = read_report(root) or {}
     done = report.get("class_pixels", {})
-    names = listed if listed is not None else sorted(images & labels)
-    jobs = [(str(label_dir / n), str(label_dir / train_id_name(n)), strict_ids) for n in names
-            if overwrite or n not in done or not (label_dir / train_id_name(n)).exists()]
+    names = found.pairs
+    label_dir = LAYOUT.folder(root, "labels", "train")
+    jobs = [(str(label_dir / n), str(label_dir / train_id_name(n)), strict_ids)
+            for n in layout.conversions_due(LAYOUT, root, "train", names, done, overwrite)]
     log(f"converting {len(jobs)} labels ({len(names) - len(jobs)} already done)")
     entries = run_conversions(_convert_one, jobs, workers, chunksize=32)
     done.update({e["name"]: e["class_pixels"] for e in entries})
@@ -290,49 +264,29 @@ def check(root: Path, lists: Mapping[str, str | Path] | None = None,
     """What the doctor reports about a SYNTHIA folder: counts (official, or of the list file
     ``lists["train"]``), conversion, label bit depth, image size, decoding (of the first pair,
     or with ``full`` of every file, each bad one named)."""
-    list_file = check_list_splits(lists, SPLITS).get("train")
-    try:
-        listed = read_list(list_file) if list_file else None
-    except DatasetError as err:
-        return [Finding("problem", str(err), "give an existing list file, one name per line")]
-    prep = prepare_hint(root, list_file)
-    fix = f"extract SYNTHIA_RAND_CITYSCAPES into {root} (RGB/ and GT/LABELS/)"
-    label_dir = root.joinpath(*LABEL_DIR)
-    images = sorted(n for n in list_files(root / "RGB") if NAME_PATTERN.match(n))
-    files = list_files(label_dir)
-    labels = sorted(n for n in files if NAME_PATTERN.match(n))
-    if listed is None:
-        out = [
-            checks.count(len(images), SYNTHIA_COUNT, f"images in {root / 'RGB'}", fix, []),
-            checks.count(len(labels), SYNTHIA_COUNT, f"labels in {label_dir}", fix, []),
-        ]
-    else:
-        named = f" (named by {list_file})"
-        have_img, have_lab = set(images), set(labels)
-        images = [n for n in listed if n in have_img]
-        labels = [n for n in listed if n in have_lab]
-        out = [
-            checks.count(len(images), len(listed), f"images in {root / 'RGB'}{named}", fix,
-                         [n for n in listed if n not in have_img]),
-            checks.count(len(labels), len(listed), f"labels in {label_dir}{named}", fix,
-                         [n for n in listed if n not in have_lab]),
-        ]
-    todo = [n for n in labels if train_id_name(n) not in files]
+    lists = check_list_splits(lists, SPLITS)
+    listed, unreadable = layout.read_check_list(lists, "train", "give an existing list file, "
+                                                "one name per line")
+    if unreadable:
+        return [unreadable]
+    list_file = lists.get("train")
+    fix = LAYOUT.download.format(root=root)
+    label_dir = LAYOUT.folder(root, "labels", "train")
+    found = layout.survey(LAYOUT, root, "train", listed)
+    what = layout.flat_words(LAYOUT, root, "train", list_file)
+    out = layout.count_findings(LAYOUT, root, "train", found, bool(listed), what)
+    images = [n for n in found.names if n in found.images]
+    labels = [n for n in found.names if n in found.sources]
+    todo = [n for n in labels if n not in found.converted]
     if not labels:
         pass
     elif todo:
         out.append(Finding("problem", f"{len(todo)} labels not converted "
-                           f"(e.g. {summarize(todo, 3)})", prep))
+                           f"(e.g. {summarize(todo, 3)})", prepare_hint(root, list_file)))
     else:
         out.append(Finding("ok", f"converted train-id labels: {len(labels)}"))
     if full:
-        out += checks.decode_all([root / "RGB" / n for n in images], "image8",
-                                 f"images in {root / 'RGB'}")
-        out += checks.decode_all([label_dir / n for n in labels], "label16",
-                                 f"labels in {label_dir}")
-        out += checks.decode_all([label_dir / train_id_name(n) for n in labels
-                                  if train_id_name(n) in files], "label8",
-                                 "converted train-id labels")
+        out += layout.decode_findings(LAYOUT, root, "train", found, what)
     elif labels:
         try:
             raw = decode(label_dir / labels[0])
