@@ -37,23 +37,9 @@ from pathlib import Path
 
 import numpy as np
 
-from segda.data import checks, layout
+from segda.data import checks, layout, real
 from segda.data.checks import Finding
 from segda.data.layout import Layout
-from segda.data.real import (
-    CountMismatchError,
-    DatasetError,
-    MissingFilesError,
-    SegmentationFiles,
-    check_list_splits,
-    read_list,
-    read_report,
-    require_root,
-    run_conversions,
-    summarize,
-    write_label_png,
-    write_report,
-)
 from segda.data.stats import label_class_counts
 from segda.labels import IGNORE_INDEX, LABEL_ID_TO_TRAIN_ID
 
@@ -131,13 +117,13 @@ def check_lut_agrees(lut: np.ndarray) -> None:
         ours[label_id] = train_id
     if not np.array_equal(lut, ours):
         diff = np.flatnonzero(lut != ours).tolist()
-        raise DatasetError(
+        raise real.DatasetError(
             f"cityscapesscripts' label table disagrees with the official mapping at ids {diff}; "
             "was cityscapesscripts/helpers/labels.py edited?"
         )
 
 
-class Cityscapes(SegmentationFiles):
+class Cityscapes(real.SegmentationFiles):
     """Cityscapes ``train`` (target, usually without labels) or ``val`` (evaluation).
 
     ``names=None`` uses the full official list for the split and requires every image to be
@@ -150,21 +136,12 @@ class Cityscapes(SegmentationFiles):
     dataset_name = NAME
     prepare_command = PREPARE_COMMAND
 
-    def __init__(
-        self,
-        root: str | Path,
-        split: str = "train",
-        size: tuple[int, int] | None = (1024, 512),
-        label_size: tuple[int, int] | str | None = "auto",
-        with_labels: bool | None = None,
-        normalization: str = "caffe",
-        flip: bool = False,
-        flip_seed: int = 0,
-        names: Sequence[str] | None = None,
-        check_labels: bool = True,
-        list_file: str | Path | None = None,
-    ) -> None:
-        root = require_root(root, NAME, PREPARE_COMMAND)
+    def __init__(self, root: str | Path, split: str = "train", size: tuple[int, int] | None = (1024, 512),
+                 label_size: tuple[int, int] | str | None = "auto", with_labels: bool | None = None,
+                 normalization: str = "caffe", flip: bool = False, flip_seed: int = 0,
+                 names: Sequence[str] | None = None, check_labels: bool = True,
+                 list_file: str | Path | None = None) -> None:
+        root = real.require_root(root, NAME, PREPARE_COMMAND)
         names = layout.given_names(names, list_file, "names")
         with_labels = split == "val" if with_labels is None else with_labels
         if label_size == "auto":
@@ -182,33 +159,26 @@ class Cityscapes(SegmentationFiles):
 # ------------------------------------------------------------------------------- preparation
 
 
-def prepare(
-    root: str | Path,
-    splits: Sequence[str] = ("train", "val"),
-    from_polygons: bool = False,
-    overwrite: bool = False,
-    allow_partial: bool = False,
-    workers: int = 1,
-    lists: Mapping[str, str | Path] | None = None,
-    log: Callable[[str], None] = print,
-) -> dict:
+def prepare(root: str | Path, splits: Sequence[str] = ("train", "val"), from_polygons: bool = False,
+            overwrite: bool = False, allow_partial: bool = False, workers: int = 1,
+            lists: Mapping[str, str | Path] | None = None, log: Callable[[str], None] = print) -> dict:
     """Check images and gtFine against the official lists, write train-id labels, write the report.
 
     ``allow_partial`` converts the listed files that are present instead of requiring all.
     ``lists`` maps a split to a list file (one ``city/..._leftImg8bit.png`` per line) that
     replaces the official list; every file it names must be present.
     """
-    root = require_root(root, NAME, PREPARE_COMMAND)
-    lists = check_list_splits(lists, SPLITS)
+    root = real.require_root(root, NAME, PREPARE_COMMAND)
+    lists = real.check_list_splits(lists, SPLITS)
     check_lut_agrees(label_id_to_train_id_lut())
     sources = dataclasses.replace(LAYOUT, source_suffix=POLYGONS_SUFFIX) if from_polygons \
         else LAYOUT
-    report = read_report(root) or {}
+    report = real.read_report(root) or {}
     report.update({"dataset": "cityscapes", "official_counts": dict(SPLIT_COUNTS)})
     report.setdefault("class_pixels", {})
     for split in splits:
         list_file = lists.get(split)
-        names = read_list(list_file) if list_file else official_list(split)
+        names = real.read_list(list_file) if list_file else official_list(split)
         found = layout.survey(sources, root, split, names)
         image_dir, label_dir = LAYOUT.folder(root, "images", split), LAYOUT.folder(root, "labels", split)
         miss_img = found.missing_images
@@ -216,23 +186,23 @@ def prepare(
         log(f"{split}: {len(found.images)}/{len(names)} images in {image_dir}, "
             f"{len(found.sources)}/{len(names)} gtFine files in {label_dir}")
         if (miss_img or miss_src) and list_file:
-            raise MissingFilesError(
+            raise real.MissingFilesError(
                 f"Cityscapes {split}: {len(miss_img)} images and {len(miss_src)} gtFine files "
                 f"named by list {list_file} are missing in {root} (e.g. "
-                f"{summarize(miss_img + miss_src, 3)})"
+                f"{real.summarize(miss_img + miss_src, 3)})"
             )
         if (miss_img or miss_src) and not allow_partial:
             hint = _layout_hint(root) or f"; download: {DOWNLOAD_HELP.format(root=root)}"
-            raise CountMismatchError(
+            raise real.CountMismatchError(
                 f"Cityscapes {split}: {len(miss_img)} images and {len(miss_src)} gtFine files "
-                f"of the official list are missing (e.g. {summarize(miss_img + miss_src, 3)})"
+                f"of the official list are missing (e.g. {real.summarize(miss_img + miss_src, 3)})"
                 f"{hint}"
             )
         due = layout.conversions_due(LAYOUT, root, split, [n for n in names if n in found.sources],
                                      report["class_pixels"], overwrite)
         jobs = [(n, str(label_dir / sources.source_name(n)), str(label_dir / LAYOUT.train_id_name(n)),
                  from_polygons) for n in due]
-        for entry in run_conversions(_convert_one, jobs, workers):
+        for entry in real.run_conversions(_convert_one, jobs, workers):
             report["class_pixels"][entry["name"]] = entry["class_pixels"]
         log(f"{split}: wrote {len(jobs)} *{TRAIN_IDS_SUFFIX} files")
         report.setdefault("splits", {})[split] = {
@@ -240,7 +210,7 @@ def prepare(
             "missing_images": miss_img, "missing_gtFine": miss_src,
             **({"list": str(list_file)} if list_file else {}),
         }
-    path = write_report(root, report)
+    path = real.write_report(root, report)
     log(f"wrote {path}")
     return report
 
@@ -265,13 +235,13 @@ def _convert(src: Path, out: Path, lut: np.ndarray, from_polygons: bool) -> np.n
         with Image.open(src) as im:
             ids = np.asarray(im)
     except OSError as err:
-        raise DatasetError(f"cannot read {src}: {err}") from err
+        raise real.DatasetError(f"cannot read {src}: {err}") from err
     if ids.ndim != 2:
-        raise DatasetError(f"{src}: an image of {ids.shape[2]} channels where a single-channel "
+        raise real.DatasetError(f"{src}: an image of {ids.shape[2]} channels where a single-channel "
                            f"labelIds PNG is expected (was it saved again in colour?); "
                            f"{LABEL_IDS_FIX}")
     train = lut[ids]
-    write_label_png(out, train)
+    real.write_label_png(out, train)
     return train
 
 
@@ -290,7 +260,7 @@ def check(root: Path, lists: Mapping[str, str | Path] | None = None,
     """What the doctor reports about a Cityscapes folder: images, gtFine and train-id labels
     of the official lists (or of the list files ``lists[split]``), decoding (of one image per
     split, or with ``full`` of every file, each bad one named)."""
-    lists = check_list_splits(lists, SPLITS)
+    lists = real.check_list_splits(lists, SPLITS)
     out = []
     if (root / "data" / "leftImg8bit").is_dir() and not (root / "leftImg8bit").is_dir():
         return [Finding("problem", f"{root} has AdaptSegNet's extra data/ level",

@@ -36,26 +36,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from segda.data import checks, layout
+from segda.data import checks, layout, real
 from segda.data.checks import Finding
 from segda.data.layout import Layout
-from segda.data.real import (
-    CountMismatchError,
-    DatasetError,
-    LabelValueError,
-    MissingFilesError,
-    SegmentationFiles,
-    SizeMismatchError,
-    check_list_splits,
-    png_size,
-    read_list,
-    read_report,
-    require_root,
-    run_conversions,
-    summarize,
-    write_label_png,
-    write_report,
-)
 from segda.data.stats import label_class_counts
 from segda.io import sha256
 from segda.labels import label_id_lut
@@ -143,12 +126,13 @@ def wrong_size_entries(report: dict, names: Sequence[str] | None = None) -> list
             and not label_size_fits(m["image"], m["label"])]
 
 
-class GTA5(SegmentationFiles):
+class GTA5(real.SegmentationFiles):
     """GTA5 images with converted train-id labels.
 
     ``ids=None`` uses the full official list and then insists on all 24,966 images being
-    present (:class:`CountMismatchError` otherwise); pass a list of names (``"00001.png"``), or
-    ``list_file``, a file with one name per line (as ``gta5_list/train.txt``), for a subset.
+    present (:class:`~segda.data.real.CountMismatchError` otherwise); pass a list of names
+    (``"00001.png"``), or ``list_file``, a file with one name per line (as
+    ``gta5_list/train.txt``), for a subset.
     Pairs excluded by the prepare step (report) are skipped unless ``exclude`` is given
     explicitly. Defaults are the official ones: 1280x720, caffe normalisation, no flip.
     """
@@ -156,28 +140,20 @@ class GTA5(SegmentationFiles):
     dataset_name = NAME
     prepare_command = PREPARE_COMMAND
 
-    def __init__(
-        self,
-        root: str | Path,
-        size: tuple[int, int] | None = (1280, 720),
-        label_size: tuple[int, int] | str | None = "image",
-        normalization: str = "caffe",
-        flip: bool = False,
-        flip_seed: int = 0,
-        ids: Sequence[str] | None = None,
-        exclude: Sequence[str] | None = None,
-        check_labels: bool = True,
-        list_file: str | Path | None = None,
-    ) -> None:
-        root = require_root(root, NAME, PREPARE_COMMAND)
+    def __init__(self, root: str | Path, size: tuple[int, int] | None = (1280, 720),
+                 label_size: tuple[int, int] | str | None = "image", normalization: str = "caffe",
+                 flip: bool = False, flip_seed: int = 0, ids: Sequence[str] | None = None,
+                 exclude: Sequence[str] | None = None, check_labels: bool = True,
+                 list_file: str | Path | None = None) -> None:
+        root = real.require_root(root, NAME, PREPARE_COMMAND)
         ids = layout.given_names(ids, list_file, "ids")
         ids = layout.open_images(LAYOUT, root, "train", ids, list_file)
-        report = read_report(root) or {}
+        report = real.read_report(root) or {}
         skip = set(report.get("excluded", []) if exclude is None else exclude)
         ids = [i for i in ids if i not in skip]
         wrong = wrong_size_entries(report, ids)
         if wrong:
-            raise SizeMismatchError(wrong_size_message(root, wrong, list_file))
+            raise real.SizeMismatchError(wrong_size_message(root, wrong, list_file))
         labels = layout.open_train_ids(LAYOUT, root, "train", ids, list_file)
         super().__init__(root, images=[root / "images" / i for i in ids], labels=labels, names=ids,
                          size=size, label_size=label_size, normalization=normalization, flip=flip,
@@ -194,20 +170,20 @@ def _convert_one(args: tuple[str, str, str, bool, bool]) -> dict:
     try:
         with Image.open(label_path) as pil:
             if pil.mode not in ("P", "L"):
-                raise LabelValueError(
+                raise real.LabelValueError(
                     f"{label_path}: mode {pil.mode}, expected a palette PNG whose indices are "
                     "Cityscapes label ids (was a colour-converted copy extracted?)"
                 )
             ids = np.asarray(pil)
     except OSError as err:  # PIL's error for a truncated or unreadable file
-        raise DatasetError(f"cannot read {label_path}: {err}") from err
+        raise real.DatasetError(f"cannot read {label_path}: {err}") from err
     entry: dict = {"name": name}
     unknown = np.unique(ids[ids > MAX_LABEL_ID]).tolist()
     if unknown:
         if strict:
-            raise LabelValueError(f"{label_path}: label ids {unknown} are not Cityscapes ids 0..33")
+            raise real.LabelValueError(f"{label_path}: label ids {unknown} are not Cityscapes ids 0..33")
         entry["unknown_ids"] = unknown  # mapped to ignore like every other non-train id
-    image_wh = png_size(image_path)
+    image_wh = real.png_size(image_path)
     label_wh = (ids.shape[1], ids.shape[0])
     if label_wh != image_wh:
         entry["size_mismatch"] = {"image": list(image_wh), "label": list(label_wh)}
@@ -218,7 +194,7 @@ def _convert_one(args: tuple[str, str, str, bool, bool]) -> dict:
             return entry  # not converted: prepare names it once every label is done
         ids = np.asarray(Image.fromarray(ids).resize(image_wh, Image.NEAREST))
     train = label_id_lut()[ids]
-    write_label_png(out_path, train)
+    real.write_label_png(out_path, train)
     entry["class_pixels"] = label_class_counts(train).tolist()
     return entry
 
@@ -249,7 +225,7 @@ def hash_archives(folder: str | Path) -> dict[str, dict]:
         )
         out[path.name] = {"sha256": digest, "status": status}
         if status == "MISMATCH":
-            raise DatasetError(f"{path}: SHA-256 {digest} != published {known}; download it again")
+            raise real.DatasetError(f"{path}: SHA-256 {digest} != published {known}; download it again")
     return out
 
 
@@ -277,17 +253,10 @@ def _reusable(prev: dict | None, out: Path, exclude_mismatched: bool) -> bool:
     return out.exists() and "class_pixels" in prev
 
 
-def prepare(
-    root: str | Path,
-    exclude_mismatched: bool = False,
-    overwrite: bool = False,
-    strict_ids: bool = False,
-    allow_partial: bool = False,
-    workers: int = 1,
-    archives: str | Path | None = None,
-    lists: Mapping[str, str | Path] | None = None,
-    log: Callable[[str], None] = print,
-) -> dict:
+def prepare(root: str | Path, exclude_mismatched: bool = False, overwrite: bool = False,
+            strict_ids: bool = False, allow_partial: bool = False, workers: int = 1,
+            archives: str | Path | None = None, lists: Mapping[str, str | Path] | None = None,
+            log: Callable[[str], None] = print) -> dict:
     """Verify counts, convert labels to train ids, write the JSON report; returns the report.
 
     ``allow_partial`` converts whatever pairs are present instead of requiring all 24,966.
@@ -295,28 +264,28 @@ def prepare(
     ``gta5_list/train.txt``), each of which must be present; report entries of other pairs are
     kept. Already converted labels are kept (and their entries reused) unless ``overwrite``.
     """
-    root = require_root(root, NAME, PREPARE_COMMAND)
-    list_file = check_list_splits(lists, SPLITS).get("train")
-    listed = read_list(list_file) if list_file else None
+    root = real.require_root(root, NAME, PREPARE_COMMAND)
+    list_file = real.check_list_splits(lists, SPLITS).get("train")
+    listed = real.read_list(list_file) if list_file else None
     counts = scan(root, listed)
     expected = f"{len(listed)} named by {list_file}" if listed else f"official count {GTA5_COUNT}"
     log(f"GTA5 at {root}: {counts['images']} images, {counts['labels']} labels "
         f"({expected}), {counts['converted']} already converted")
     pairs_missing = sorted(set(counts["missing_images"]) | set(counts["missing_labels"]))
     if pairs_missing and listed is not None:
-        raise MissingFilesError(
+        raise real.MissingFilesError(
             f"{len(pairs_missing)} GTA5 pairs named by list {list_file} are incomplete in {root} "
-            f"(images missing: {summarize(counts['missing_images'], 3) or 'none'}; labels "
-            f"missing: {summarize(counts['missing_labels'], 3) or 'none'})"
+            f"(images missing: {real.summarize(counts['missing_images'], 3) or 'none'}; labels "
+            f"missing: {real.summarize(counts['missing_labels'], 3) or 'none'})"
         )
     if pairs_missing and not allow_partial:
-        raise CountMismatchError(
+        raise real.CountMismatchError(
             f"{len(pairs_missing)} of the {GTA5_COUNT} GTA5 pairs are incomplete "
             f"(images missing: {len(counts['missing_images'])}, labels missing: "
-            f"{len(counts['missing_labels'])}; e.g. {summarize(pairs_missing)}). Extract all "
+            f"{len(counts['missing_labels'])}; e.g. {real.summarize(pairs_missing)}). Extract all "
             f"archives from {DOWNLOAD_PAGE}, or pass --allow-partial to convert what is there."
         )
-    old = read_report(root) or {}
+    old = real.read_report(root) or {}
     old_entries = _entries_from_report(old)
     skip = set(pairs_missing)
     ids = [i for i in (listed or official_ids()) if i not in skip]
@@ -330,7 +299,7 @@ def prepare(
             jobs.append((str(root / "images" / name), str(root / "labels" / name), str(out),
                          exclude_mismatched, strict_ids))
     log(f"converting {len(jobs)} labels ({len(entries)} reused)")
-    entries += run_conversions(_convert_one, jobs, workers, chunksize=64)
+    entries += real.run_conversions(_convert_one, jobs, workers, chunksize=64)
     if listed is not None:  # a subset: keep what earlier runs recorded about the other pairs
         done = set(ids)
         entries += [e for n, e in old_entries.items() if n not in done]
@@ -344,7 +313,7 @@ def prepare(
     unknown = {e["name"]: e["unknown_ids"] for e in entries if "unknown_ids" in e}
     if unknown:
         log(f"  {len(unknown)} labels hold ids > {MAX_LABEL_ID} (mapped to ignore), "
-            f"e.g. {summarize(list(unknown), 3)}")
+            f"e.g. {real.summarize(list(unknown), 3)}")
     report = {
         "dataset": "gta5",
         "official_count": GTA5_COUNT,
@@ -365,12 +334,12 @@ def prepare(
         report["list"] = str(list_file)
     if archives is not None:
         report["archive_sha256"] = hash_archives(archives)
-    path = write_report(root, report)
+    path = real.write_report(root, report)
     log(f"wrote {path}: {len(report['class_pixels'])} labels converted, "
         f"{len(mismatched)} size mismatches, {len(report['excluded'])} excluded")
     wrong = wrong_size_entries(report, ids)
     if wrong:
-        raise SizeMismatchError(wrong_size_message(root, wrong, list_file))
+        raise real.SizeMismatchError(wrong_size_message(root, wrong, list_file))
     return report
 
 
@@ -392,7 +361,7 @@ def check(root: Path, lists: Mapping[str, str | Path] | None = None,
     """What the doctor reports about a GTA5 folder: counts (of the official list, or of the
     list file ``lists["train"]``), conversion, report, decoding (of the first pair, or with
     ``full`` of every file, each bad one named)."""
-    lists = check_list_splits(lists, SPLITS)
+    lists = real.check_list_splits(lists, SPLITS)
     listed, unreadable = layout.read_check_list(lists, "train", "give an existing list file, "
                                                 "one name per line")
     if unreadable:
@@ -405,9 +374,9 @@ def check(root: Path, lists: Mapping[str, str | Path] | None = None,
     unexpected = sorted(found.image_files - set(ids))
     if unexpected and listed is None:
         out.append(Finding("warn", f"{len(unexpected)} image names outside the official list "
-                           f"(e.g. {summarize(unexpected, 3)}); ignored"))
+                           f"(e.g. {real.summarize(unexpected, 3)}); ignored"))
     prep = prepare_hint(root, list_file)
-    report = read_report(root)
+    report = real.read_report(root)
     excluded = set((report or {}).get("excluded", []))
     wrong_size = {m["name"] for m in wrong_size_entries(report or {}, ids)}  # named below
     todo = sorted(found.sources - found.converted - excluded - wrong_size)
@@ -417,7 +386,7 @@ def check(root: Path, lists: Mapping[str, str | Path] | None = None,
                            prep))
     elif todo:
         out.append(Finding("problem", f"{len(todo)} labels not converted yet "
-                           f"(e.g. {summarize(todo, 3)})", prep))
+                           f"(e.g. {real.summarize(todo, 3)})", prep))
     elif converted:
         out.append(Finding("ok", f"converted train-id labels: {converted}"))
     if report is None:
@@ -428,7 +397,7 @@ def check(root: Path, lists: Mapping[str, str | Path] | None = None,
         rule = report.get("size_mismatch_rule", "?")
         names = [m["name"] for m in mism]
         out.append(Finding("ok", f"report: {len(mism)} image/label size mismatches "
-                           f"({rule}){': ' + summarize(names) if names else ''}; "
+                           f"({rule}){': ' + real.summarize(names) if names else ''}; "
                            f"{len(excluded)} pairs excluded"))
         wrong = wrong_size_entries(report, ids)
         if wrong and not full:  # --full measures every pair below
@@ -453,9 +422,9 @@ def _check_label_sizes(root: Path, names: Sequence[str], excluded: set[str],
     wrong = []
     for name in names:
         try:
-            image_wh = png_size(root / "images" / name)
-            label_wh = png_size(root / "labels" / name)
-        except DatasetError:
+            image_wh = real.png_size(root / "images" / name)
+            label_wh = real.png_size(root / "labels" / name)
+        except real.DatasetError:
             continue  # an undecodable file: decode_all names it
         if name not in excluded and not label_size_fits(image_wh, label_wh):
             wrong.append(Finding(

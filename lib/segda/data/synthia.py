@@ -32,26 +32,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from segda.data import checks, layout
+from segda.data import checks, layout, real
 from segda.data.checks import Finding
 from segda.data.layout import Layout
-from segda.data.real import (
-    CountMismatchError,
-    DatasetError,
-    LabelValueError,
-    MissingFilesError,
-    SegmentationFiles,
-    check_list_splits,
-    decode,
-    png_size,
-    read_list,
-    read_report,
-    require_root,
-    run_conversions,
-    summarize,
-    write_label_png,
-    write_report,
-)
 from segda.data.stats import label_class_counts
 from segda.labels import CLASS_SUBSETS, IGNORE_INDEX
 
@@ -99,7 +82,7 @@ def synthia_lut() -> np.ndarray:
 
 def read_synthia_ids(path: str | Path) -> np.ndarray:
     """SYNTHIA class ids (first channel of the 16-bit label PNG) as an (H, W) int array."""
-    raw = decode(path)  # (C, H, W), uint16 for the real files
+    raw = real.decode(path)  # (C, H, W), uint16 for the real files
     return raw[0].to(torch.int32).numpy()
 
 
@@ -111,7 +94,7 @@ def prepare_hint(root: str | Path, list_file: str | Path | None = None) -> str:
     return LAYOUT.hint(root, {"train": list_file})
 
 
-class SYNTHIA(SegmentationFiles):
+class SYNTHIA(real.SegmentationFiles):
     """SYNTHIA-RAND-CITYSCAPES images with converted train-id labels.
 
     ``ids=None`` takes every ``RGB/*.png`` and requires all 9,400; pass names, or
@@ -123,20 +106,11 @@ class SYNTHIA(SegmentationFiles):
     dataset_name = NAME
     prepare_command = PREPARE_COMMAND
 
-    def __init__(
-        self,
-        root: str | Path,
-        size: tuple[int, int] | None = None,
-        label_size: tuple[int, int] | str | None = "image",
-        normalization: str = "caffe",
-        flip: bool = False,
-        flip_seed: int = 0,
-        ids: Sequence[str] | None = None,
-        classes: int = 19,
-        check_labels: bool = True,
-        list_file: str | Path | None = None,
-    ) -> None:
-        root = require_root(root, NAME, PREPARE_COMMAND)
+    def __init__(self, root: str | Path, size: tuple[int, int] | None = None,
+                 label_size: tuple[int, int] | str | None = "image", normalization: str = "caffe",
+                 flip: bool = False, flip_seed: int = 0, ids: Sequence[str] | None = None, classes: int = 19,
+                 check_labels: bool = True, list_file: str | Path | None = None) -> None:
+        root = real.require_root(root, NAME, PREPARE_COMMAND)
         ids = layout.given_names(ids, list_file, "ids")
         if classes not in CLASS_SUBSETS:
             raise ValueError(f"classes must be one of {sorted(CLASS_SUBSETS)}, got {classes}")
@@ -174,34 +148,28 @@ def _convert_one(args: tuple[str, str, bool]) -> dict:
     unknown = np.unique(ids[ids > MAX_SYNTHIA_ID]).tolist()
     if unknown:
         if strict:
-            raise LabelValueError(
+            raise real.LabelValueError(
                 f"{src}: class ids {unknown} are not SYNTHIA ids 0..{MAX_SYNTHIA_ID} "
                 "(is the class id really in the first channel?)"
             )
         entry["unknown_ids"] = unknown
     train = synthia_lut()[np.clip(ids, 0, 65535)]
-    write_label_png(out, train)
+    real.write_label_png(out, train)
     entry["class_pixels"] = label_class_counts(train).tolist()
     return entry
 
 
-def prepare(
-    root: str | Path,
-    overwrite: bool = False,
-    strict_ids: bool = False,
-    allow_partial: bool = False,
-    workers: int = 1,
-    lists: Mapping[str, str | Path] | None = None,
-    log: Callable[[str], None] = print,
-) -> dict:
+def prepare(root: str | Path, overwrite: bool = False, strict_ids: bool = False, allow_partial: bool = False,
+            workers: int = 1, lists: Mapping[str, str | Path] | None = None,
+            log: Callable[[str], None] = print) -> dict:
     """Verify counts, convert the 16-bit labels to train-id PNGs, write the JSON report.
 
     ``lists={"train": FILE}`` converts only the pairs a list file names (one name per line),
     each of which must be present, instead of checking the official count.
     """
-    root = require_root(root, NAME, PREPARE_COMMAND)
-    list_file = check_list_splits(lists, SPLITS).get("train")
-    listed = read_list(list_file) if list_file else None
+    root = real.require_root(root, NAME, PREPARE_COMMAND)
+    list_file = real.check_list_splits(lists, SPLITS).get("train")
+    listed = real.read_list(list_file) if list_file else None
     found = layout.survey(LAYOUT, root, "train", listed)
     images = found.image_files
     labels = {n for n in found.label_files if LAYOUT.pattern.match(n)}
@@ -213,23 +181,23 @@ def prepare(
         absent = [f"RGB/{n}" for n in found.missing_images]
         absent += [f"GT/LABELS/{n}" for n in found.missing_sources]
         if absent:
-            raise MissingFilesError(f"{len(absent)} SYNTHIA files named by list {list_file} are "
-                                    f"missing in {root}: {summarize(absent)}")
+            raise real.MissingFilesError(f"{len(absent)} SYNTHIA files named by list {list_file} are "
+                                    f"missing in {root}: {real.summarize(absent)}")
     elif not complete and not allow_partial:
-        raise CountMismatchError(
+        raise real.CountMismatchError(
             f"SYNTHIA at {root}: {len(images)} images and {len(labels)} labels, expected "
             f"{SYNTHIA_COUNT} pairs ({len(unpaired)} unpaired"
-            f"{', e.g. ' + summarize(unpaired, 3) if unpaired else ''}). "
+            f"{', e.g. ' + real.summarize(unpaired, 3) if unpaired else ''}). "
             "Re-extract SYNTHIA_RAND_CITYSCAPES, or pass --allow-partial."
         )
-    report = read_report(root) or {}
+    report = real.read_report(root) or {}
     done = report.get("class_pixels", {})
     names = found.pairs
     label_dir = LAYOUT.folder(root, "labels", "train")
     jobs = [(str(label_dir / n), str(label_dir / train_id_name(n)), strict_ids)
             for n in layout.conversions_due(LAYOUT, root, "train", names, done, overwrite)]
     log(f"converting {len(jobs)} labels ({len(names) - len(jobs)} already done)")
-    entries = run_conversions(_convert_one, jobs, workers, chunksize=32)
+    entries = real.run_conversions(_convert_one, jobs, workers, chunksize=32)
     done.update({e["name"]: e["class_pixels"] for e in entries})
     unknown = dict(report.get("unknown_label_ids", {}))
     unknown.update({e["name"]: e["unknown_ids"] for e in entries if "unknown_ids" in e})
@@ -245,7 +213,7 @@ def prepare(
     })
     if list_file:
         report["list"] = str(list_file)
-    path = write_report(root, report)
+    path = real.write_report(root, report)
     log(f"wrote {path}")
     return report
 
@@ -264,7 +232,7 @@ def check(root: Path, lists: Mapping[str, str | Path] | None = None,
     """What the doctor reports about a SYNTHIA folder: counts (official, or of the list file
     ``lists["train"]``), conversion, label bit depth, image size, decoding (of the first pair,
     or with ``full`` of every file, each bad one named)."""
-    lists = check_list_splits(lists, SPLITS)
+    lists = real.check_list_splits(lists, SPLITS)
     listed, unreadable = layout.read_check_list(lists, "train", "give an existing list file, "
                                                 "one name per line")
     if unreadable:
@@ -282,29 +250,29 @@ def check(root: Path, lists: Mapping[str, str | Path] | None = None,
         pass
     elif todo:
         out.append(Finding("problem", f"{len(todo)} labels not converted "
-                           f"(e.g. {summarize(todo, 3)})", prepare_hint(root, list_file)))
+                           f"(e.g. {real.summarize(todo, 3)})", prepare_hint(root, list_file)))
     else:
         out.append(Finding("ok", f"converted train-id labels: {len(labels)}"))
     if full:
         out += layout.decode_findings(LAYOUT, root, "train", found, what)
     elif labels:
         try:
-            raw = decode(label_dir / labels[0])
+            raw = real.decode(label_dir / labels[0])
             if raw.dtype.itemsize == 1:
                 out.append(Finding("warn", f"{labels[0]} is 8-bit; SYNTHIA's GT/LABELS are 16-bit "
                                    "(is this the GT/COLOR folder?)", fix))
             else:
                 out.append(Finding("ok", f"{labels[0]}: {raw.shape[0]} channels, 16-bit"))
-        except DatasetError as err:
+        except real.DatasetError as err:
             out.append(Finding("problem", str(err), "extract the file again"))
     if images:
         if not full:
             out.append(checks.decodes(root / "RGB" / images[0]))
         try:
-            w, h = png_size(root / "RGB" / images[0])
+            w, h = real.png_size(root / "RGB" / images[0])
             if (w, h) != NATIVE_SIZE:
                 out.append(Finding("warn", f"{images[0]} is {w}x{h}, SYNTHIA-RAND-CITYSCAPES "
                                    f"images are {NATIVE_SIZE[0]}x{NATIVE_SIZE[1]}"))
-        except DatasetError as err:
+        except real.DatasetError as err:
             out.append(Finding("problem", str(err)))
     return out
