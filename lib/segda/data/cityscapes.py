@@ -20,11 +20,8 @@ Splits: the official lists of AdaptSegNet/ADVENT (``cityscapes_list/train.txt``,
 Evaluation uses val at full resolution (2048x1024 labels, ``label_size=None``) with the image
 resized to 1024x512, as both papers do.
 
-Everything about Cityscapes lives here: its :data:`LAYOUT` and the :class:`Cityscapes`
-dataset, :func:`prepare` (run by ``data_scripts/prepare_cityscapes.py``, whose own options
-:func:`add_prepare_arguments` declares), and :func:`check`, what
-``python -m segda.doctor --dataset cityscapes`` reports; the protocol they follow is
-:mod:`segda.data.layout`.
+Here: the :data:`LAYOUT` (:mod:`segda.data.layout` opens, surveys and checks it), the dataset,
+:func:`prepare` (``data_scripts/prepare_cityscapes.py``) and :func:`check` (the doctor).
 """
 
 from __future__ import annotations

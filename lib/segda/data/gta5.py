@@ -18,11 +18,8 @@ to skip excluded pairs and to refuse labels of the wrong size.
 No checksums are published for the GTA5 archives; :func:`hash_archives` records SHA-256 sums of
 the zips you downloaded, so a later copy can be compared with yours.
 
-Everything about GTA5 lives here: its :data:`LAYOUT` and the :class:`GTA5` dataset,
-:func:`prepare` (run by ``data_scripts/prepare_gta5.py``, whose own options
-:func:`add_prepare_arguments` declares), and :func:`check`, what
-``python -m segda.doctor --dataset gta5`` reports; the protocol they follow is
-:mod:`segda.data.layout`.
+Here: the :data:`LAYOUT` (:mod:`segda.data.layout` opens, surveys and checks it), the dataset,
+:func:`prepare` (``data_scripts/prepare_gta5.py``) and :func:`check` (the doctor).
 """
 
 from __future__ import annotations
@@ -361,18 +358,12 @@ def check(root: Path, lists: Mapping[str, str | Path] | None = None,
     """What the doctor reports about a GTA5 folder: counts (of the official list, or of the
     list file ``lists["train"]``), conversion, report, decoding (of the first pair, or with
     ``full`` of every file, each bad one named)."""
-    lists = real.check_list_splits(lists, SPLITS)
-    listed, unreadable = layout.read_check_list(lists, "train", "give an existing list file, "
-                                                "one name per line")
-    if unreadable:
-        return [unreadable]
-    list_file = lists.get("train")
-    found = layout.survey(LAYOUT, root, "train", listed)
+    found, list_file, what, out = layout.check_counts(LAYOUT, root, lists)
+    if found is None:
+        return out
     ids = found.names
-    what = layout.flat_words(LAYOUT, root, "train", list_file)
-    out = layout.count_findings(LAYOUT, root, "train", found, bool(listed), what)
     unexpected = sorted(found.image_files - set(ids))
-    if unexpected and listed is None:
+    if unexpected and list_file is None:
         out.append(Finding("warn", f"{len(unexpected)} image names outside the official list "
                            f"(e.g. {real.summarize(unexpected, 3)}); ignored"))
     prep = prepare_hint(root, list_file)

@@ -21,6 +21,7 @@ from segda.data.real import (
     CountMismatchError,
     DatasetError,
     MissingFilesError,
+    check_list_splits,
     from_list,
     list_files,
     read_list,
@@ -250,6 +251,22 @@ def decode_findings(layout: Layout, root: Path, split: str, found: Survey,
                             if n in found.converted], "label8", what("decode train ids"),
                            train_id_fix),
     ]
+
+
+def check_counts(layout: Layout, root: Path, lists: Mapping[str, str | Path] | None):
+    """The doctor's start on a one-list dataset: the list file read, the split surveyed, its
+    images and labels counted. Returns ``(survey, list file, words, findings)``; the survey is
+    None when the list file cannot be read (the one finding says so)."""
+    lists = check_list_splits(lists, layout.splits)
+    split = layout.splits[0]
+    listed, unreadable = read_check_list(lists, split, "give an existing list file, one name "
+                                         "per line")
+    if unreadable:
+        return None, None, None, [unreadable]
+    found = survey(layout, root, split, listed)
+    what = flat_words(layout, root, split, lists.get(split))
+    return found, lists.get(split), what, count_findings(layout, root, split, found,
+                                                         listed is not None, what)
 
 
 def flat_words(layout: Layout, root: Path, split: str,

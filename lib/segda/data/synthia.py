@@ -14,11 +14,8 @@ results are reported on 16 classes (ADVENT) or 13 (AdaptSegNet; ADVENT's mIoU*),
 ``segda.labels.CLASS_SUBSETS``. ``SYNTHIA(..., classes=16)`` additionally sets labels outside
 the chosen protocol to ignore; train ids stay in the 19-class numbering either way.
 
-Everything about SYNTHIA lives here: its :data:`LAYOUT` and the :class:`SYNTHIA` dataset,
-:func:`prepare` (run by ``data_scripts/prepare_synthia.py``, whose own options
-:func:`add_prepare_arguments` declares), and :func:`check`, what
-``python -m segda.doctor --dataset synthia`` reports; the protocol they follow is
-:mod:`segda.data.layout`.
+Here: the :data:`LAYOUT` (:mod:`segda.data.layout` opens, surveys and checks it), the dataset,
+:func:`prepare` (``data_scripts/prepare_synthia.py``) and :func:`check` (the doctor).
 """
 
 from __future__ import annotations
@@ -232,17 +229,11 @@ def check(root: Path, lists: Mapping[str, str | Path] | None = None,
     """What the doctor reports about a SYNTHIA folder: counts (official, or of the list file
     ``lists["train"]``), conversion, label bit depth, image size, decoding (of the first pair,
     or with ``full`` of every file, each bad one named)."""
-    lists = real.check_list_splits(lists, SPLITS)
-    listed, unreadable = layout.read_check_list(lists, "train", "give an existing list file, "
-                                                "one name per line")
-    if unreadable:
-        return [unreadable]
-    list_file = lists.get("train")
+    found, list_file, what, out = layout.check_counts(LAYOUT, root, lists)
+    if found is None:
+        return out
     fix = LAYOUT.download.format(root=root)
     label_dir = LAYOUT.folder(root, "labels", "train")
-    found = layout.survey(LAYOUT, root, "train", listed)
-    what = layout.flat_words(LAYOUT, root, "train", list_file)
-    out = layout.count_findings(LAYOUT, root, "train", found, bool(listed), what)
     images = [n for n in found.names if n in found.images]
     labels = [n for n in found.names if n in found.sources]
     todo = [n for n in labels if n not in found.converted]
