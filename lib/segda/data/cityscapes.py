@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from importlib import resources
 from pathlib import Path
 
@@ -36,9 +37,8 @@ import numpy as np
 
 from segda.data import checks, layout, real
 from segda.data.checks import Finding
-from segda.data.layout import Layout
 from segda.data.stats import label_class_counts
-from segda.labels import IGNORE_INDEX, LABEL_ID_TO_TRAIN_ID
+from segda.labels import IGNORE_INDEX, label_id_lut
 
 NAME = "cityscapes"
 SPLIT_COUNTS = {"train": 2975, "val": 500}
@@ -67,33 +67,29 @@ def official_list(split: str) -> list[str]:
     return text.split()
 
 
-def _layout_hint(root: Path) -> str:
-    if (root / "data" / "leftImg8bit").is_dir():
-        return f" (found {root / 'data' / 'leftImg8bit'}: AdaptSegNet's layout; use root={root / 'data'})"
-    return ""
+def _adaptsegnet_root(root: Path) -> str | None:
+    """The fix when ``root`` is the folder above the dataset, as AdaptSegNet's default."""
+    data = root / "data"
+    if (data / "leftImg8bit").is_dir():
+        return f"use root={data} (found {data / 'leftImg8bit'}: AdaptSegNet's layout)"
+    return None
 
 
-LAYOUT = Layout(
+LAYOUT = layout.Layout(
     name=NAME, title="Cityscapes", prepare_command=PREPARE_COMMAND, splits=SPLITS,
     images="leftImg8bit/{split}", labels="gtFine/{split}", image_suffix=IMAGE_SUFFIX,
     source_suffix=LABEL_IDS_SUFFIX, train_id_suffix=TRAIN_IDS_SUFFIX, nested=True,
     official=lambda split: official_list(split), count=lambda split: SPLIT_COUNTS[split],
     download=DOWNLOAD_HELP,
-    no_images=lambda root, folder: (f"no folder {folder}{_layout_hint(root)}. Download: "
-                                    f"{DOWNLOAD_HELP.format(root=root)}"),
+    no_images=lambda root, folder: (f"no folder {folder}: "
+                                    f"{_adaptsegnet_root(root) or DOWNLOAD_HELP.format(root=root)}"),
     too_few=("{folder} holds {found} of the {count} {split} images of the official list; "
              "missing: {missing}. Re-extract leftImg8bit_trainvaltest.zip."),
     train_ids="train-id labels{from_list}",
 )
 
 
-def prepare_hint(root: str | Path, lists: Mapping[str, str | Path] | None = None) -> str:
-    return LAYOUT.hint(root, lists)
-
-
-def stem(name: str) -> str:
-    """``city/city_000000_000019_leftImg8bit.png`` -> ``city/city_000000_000019``."""
-    return LAYOUT.stem(name)
+stem = LAYOUT.stem  # ``city/city_000000_000019_leftImg8bit.png`` -> ``city/city_000000_000019``
 
 
 def label_id_to_train_id_lut() -> np.ndarray:
@@ -109,9 +105,7 @@ def label_id_to_train_id_lut() -> np.ndarray:
 
 def check_lut_agrees(lut: np.ndarray) -> None:
     """cityscapesscripts' table must give the official mapping (segda.labels); stop if not."""
-    ours = np.full(256, IGNORE_INDEX, dtype=np.uint8)
-    for label_id, train_id in LABEL_ID_TO_TRAIN_ID.items():
-        ours[label_id] = train_id
+    ours = label_id_lut()
     if not np.array_equal(lut, ours):
         diff = np.flatnonzero(lut != ours).tolist()
         raise real.DatasetError(
@@ -120,7 +114,7 @@ def check_lut_agrees(lut: np.ndarray) -> None:
         )
 
 
-class Cityscapes(real.SegmentationFiles):
+class Cityscapes(layout.LayoutDataset):
     """Cityscapes ``train`` (target, usually without labels) or ``val`` (evaluation).
 
     ``names=None`` uses the full official list for the split and requires every image to be
@@ -130,27 +124,20 @@ class Cityscapes(real.SegmentationFiles):
     labels to the image size. Labels are the converted ``*_gtFine_labelTrainIds.png``.
     """
 
-    dataset_name = NAME
-    prepare_command = PREPARE_COMMAND
+    layout = LAYOUT
 
     def __init__(self, root: str | Path, split: str = "train", size: tuple[int, int] | None = (1024, 512),
                  label_size: tuple[int, int] | str | None = "auto", with_labels: bool | None = None,
                  normalization: str = "caffe", flip: bool = False, flip_seed: int = 0,
                  names: Sequence[str] | None = None, check_labels: bool = True,
                  list_file: str | Path | None = None) -> None:
-        root = real.require_root(root, NAME, PREPARE_COMMAND)
-        names = layout.given_names(names, list_file, "names")
         with_labels = split == "val" if with_labels is None else with_labels
         if label_size == "auto":
             label_size = None if split == "val" else "image"
-        names = layout.open_images(LAYOUT, root, split, names, list_file)
-        labels = layout.open_train_ids(LAYOUT, root, split, names, list_file) if with_labels \
-            else None
         self.split = split
-        super().__init__(root, images=[LAYOUT.folder(root, "images", split) / n for n in names],
-                         labels=labels, names=names, size=size, label_size=label_size,
-                         normalization=normalization, flip=flip, flip_seed=flip_seed,
-                         check_labels=check_labels)
+        super().__init__(root, split, names, list_file, "names", with_labels, size=size,
+                         label_size=label_size, normalization=normalization, flip=flip,
+                         flip_seed=flip_seed, check_labels=check_labels)
 
 
 # ------------------------------------------------------------------------------- preparation
@@ -175,48 +162,28 @@ def prepare(root: str | Path, splits: Sequence[str] = ("train", "val"), from_pol
     report.setdefault("class_pixels", {})
     for split in splits:
         list_file = lists.get(split)
-        names = real.read_list(list_file) if list_file else official_list(split)
-        found = layout.survey(sources, root, split, names)
-        image_dir, label_dir = LAYOUT.folder(root, "images", split), LAYOUT.folder(root, "labels", split)
-        miss_img = found.missing_images
-        miss_src = [sources.source_name(n) for n in found.missing_sources]
-        log(f"{split}: {len(found.images)}/{len(names)} images in {image_dir}, "
-            f"{len(found.sources)}/{len(names)} gtFine files in {label_dir}")
-        if (miss_img or miss_src) and list_file:
-            raise real.MissingFilesError(
-                f"Cityscapes {split}: {len(miss_img)} images and {len(miss_src)} gtFine files "
-                f"named by list {list_file} are missing in {root} (e.g. "
-                f"{real.summarize(miss_img + miss_src, 3)})"
-            )
-        if (miss_img or miss_src) and not allow_partial:
-            hint = _layout_hint(root) or f"; download: {DOWNLOAD_HELP.format(root=root)}"
-            raise real.CountMismatchError(
-                f"Cityscapes {split}: {len(miss_img)} images and {len(miss_src)} gtFine files "
-                f"of the official list are missing (e.g. {real.summarize(miss_img + miss_src, 3)})"
-                f"{hint}"
-            )
-        due = layout.conversions_due(LAYOUT, root, split, [n for n in names if n in found.sources],
-                                     report["class_pixels"], overwrite)
-        jobs = [(n, str(label_dir / sources.source_name(n)), str(label_dir / LAYOUT.train_id_name(n)),
-                 from_polygons) for n in due]
-        for entry in real.run_conversions(_convert_one, jobs, workers):
-            report["class_pixels"][entry["name"]] = entry["class_pixels"]
-        log(f"{split}: wrote {len(jobs)} *{TRAIN_IDS_SUFFIX} files")
+        found = layout.survey_download(sources, root, split, list_file, allow_partial, log,
+                                       _adaptsegnet_root(root))
+        entries = layout.convert_labels(sources, root, split,
+                                        [n for n in found.names if n in found.sources],
+                                        layout.earlier_entries(report),
+                                        partial(_convert_one, from_polygons=from_polygons),
+                                        overwrite, workers, log)
+        report["class_pixels"] = {n: e["class_pixels"] for n, e in entries.items()}
         report.setdefault("splits", {})[split] = {
             "images": len(found.images), "gtFine": len(found.sources),
-            "missing_images": miss_img, "missing_gtFine": miss_src,
+            "missing_images": found.missing_images,
+            "missing_gtFine": [sources.source_name(n) for n in found.missing_sources],
             **({"list": str(list_file)} if list_file else {}),
         }
-    path = real.write_report(root, report)
-    log(f"wrote {path}")
+    layout.finish_report(root, report, None, log)
     return report
 
 
-def _convert_one(job: tuple[str, str, str, bool]) -> dict:
+def _convert_one(job: layout.Conversion, from_polygons: bool) -> dict:
     """Write one train-id label; returns its report entry (list name, class pixel counts)."""
-    name, src, out, from_polygons = job
-    train = _convert(Path(src), Path(out), label_id_to_train_id_lut(), from_polygons)
-    return {"name": name, "class_pixels": label_class_counts(train).tolist()}
+    train = _convert(job.source, job.out, label_id_to_train_id_lut(), from_polygons)
+    return {"name": job.name, "class_pixels": label_class_counts(train).tolist()}
 
 
 def _convert(src: Path, out: Path, lut: np.ndarray, from_polygons: bool) -> np.ndarray:
@@ -262,7 +229,7 @@ def check(root: Path, lists: Mapping[str, str | Path] | None = None,
     if (root / "data" / "leftImg8bit").is_dir() and not (root / "leftImg8bit").is_dir():
         return [Finding("problem", f"{root} has AdaptSegNet's extra data/ level",
                         f"use --root {root / 'data'}")]
-    prep = prepare_hint(root, lists)
+    prep = LAYOUT.hint(root, lists)
     try:
         import cityscapesscripts  # noqa: F401
     except ImportError:
@@ -295,14 +262,11 @@ def check(root: Path, lists: Mapping[str, str | Path] | None = None,
             out.append(bad_ids)
         make_train_ids = prep if bad_ids is None else \
             f"make the labelIds single-channel first (above), then run: {prep}"
-        if complete:
-            out.append(Finding("ok", f"{split} train-id labels: {n_train_ids}"))
-        else:
-            # val labels are needed for evaluation; train labels only for an oracle run
-            level = "problem" if split == "val" else "warn"
-            why = "" if split == "val" else " (only needed to train an oracle)"
-            out.append(Finding(level, f"{split} train-id labels: {n_train_ids}/"
-                               f"{len(found.names)}{why}", make_train_ids))
+        # val labels are needed for evaluation; train labels only for an oracle run
+        out += layout.conversion_findings(
+            f"{split} train-id labels", n_train_ids,
+            [n for n in found.names if n not in found.converted], make_train_ids,
+            *(("problem", "") if split == "val" else ("warn", " (only needed to train an oracle)")))
         remake = f"{prep} --overwrite (prepare writes these files; without --overwrite it keeps them)"
         if full:
             out += layout.decode_findings(LAYOUT, root, split, found, what,
@@ -314,7 +278,5 @@ def check(root: Path, lists: Mapping[str, str | Path] | None = None,
                 checks.inspect_png(first_train, "label8", remake)
             if bad_train is not None:
                 out.append(bad_train)
-            first = next((n for n in found.names if n in found.images), None)
-            if first is not None:
-                out.append(checks.decodes(LAYOUT.folder(root, "images", split) / first))
+            out += layout.first_decodes(LAYOUT, root, split, found, train_id=False)
     return out

@@ -27,17 +27,15 @@ from __future__ import annotations
 import argparse
 import re
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from segda.data import checks, layout, real
+from segda.data import layout, real
 from segda.data.checks import Finding
-from segda.data.layout import Layout
-from segda.data.stats import label_class_counts
-from segda.io import sha256
 from segda.labels import label_id_lut
 
 NAME = "gta5"
@@ -62,7 +60,7 @@ def official_ids() -> list[str]:
     return text.split()
 
 
-LAYOUT = Layout(
+LAYOUT = layout.Layout(
     name=NAME, title="GTA5", prepare_command=PREPARE_COMMAND, splits=SPLITS,
     images="images", labels="labels", image_suffix=".png", source_suffix=".png",
     train_id_suffix=LABEL_SUFFIX, pattern=re.compile(r"^\d{5}\.png$"),
@@ -71,18 +69,13 @@ LAYOUT = Layout(
               "into {root}"),
     no_images=lambda root, folder: (
         f"no images in {folder}: GTA5 expects <root>/images/NNNNN.png and "
-        f"<root>/labels/NNNNN.png. Download from {DOWNLOAD_PAGE}, then run: {prepare_hint(root)}"),
+        f"<root>/labels/NNNNN.png. Download from {DOWNLOAD_PAGE}, then run: {LAYOUT.hint(root)}"),
     too_few=("{folder} holds {found} of the {count} GTA5 images; missing: {missing}. Extract "
              "all 10 image archives, or pass ids=[...] to use a subset."),
 )
 
 
-def train_id_name(name: str) -> str:
-    return LAYOUT.train_id_name(name)
-
-
-def prepare_hint(root: str | Path, list_file: str | Path | None = None) -> str:
-    return LAYOUT.hint(root, {"train": list_file})
+train_id_name = LAYOUT.train_id_name
 
 
 def label_size_fits(image_wh: Sequence[int], label_wh: Sequence[int]) -> bool:
@@ -111,7 +104,7 @@ def _describe_wrong_sizes(root: Path, mismatches: Sequence[dict]) -> str:
 
 def _wrong_size_fix(root: Path, list_file) -> str:
     return (f"extract these labels again from the label archives, or drop the pairs: "
-            f"{prepare_hint(root, list_file)} --exclude-mismatched")
+            f"{LAYOUT.hint(root, list_file)} --exclude-mismatched")
 
 
 def wrong_size_entries(report: dict, names: Sequence[str] | None = None) -> list[dict]:
@@ -123,7 +116,7 @@ def wrong_size_entries(report: dict, names: Sequence[str] | None = None) -> list
             and not label_size_fits(m["image"], m["label"])]
 
 
-class GTA5(real.SegmentationFiles):
+class GTA5(layout.LayoutDataset):
     """GTA5 images with converted train-id labels.
 
     ``ids=None`` uses the full official list and then insists on all 24,966 images being
@@ -134,36 +127,35 @@ class GTA5(real.SegmentationFiles):
     explicitly. Defaults are the official ones: 1280x720, caffe normalisation, no flip.
     """
 
-    dataset_name = NAME
-    prepare_command = PREPARE_COMMAND
+    layout = LAYOUT
 
     def __init__(self, root: str | Path, size: tuple[int, int] | None = (1280, 720),
                  label_size: tuple[int, int] | str | None = "image", normalization: str = "caffe",
                  flip: bool = False, flip_seed: int = 0, ids: Sequence[str] | None = None,
                  exclude: Sequence[str] | None = None, check_labels: bool = True,
                  list_file: str | Path | None = None) -> None:
-        root = real.require_root(root, NAME, PREPARE_COMMAND)
-        ids = layout.given_names(ids, list_file, "ids")
-        ids = layout.open_images(LAYOUT, root, "train", ids, list_file)
+        self._exclude = exclude
+        super().__init__(root, "train", ids, list_file, "ids", size=size, label_size=label_size,
+                         normalization=normalization, flip=flip, flip_seed=flip_seed,
+                         check_labels=check_labels)
+
+    def usable(self, root: Path, names: list[str], list_file: str | Path | None) -> list[str]:
+        """Without the pairs the prepare step excluded; refuses labels too far off their size."""
         report = real.read_report(root) or {}
-        skip = set(report.get("excluded", []) if exclude is None else exclude)
-        ids = [i for i in ids if i not in skip]
-        wrong = wrong_size_entries(report, ids)
+        skip = set(report.get("excluded", []) if self._exclude is None else self._exclude)
+        names = [i for i in names if i not in skip]
+        wrong = wrong_size_entries(report, names)
         if wrong:
             raise real.SizeMismatchError(wrong_size_message(root, wrong, list_file))
-        labels = layout.open_train_ids(LAYOUT, root, "train", ids, list_file)
-        super().__init__(root, images=[root / "images" / i for i in ids], labels=labels, names=ids,
-                         size=size, label_size=label_size, normalization=normalization, flip=flip,
-                         flip_seed=flip_seed, check_labels=check_labels)
+        return names
 
 
 # ------------------------------------------------------------------------------- preparation
 
 
-def _convert_one(args: tuple[str, str, str, bool, bool]) -> dict:
+def _convert_one(job: layout.Conversion, exclude_mismatched: bool, strict: bool) -> dict:
     """Convert one palette label to train ids; returns what the report records about it."""
-    image_path, label_path, out_path, exclude_mismatched, strict = args
-    name = Path(image_path).name
+    label_path = job.source
     try:
         with Image.open(label_path) as pil:
             if pil.mode not in ("P", "L"):
@@ -174,13 +166,8 @@ def _convert_one(args: tuple[str, str, str, bool, bool]) -> dict:
             ids = np.asarray(pil)
     except OSError as err:  # PIL's error for a truncated or unreadable file
         raise real.DatasetError(f"cannot read {label_path}: {err}") from err
-    entry: dict = {"name": name}
-    unknown = np.unique(ids[ids > MAX_LABEL_ID]).tolist()
-    if unknown:
-        if strict:
-            raise real.LabelValueError(f"{label_path}: label ids {unknown} are not Cityscapes ids 0..33")
-        entry["unknown_ids"] = unknown  # mapped to ignore like every other non-train id
-    image_wh = real.png_size(image_path)
+    entry = layout.new_entry(job, ids, MAX_LABEL_ID, strict, "Cityscapes label")
+    image_wh = real.png_size(job.image)
     label_wh = (ids.shape[1], ids.shape[0])
     if label_wh != image_wh:
         entry["size_mismatch"] = {"image": list(image_wh), "label": list(label_wh)}
@@ -190,64 +177,26 @@ def _convert_one(args: tuple[str, str, str, bool, bool]) -> dict:
         if not label_size_fits(image_wh, label_wh):
             return entry  # not converted: prepare names it once every label is done
         ids = np.asarray(Image.fromarray(ids).resize(image_wh, Image.NEAREST))
-    train = label_id_lut()[ids]
-    real.write_label_png(out_path, train)
-    entry["class_pixels"] = label_class_counts(train).tolist()
-    return entry
+    return layout.write_train_ids(entry, job.out, label_id_lut()[ids])
 
 
-def scan(root: str | Path, ids: Sequence[str] | None = None) -> dict:
-    """Counts of original images/labels and which of the pairs named by ``ids`` (default: the
-    official list) are missing."""
-    found = layout.survey(LAYOUT, Path(root), "train", ids)
-    return {
-        "images": len(found.image_files),
-        "labels": len({n for n in found.label_files if LAYOUT.pattern.match(n)}),
-        "converted": len({n for n in found.label_files if n.endswith(LABEL_SUFFIX)}),
-        "missing_images": found.missing_images,
-        "missing_labels": found.missing_sources,
-        "unconverted": [i for i in found.names if i in found.sources and i not in found.converted],
-        "unexpected_images": sorted(found.image_files - set(found.names)),
-    }
-
-
-def hash_archives(folder: str | Path) -> dict[str, dict]:
-    """SHA-256 of the GTA5 zips in ``folder``; checked against ``ARCHIVE_SHA256`` where known."""
-    out = {}
-    for path in sorted(Path(folder).glob("*.zip")):
-        digest = sha256(path)
-        known = ARCHIVE_SHA256.get(path.name)
-        status = "unknown (no published hash)" if known is None else (
-            "ok" if digest == known else "MISMATCH"
-        )
-        out[path.name] = {"sha256": digest, "status": status}
-        if status == "MISMATCH":
-            raise real.DatasetError(f"{path}: SHA-256 {digest} != published {known}; download it again")
-    return out
-
-
-def _entries_from_report(report: dict) -> dict[str, dict]:
-    """Per-file entries of an earlier report, so re-running prepare skips finished work."""
-    entries = {n: {"name": n, "class_pixels": c} for n, c in report.get("class_pixels", {}).items()}
+def _earlier_entries(report: dict) -> dict[str, dict]:
+    """The shared entries of an earlier report, with its size mismatches."""
+    entries = layout.earlier_entries(report)
     for m in report.get("size_mismatches", []):
         e = entries.setdefault(m["name"], {"name": m["name"]})
         e["size_mismatch"] = {"image": m["image"], "label": m["label"]}
         if m.get("excluded"):
             e["excluded"] = True
-    for n, ids in report.get("unknown_label_ids", {}).items():
-        if n in entries:
-            entries[n]["unknown_ids"] = ids
     return entries
 
 
-def _reusable(prev: dict | None, out: Path, exclude_mismatched: bool) -> bool:
-    if prev is None:
-        return False
+def _reusable(prev: dict, out: Path, exclude_mismatched: bool) -> bool:
     if "size_mismatch" in prev:  # reuse only if the same rule was applied to it
         if exclude_mismatched != bool(prev.get("excluded")):
             return False
         return bool(prev.get("excluded")) or out.exists()
-    return out.exists() and "class_pixels" in prev
+    return layout.still_converted(prev, out)
 
 
 def prepare(root: str | Path, exclude_mismatched: bool = False, overwrite: bool = False,
@@ -261,46 +210,13 @@ def prepare(root: str | Path, exclude_mismatched: bool = False, overwrite: bool 
     ``gta5_list/train.txt``), each of which must be present; report entries of other pairs are
     kept. Already converted labels are kept (and their entries reused) unless ``overwrite``.
     """
-    root = real.require_root(root, NAME, PREPARE_COMMAND)
-    list_file = real.check_list_splits(lists, SPLITS).get("train")
-    listed = real.read_list(list_file) if list_file else None
-    counts = scan(root, listed)
-    expected = f"{len(listed)} named by {list_file}" if listed else f"official count {GTA5_COUNT}"
-    log(f"GTA5 at {root}: {counts['images']} images, {counts['labels']} labels "
-        f"({expected}), {counts['converted']} already converted")
-    pairs_missing = sorted(set(counts["missing_images"]) | set(counts["missing_labels"]))
-    if pairs_missing and listed is not None:
-        raise real.MissingFilesError(
-            f"{len(pairs_missing)} GTA5 pairs named by list {list_file} are incomplete in {root} "
-            f"(images missing: {real.summarize(counts['missing_images'], 3) or 'none'}; labels "
-            f"missing: {real.summarize(counts['missing_labels'], 3) or 'none'})"
-        )
-    if pairs_missing and not allow_partial:
-        raise real.CountMismatchError(
-            f"{len(pairs_missing)} of the {GTA5_COUNT} GTA5 pairs are incomplete "
-            f"(images missing: {len(counts['missing_images'])}, labels missing: "
-            f"{len(counts['missing_labels'])}; e.g. {real.summarize(pairs_missing)}). Extract all "
-            f"archives from {DOWNLOAD_PAGE}, or pass --allow-partial to convert what is there."
-        )
-    old = real.read_report(root) or {}
-    old_entries = _entries_from_report(old)
-    skip = set(pairs_missing)
-    ids = [i for i in (listed or official_ids()) if i not in skip]
-    jobs, entries = [], []
-    for name in ids:
-        out = root / "labels" / train_id_name(name)
-        prev = old_entries.get(name)
-        if not overwrite and _reusable(prev, out, exclude_mismatched):
-            entries.append(prev)
-        else:
-            jobs.append((str(root / "images" / name), str(root / "labels" / name), str(out),
-                         exclude_mismatched, strict_ids))
-    log(f"converting {len(jobs)} labels ({len(entries)} reused)")
-    entries += real.run_conversions(_convert_one, jobs, workers, chunksize=64)
-    if listed is not None:  # a subset: keep what earlier runs recorded about the other pairs
-        done = set(ids)
-        entries += [e for n, e in old_entries.items() if n not in done]
-    entries.sort(key=lambda e: e["name"])
+    root, list_file, found, old, by_name = layout.prepare_list(
+        LAYOUT, root, lists, partial(_convert_one, exclude_mismatched=exclude_mismatched,
+                                     strict=strict_ids), allow_partial, overwrite, workers, log,
+        _earlier_entries, partial(_reusable, exclude_mismatched=exclude_mismatched))
+    # a subset keeps what earlier runs recorded about the other pairs
+    entries = sorted(by_name.values() if list_file else [by_name[n] for n in found.pairs],
+                     key=lambda e: e["name"])
     mismatched = [e for e in entries if "size_mismatch" in e]
     for e in mismatched:
         action = "excluded" if e.get("excluded") else "label resized (nearest) to image size" \
@@ -314,8 +230,9 @@ def prepare(root: str | Path, exclude_mismatched: bool = False, overwrite: bool 
     report = {
         "dataset": "gta5",
         "official_count": GTA5_COUNT,
-        "counts": {k: counts[k] for k in ("images", "labels")},
-        "missing_pairs": pairs_missing,
+        "counts": {"images": len(found.image_files),
+                   "labels": sum(bool(LAYOUT.pattern.match(n)) for n in found.label_files)},
+        "missing_pairs": sorted(set(found.missing_images) | set(found.missing_sources)),
         "size_mismatch_rule": "excluded" if exclude_mismatched else "label resized to image size "
         "with nearest neighbour",
         "size_mismatches": [{"name": e["name"], **e["size_mismatch"],
@@ -327,14 +244,12 @@ def prepare(root: str | Path, exclude_mismatched: bool = False, overwrite: bool 
         "archive_sha256_note": "no SHA-256 is published for the GTA5 archives; these are the "
         "sums of the files this copy was extracted from, for later comparison",
     }
-    if list_file:
-        report["list"] = str(list_file)
     if archives is not None:
-        report["archive_sha256"] = hash_archives(archives)
-    path = real.write_report(root, report)
-    log(f"wrote {path}: {len(report['class_pixels'])} labels converted, "
-        f"{len(mismatched)} size mismatches, {len(report['excluded'])} excluded")
-    wrong = wrong_size_entries(report, ids)
+        report["archive_sha256"] = layout.hash_archives(archives, ARCHIVE_SHA256)
+    layout.finish_report(root, report, list_file, log, f": {len(report['class_pixels'])} labels "
+                         f"converted, {len(mismatched)} size mismatches, "
+                         f"{len(report['excluded'])} excluded")
+    wrong = wrong_size_entries(report, found.pairs)
     if wrong:
         raise real.SizeMismatchError(wrong_size_message(root, wrong, list_file))
     return report
@@ -366,20 +281,13 @@ def check(root: Path, lists: Mapping[str, str | Path] | None = None,
     if unexpected and list_file is None:
         out.append(Finding("warn", f"{len(unexpected)} image names outside the official list "
                            f"(e.g. {real.summarize(unexpected, 3)}); ignored"))
-    prep = prepare_hint(root, list_file)
+    prep = LAYOUT.hint(root, list_file)
     report = real.read_report(root)
     excluded = set((report or {}).get("excluded", []))
     wrong_size = {m["name"] for m in wrong_size_entries(report or {}, ids)}  # named below
     todo = sorted(found.sources - found.converted - excluded - wrong_size)
+    out += layout.conversion_findings("train-id labels", len(found.converted), todo, prep)
     converted = sum(n.endswith(LABEL_SUFFIX) for n in found.label_files)
-    if any(LAYOUT.pattern.match(n) for n in found.label_files) and converted == 0:
-        out.append(Finding("problem", "no converted train-id labels (labels/*_labelTrainIds.png)",
-                           prep))
-    elif todo:
-        out.append(Finding("problem", f"{len(todo)} labels not converted yet "
-                           f"(e.g. {real.summarize(todo, 3)})", prep))
-    elif converted:
-        out.append(Finding("ok", f"converted train-id labels: {converted}"))
     if report is None:
         out.append(Finding("problem" if converted else "warn",
                            "no prepare report (segda_prepare_report.json)", prep))
@@ -394,16 +302,10 @@ def check(root: Path, lists: Mapping[str, str | Path] | None = None,
         if wrong and not full:  # --full measures every pair below
             out.append(Finding("problem", _describe_wrong_sizes(root, wrong),
                                _wrong_size_fix(root, list_file)))
-    first = next((i for i in ids if i in found.images), None)
-    if full:
-        out += layout.decode_findings(LAYOUT, root, "train", found, what)
-        out += _check_label_sizes(root, found.pairs, excluded, list_file)
-    elif first is not None:
-        out.append(checks.decodes(root / "images" / first))
-        conv = root / "labels" / train_id_name(first)
-        if conv.exists():
-            out.append(checks.decodes(conv, label=True))
-    return out
+    if not full:
+        return out + layout.first_decodes(LAYOUT, root, "train", found)
+    return (out + layout.decode_findings(LAYOUT, root, "train", found, what)
+            + _check_label_sizes(root, found.pairs, excluded, list_file))
 
 
 def _check_label_sizes(root: Path, names: Sequence[str], excluded: set[str],

@@ -14,19 +14,31 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
 
 from segda.data import checks
 from segda.data.checks import Finding
 from segda.data.real import (
     CountMismatchError,
     DatasetError,
+    LabelValueError,
     MissingFilesError,
+    SegmentationFiles,
     check_list_splits,
     from_list,
     list_files,
     read_list,
+    read_report,
+    require_root,
+    run_conversions,
     summarize,
+    write_label_png,
+    write_report,
 )
+from segda.data.stats import label_class_counts
+from segda.io import sha256
 
 
 @dataclass(frozen=True)
@@ -69,9 +81,13 @@ class Layout:
     def train_id_name(self, name: str) -> str:
         return self.stem(name) + self.train_id_suffix
 
-    def hint(self, root: str | Path, lists: Mapping[str, str | Path] | None = None) -> str:
+    def hint(self, root: str | Path, lists: Mapping[str, str | Path] | str | Path | None = None
+             ) -> str:
         """The prepare command for ``root``, with the list files that replace official lists
-        (``--list FILE`` for a one-list dataset, ``--list split=FILE`` otherwise)."""
+        (``--list FILE`` for a one-list dataset, ``--list split=FILE`` otherwise); a bare
+        ``lists`` is the file of the only split."""
+        if lists is not None and not isinstance(lists, Mapping):
+            lists = {self.splits[0]: lists}
         if len(self.splits) == 1:
             extra = "".join(f" --list {path}" for path in (lists or {}).values() if path)
         else:
@@ -146,6 +162,35 @@ def open_train_ids(layout: Layout, root: Path, split: str, names: Sequence[str],
     return [folder / w for w in wanted]
 
 
+class LayoutDataset(SegmentationFiles):
+    """A dataset opened through its class's :attr:`layout`: the root checked, the names given
+    (``names`` or ``list_file``; None: the official set) each with its image, :meth:`usable`
+    of them kept, and (``with_labels``) each with its train-id label."""
+
+    layout: Layout
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.dataset_name, cls.prepare_command = cls.layout.name, cls.layout.prepare_command
+
+    def __init__(self, root: str | Path, split: str, names: Sequence[str] | None,
+                 list_file: str | Path | None, argument: str, with_labels: bool = True,
+                 **options) -> None:
+        root = require_root(root, self.layout.name, self.layout.prepare_command)
+        names = given_names(names, list_file, argument)
+        names = self.usable(root, open_images(self.layout, root, split, names, list_file),
+                            list_file)
+        labels = open_train_ids(self.layout, root, split, names, list_file) if with_labels \
+            else None
+        folder = self.layout.folder(root, "images", split)
+        super().__init__(root, images=[folder / n for n in names], labels=labels, names=names,
+                         **options)
+
+    def usable(self, root: Path, names: list[str], list_file: str | Path | None) -> list[str]:
+        """Which of ``names`` (each image present) to open: all of them."""
+        return names
+
+
 # ---------------------------------------------------------------------------------- survey
 
 
@@ -197,13 +242,149 @@ def survey(layout: Layout, root: Path, split: str, names: Sequence[str] | None =
     )
 
 
-def conversions_due(layout: Layout, root: Path, split: str, names: Sequence[str],
-                    done: Mapping[str, object], overwrite: bool) -> list[str]:
-    """The names whose train-id label prepare must write: all with ``overwrite``, else those
-    not recorded in the report (``done``) or whose file is gone."""
-    folder = layout.folder(root, "labels", split)
-    return [n for n in names if overwrite or n not in done
-            or not (folder / layout.train_id_name(n)).exists()]
+# ---------------------------------------------------------------------------------- prepare
+
+
+def survey_download(layout: Layout, root: Path, split: str, list_file: str | Path | None,
+                    allow_partial: bool, log: Callable[[str], None],
+                    fix: str | None = None) -> Survey:
+    """Prepare's start on a split: its names (``list_file``'s, else the official set) surveyed
+    and logged, then refused when incomplete: every file a list names must be there; without
+    a list, every pair of the official set (unless ``allow_partial``). ``fix`` (default: the
+    layout's download) says how to get the missing files."""
+    found = survey(layout, root, split, read_list(list_file) if list_file else None)
+    where = layout.title if len(layout.splits) == 1 else f"{layout.title} {split}"
+    n, named = len(found.names), f"named by {list_file}" if list_file else "official set"
+    log(f"{where} at {root}: {len(found.images)}/{n} images, {len(found.sources)}/{n} labels "
+        f"({named}), {len(found.converted)} already converted")
+    if list_file:
+        absent = [f"{layout.images.format(split=split)}/{n}" for n in found.missing_images]
+        absent += [f"{layout.labels.format(split=split)}/{layout.source_name(n)}"
+                   for n in found.missing_sources]
+        if absent:
+            raise MissingFilesError(
+                f"{where}: {len(absent)} files named by list {list_file} are missing in {root}: "
+                f"{summarize(absent)}. Extract them, or leave them out of the list.")
+        return found
+    unpaired = sorted(set(found.missing_images) | set(found.missing_sources))
+    # A dataset without an official list (SYNTHIA) is counted; the others checked name by name.
+    short = layout.official is None and len(found.images) != layout.count(split)
+    if (unpaired or short) and not allow_partial:
+        examples = f", e.g. {summarize(unpaired, 3)}" if unpaired else ""
+        raise CountMismatchError(
+            f"{where} at {root}: {len(found.images)} images and {len(found.sources)} labels, "
+            f"expected {layout.count(split)} pairs ({len(unpaired)} unpaired{examples}). "
+            f"Fix: {fix or layout.download.format(root=root)}, or pass --allow-partial to "
+            "convert what is there.")
+    return found
+
+
+class Conversion(NamedTuple):
+    """One label for a dataset's ``convert_one``: its list name, image, original label and
+    the train-id label to write."""
+
+    name: str
+    image: Path
+    source: Path
+    out: Path
+
+
+def new_entry(job: Conversion, ids: np.ndarray, max_id: int, strict: bool, kind: str,
+              hint: str = "") -> dict:
+    """A label's report entry begun: its name, and the ids above ``max_id`` it holds (mapped to
+    ignore as every id without a class; with ``strict``, an error naming the file)."""
+    entry: dict = {"name": job.name}
+    unknown = np.unique(ids[ids > max_id]).tolist()
+    if unknown and strict:
+        raise LabelValueError(f"{job.source}: ids {unknown} are not {kind} ids 0..{max_id}{hint}")
+    if unknown:
+        entry["unknown_ids"] = unknown
+    return entry
+
+
+def write_train_ids(entry: dict, out: Path, train: np.ndarray) -> dict:
+    """The train-id label written, its class pixel counts recorded in its ``entry``."""
+    write_label_png(out, train)
+    entry["class_pixels"] = label_class_counts(train).tolist()
+    return entry
+
+
+def hash_archives(folder: str | Path, known: Mapping[str, str]) -> dict[str, dict]:
+    """SHA-256 of the zips in ``folder``, each checked against ``known`` (name -> published
+    sum) where it is there; a mismatch is an error naming the file."""
+    out = {}
+    for path in sorted(Path(folder).glob("*.zip")):
+        digest = sha256(path)
+        status = "unknown (no published hash)" if path.name not in known else \
+            "ok" if digest == known[path.name] else "MISMATCH"
+        out[path.name] = {"sha256": digest, "status": status}
+        if status == "MISMATCH":
+            raise DatasetError(f"{path}: SHA-256 {digest} != published {known[path.name]}; "
+                               "download it again")
+    return out
+
+
+def earlier_entries(report: Mapping) -> dict[str, dict]:
+    """The per-label entries of an earlier prepare report (class pixel counts, unknown ids),
+    so that running prepare again skips finished work."""
+    entries = {n: {"name": n, "class_pixels": c} for n, c in report.get("class_pixels", {}).items()}
+    for name, ids in report.get("unknown_label_ids", {}).items():
+        if name in entries:
+            entries[name]["unknown_ids"] = ids
+    return entries
+
+
+def still_converted(entry: Mapping, out: Path) -> bool:
+    """Whether an earlier entry stands for its label: it was converted and the file is there."""
+    return "class_pixels" in entry and out.exists()
+
+
+def prepare_list(layout: Layout, root: str | Path, lists: Mapping[str, str | Path] | None,
+                 convert_one: Callable[[Conversion], dict], allow_partial: bool, overwrite: bool,
+                 workers: int, log: Callable[[str], None],
+                 earlier: Callable[[Mapping], dict[str, dict]] = earlier_entries,
+                 reusable: Callable[[Mapping, Path], bool] = still_converted):
+    """Prepare on a one-list dataset up to its report: the root and list file checked, the
+    split surveyed and refused when incomplete, the pairs' labels converted. Returns ``(root,
+    list file, survey, earlier report, entries by name)``; the entries keep the earlier ones
+    of other names."""
+    root = require_root(root, layout.name, layout.prepare_command)
+    list_file = check_list_splits(lists, layout.splits).get(layout.splits[0])
+    found = survey_download(layout, root, layout.splits[0], list_file, allow_partial, log)
+    report = read_report(root) or {}
+    return root, list_file, found, report, convert_labels(
+        layout, root, layout.splits[0], found.pairs, earlier(report), convert_one, overwrite,
+        workers, log, reusable)
+
+
+def finish_report(root: Path, report: dict, list_file: str | Path | None,
+                 log: Callable[[str], None], done: str = "") -> None:
+    """The report written at ``root``, naming the list file it was made from; logged."""
+    if list_file:
+        report["list"] = str(list_file)
+    log(f"wrote {write_report(root, report)}{done}")
+
+
+def convert_labels(layout: Layout, root: Path, split: str, names: Sequence[str],
+                   earlier: Mapping[str, dict], convert_one: Callable[[Conversion], dict],
+                   overwrite: bool, workers: int, log: Callable[[str], None],
+                   reusable: Callable[[Mapping, Path], bool] = still_converted
+                   ) -> dict[str, dict]:
+    """Prepare's loop: each of ``names``' labels converted by ``convert_one`` (module-level,
+    for the ``workers`` processes) unless ``earlier`` holds a ``reusable`` entry for it (never
+    with ``overwrite``). Returns the report entries by name: ``names``', after the earlier
+    ones of other names."""
+    images, labels = layout.folder(root, "images", split), layout.folder(root, "labels", split)
+    entries, jobs = [], []
+    for name in names:
+        out = labels / layout.train_id_name(name)
+        if not overwrite and name in earlier and reusable(earlier[name], out):
+            entries.append(earlier[name])
+        else:
+            jobs.append(Conversion(name, images / name, labels / layout.source_name(name), out))
+    log(f"converting {len(jobs)} labels ({len(entries)} reused)")
+    return {**earlier, **{e["name"]: e for e in entries + run_conversions(convert_one, jobs,
+                                                                          workers)}}
 
 
 # ---------------------------------------------------------------------------------- checks
@@ -251,6 +432,31 @@ def decode_findings(layout: Layout, root: Path, split: str, found: Survey,
                             if n in found.converted], "label8", what("decode train ids"),
                            train_id_fix),
     ]
+
+
+def conversion_findings(what: str, converted: int, todo: Sequence[str], fix: str,
+                        level: str = "problem", why: str = "") -> list[Finding]:
+    """The doctor's line on the train-id labels (``what``): ``ok`` when none is left to
+    convert, else ``level`` with a few of those ``todo``; none when there is nothing to
+    convert."""
+    if not todo:
+        return [Finding("ok", f"{what}: {converted}")] if converted else []
+    return [Finding(level, f"{what}: {converted}/{converted + len(todo)}{why}, not converted "
+                    f"yet e.g. {summarize(todo, 3)}", fix)]
+
+
+def first_decodes(layout: Layout, root: Path, split: str, found: Survey,
+                  train_id: bool = True) -> list[Finding]:
+    """The doctor's quick look: the first image present decodes, and (``train_id``) its
+    train-id label when converted."""
+    first = next((n for n in found.names if n in found.images), None)
+    if first is None:
+        return []
+    out = [checks.decodes(layout.folder(root, "images", split) / first)]
+    if train_id and first in found.converted:
+        out.append(checks.decodes(layout.folder(root, "labels", split)
+                                  / layout.train_id_name(first), label=True))
+    return out
 
 
 def check_counts(layout: Layout, root: Path, lists: Mapping[str, str | Path] | None):

@@ -23,16 +23,14 @@ from __future__ import annotations
 import argparse
 import re
 from collections.abc import Callable, Mapping, Sequence
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from segda.data import checks, layout, real
+from segda.data import layout, real
 from segda.data.checks import Finding
-from segda.data.layout import Layout
-from segda.data.stats import label_class_counts
 from segda.labels import CLASS_SUBSETS, IGNORE_INDEX
 
 NAME = "synthia"
@@ -55,7 +53,7 @@ SYNTHIA_TO_TRAIN_ID = {
     3: 0, 4: 1, 2: 2, 21: 3, 5: 4, 7: 5, 15: 6, 9: 7, 6: 8, 16: 9, 1: 10, 10: 11, 17: 12,
     8: 13, 18: 14, 19: 15, 20: 16, 12: 17, 11: 18,
 }
-LAYOUT = Layout(
+LAYOUT = layout.Layout(
     name=NAME, title="SYNTHIA", prepare_command=PREPARE_COMMAND, splits=SPLITS,
     images="RGB", labels="GT/LABELS", image_suffix=".png", source_suffix=".png",
     train_id_suffix=LABEL_SUFFIX, pattern=re.compile(r"^\d+\.png$"), source_depth="label16",
@@ -63,7 +61,7 @@ LAYOUT = Layout(
     download="extract SYNTHIA_RAND_CITYSCAPES into {root} (RGB/ and GT/LABELS/)",
     no_images=lambda root, folder: (
         f"no images in {folder}: SYNTHIA-RAND-CITYSCAPES expects <root>/RGB/*.png "
-        f"and <root>/GT/LABELS/*.png. Run: {prepare_hint(root)}"),
+        f"and <root>/GT/LABELS/*.png. Run: {LAYOUT.hint(root)}"),
     too_few=("{folder} holds {found} images, SYNTHIA-RAND-CITYSCAPES has {count}; re-extract "
              "the archive, or pass ids=[...] for a subset."),
 )
@@ -83,15 +81,10 @@ def read_synthia_ids(path: str | Path) -> np.ndarray:
     return raw[0].to(torch.int32).numpy()
 
 
-def train_id_name(name: str) -> str:
-    return LAYOUT.train_id_name(name)
+train_id_name = LAYOUT.train_id_name
 
 
-def prepare_hint(root: str | Path, list_file: str | Path | None = None) -> str:
-    return LAYOUT.hint(root, {"train": list_file})
-
-
-class SYNTHIA(real.SegmentationFiles):
+class SYNTHIA(layout.LayoutDataset):
     """SYNTHIA-RAND-CITYSCAPES images with converted train-id labels.
 
     ``ids=None`` takes every ``RGB/*.png`` and requires all 9,400; pass names, or
@@ -100,26 +93,20 @@ class SYNTHIA(real.SegmentationFiles):
     outside that protocol's classes to ignore.
     """
 
-    dataset_name = NAME
-    prepare_command = PREPARE_COMMAND
+    layout = LAYOUT
 
     def __init__(self, root: str | Path, size: tuple[int, int] | None = None,
                  label_size: tuple[int, int] | str | None = "image", normalization: str = "caffe",
                  flip: bool = False, flip_seed: int = 0, ids: Sequence[str] | None = None, classes: int = 19,
                  check_labels: bool = True, list_file: str | Path | None = None) -> None:
-        root = real.require_root(root, NAME, PREPARE_COMMAND)
-        ids = layout.given_names(ids, list_file, "ids")
         if classes not in CLASS_SUBSETS:
             raise ValueError(f"classes must be one of {sorted(CLASS_SUBSETS)}, got {classes}")
-        ids = layout.open_images(LAYOUT, root, "train", ids, list_file)
-        labels = layout.open_train_ids(LAYOUT, root, "train", ids, list_file)
         self.classes = classes
-        keep = torch.zeros(256, dtype=torch.bool)
-        keep[list(CLASS_SUBSETS[classes])] = True
-        self._keep = keep
-        super().__init__(root, images=[root / "RGB" / i for i in ids], labels=labels, names=ids,
-                         size=size, label_size=label_size, normalization=normalization, flip=flip,
-                         flip_seed=flip_seed, check_labels=check_labels)
+        self._keep = torch.zeros(256, dtype=torch.bool)
+        self._keep[list(CLASS_SUBSETS[classes])] = True
+        super().__init__(root, "train", ids, list_file, "ids", size=size, label_size=label_size,
+                         normalization=normalization, flip=flip, flip_seed=flip_seed,
+                         check_labels=check_labels)
 
     def __getitem__(self, key):
         item = super().__getitem__(key)
@@ -138,22 +125,11 @@ class SYNTHIA(real.SegmentationFiles):
 # ------------------------------------------------------------------------------- preparation
 
 
-def _convert_one(args: tuple[str, str, bool]) -> dict:
-    src, out, strict = args
-    ids = read_synthia_ids(src)
-    entry: dict = {"name": Path(src).name}
-    unknown = np.unique(ids[ids > MAX_SYNTHIA_ID]).tolist()
-    if unknown:
-        if strict:
-            raise real.LabelValueError(
-                f"{src}: class ids {unknown} are not SYNTHIA ids 0..{MAX_SYNTHIA_ID} "
-                "(is the class id really in the first channel?)"
-            )
-        entry["unknown_ids"] = unknown
-    train = synthia_lut()[np.clip(ids, 0, 65535)]
-    real.write_label_png(out, train)
-    entry["class_pixels"] = label_class_counts(train).tolist()
-    return entry
+def _convert_one(job: layout.Conversion, strict: bool) -> dict:
+    ids = read_synthia_ids(job.source)
+    entry = layout.new_entry(job, ids, MAX_SYNTHIA_ID, strict, "SYNTHIA class",
+                             " (is the class id really in the first channel?)")
+    return layout.write_train_ids(entry, job.out, synthia_lut()[np.clip(ids, 0, 65535)])
 
 
 def prepare(root: str | Path, overwrite: bool = False, strict_ids: bool = False, allow_partial: bool = False,
@@ -164,54 +140,21 @@ def prepare(root: str | Path, overwrite: bool = False, strict_ids: bool = False,
     ``lists={"train": FILE}`` converts only the pairs a list file names (one name per line),
     each of which must be present, instead of checking the official count.
     """
-    root = real.require_root(root, NAME, PREPARE_COMMAND)
-    list_file = real.check_list_splits(lists, SPLITS).get("train")
-    listed = real.read_list(list_file) if list_file else None
-    found = layout.survey(LAYOUT, root, "train", listed)
-    images = found.image_files
-    labels = {n for n in found.label_files if LAYOUT.pattern.match(n)}
-    expected = f"{len(listed)} named by {list_file}" if listed else f"official count {SYNTHIA_COUNT}"
-    log(f"SYNTHIA at {root}: {len(images)} images, {len(labels)} labels ({expected})")
-    unpaired = sorted(images ^ labels)
-    complete = len(images) == SYNTHIA_COUNT and not unpaired
-    if listed is not None:
-        absent = [f"RGB/{n}" for n in found.missing_images]
-        absent += [f"GT/LABELS/{n}" for n in found.missing_sources]
-        if absent:
-            raise real.MissingFilesError(f"{len(absent)} SYNTHIA files named by list {list_file} are "
-                                    f"missing in {root}: {real.summarize(absent)}")
-    elif not complete and not allow_partial:
-        raise real.CountMismatchError(
-            f"SYNTHIA at {root}: {len(images)} images and {len(labels)} labels, expected "
-            f"{SYNTHIA_COUNT} pairs ({len(unpaired)} unpaired"
-            f"{', e.g. ' + real.summarize(unpaired, 3) if unpaired else ''}). "
-            "Re-extract SYNTHIA_RAND_CITYSCAPES, or pass --allow-partial."
-        )
-    report = real.read_report(root) or {}
-    done = report.get("class_pixels", {})
-    names = found.pairs
-    label_dir = LAYOUT.folder(root, "labels", "train")
-    jobs = [(str(label_dir / n), str(label_dir / train_id_name(n)), strict_ids)
-            for n in layout.conversions_due(LAYOUT, root, "train", names, done, overwrite)]
-    log(f"converting {len(jobs)} labels ({len(names) - len(jobs)} already done)")
-    entries = real.run_conversions(_convert_one, jobs, workers, chunksize=32)
-    done.update({e["name"]: e["class_pixels"] for e in entries})
-    unknown = dict(report.get("unknown_label_ids", {}))
-    unknown.update({e["name"]: e["unknown_ids"] for e in entries if "unknown_ids" in e})
+    root, list_file, found, report, entries = layout.prepare_list(
+        LAYOUT, root, lists, partial(_convert_one, strict=strict_ids), allow_partial, overwrite,
+        workers, log)
+    images, labels = found.image_files, {n for n in found.label_files if LAYOUT.pattern.match(n)}
     report.update({
         "dataset": "synthia",
         "official_count": SYNTHIA_COUNT,
         "counts": {"images": len(images), "labels": len(labels)},
-        "unpaired": unpaired,
+        "unpaired": sorted(images ^ labels),
         "mapping": {str(k): v for k, v in SYNTHIA_TO_TRAIN_ID.items()},
         "mapping_source": "lhoyer/DAFormer tools/convert_datasets/synthia.py",
-        "class_pixels": done,
-        "unknown_label_ids": unknown,
+        "class_pixels": {n: e["class_pixels"] for n, e in entries.items()},
+        "unknown_label_ids": {n: e["unknown_ids"] for n, e in entries.items() if "unknown_ids" in e},
     })
-    if list_file:
-        report["list"] = str(list_file)
-    path = real.write_report(root, report)
-    log(f"wrote {path}")
+    layout.finish_report(root, report, list_file, log)
     return report
 
 
@@ -232,33 +175,26 @@ def check(root: Path, lists: Mapping[str, str | Path] | None = None,
     found, list_file, what, out = layout.check_counts(LAYOUT, root, lists)
     if found is None:
         return out
-    fix = LAYOUT.download.format(root=root)
-    label_dir = LAYOUT.folder(root, "labels", "train")
     images = [n for n in found.names if n in found.images]
     labels = [n for n in found.names if n in found.sources]
     todo = [n for n in labels if n not in found.converted]
-    if not labels:
-        pass
-    elif todo:
-        out.append(Finding("problem", f"{len(todo)} labels not converted "
-                           f"(e.g. {real.summarize(todo, 3)})", prepare_hint(root, list_file)))
-    else:
-        out.append(Finding("ok", f"converted train-id labels: {len(labels)}"))
+    out += layout.conversion_findings("train-id labels", len(labels) - len(todo), todo,
+                                      LAYOUT.hint(root, list_file))
     if full:
         out += layout.decode_findings(LAYOUT, root, "train", found, what)
     elif labels:
         try:
-            raw = real.decode(label_dir / labels[0])
+            raw = real.decode(LAYOUT.folder(root, "labels", "train") / labels[0])
             if raw.dtype.itemsize == 1:
                 out.append(Finding("warn", f"{labels[0]} is 8-bit; SYNTHIA's GT/LABELS are 16-bit "
-                                   "(is this the GT/COLOR folder?)", fix))
+                                   "(is this the GT/COLOR folder?)", LAYOUT.download.format(root=root)))
             else:
                 out.append(Finding("ok", f"{labels[0]}: {raw.shape[0]} channels, 16-bit"))
         except real.DatasetError as err:
             out.append(Finding("problem", str(err), "extract the file again"))
+    if not full:
+        out += layout.first_decodes(LAYOUT, root, "train", found, train_id=False)
     if images:
-        if not full:
-            out.append(checks.decodes(root / "RGB" / images[0]))
         try:
             w, h = real.png_size(root / "RGB" / images[0])
             if (w, h) != NATIVE_SIZE:
