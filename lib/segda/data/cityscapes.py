@@ -81,11 +81,7 @@ LAYOUT = layout.Layout(
     source_suffix=LABEL_IDS_SUFFIX, train_id_suffix=TRAIN_IDS_SUFFIX, nested=True,
     official=lambda split: official_list(split), count=lambda split: SPLIT_COUNTS[split],
     download=DOWNLOAD_HELP,
-    no_images=lambda root, folder: (f"no folder {folder}: "
-                                    f"{_adaptsegnet_root(root) or DOWNLOAD_HELP.format(root=root)}"),
-    too_few=("{folder} holds {found} of the {count} {split} images of the official list; "
-             "missing: {missing}. Re-extract leftImg8bit_trainvaltest.zip."),
-    train_ids="train-id labels{from_list}",
+    misplaced=_adaptsegnet_root,
 )
 
 
@@ -162,8 +158,7 @@ def prepare(root: str | Path, splits: Sequence[str] = ("train", "val"), from_pol
     report.setdefault("class_pixels", {})
     for split in splits:
         list_file = lists.get(split)
-        found = layout.survey_download(sources, root, split, list_file, allow_partial, log,
-                                       _adaptsegnet_root(root))
+        found = layout.survey_download(sources, root, split, list_file, allow_partial, log)
         entries = layout.convert_labels(sources, root, split,
                                         [n for n in found.names if n in found.sources],
                                         layout.earlier_entries(report),

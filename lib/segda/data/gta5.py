@@ -67,13 +67,7 @@ LAYOUT = layout.Layout(
     official=lambda split: official_ids(), count=lambda split: GTA5_COUNT,
     download=(f"download the 10 image and 10 label zips from {DOWNLOAD_PAGE} and extract them "
               "into {root}"),
-    no_images=lambda root, folder: (
-        f"no images in {folder}: GTA5 expects <root>/images/NNNNN.png and "
-        f"<root>/labels/NNNNN.png. Download from {DOWNLOAD_PAGE}, then run: {LAYOUT.hint(root)}"),
-    too_few=("{folder} holds {found} of the {count} GTA5 images; missing: {missing}. Extract "
-             "all 10 image archives, or pass ids=[...] to use a subset."),
 )
-
 
 train_id_name = LAYOUT.train_id_name
 
@@ -193,9 +187,7 @@ def _earlier_entries(report: dict) -> dict[str, dict]:
 
 def _reusable(prev: dict, out: Path, exclude_mismatched: bool) -> bool:
     if "size_mismatch" in prev:  # reuse only if the same rule was applied to it
-        if exclude_mismatched != bool(prev.get("excluded")):
-            return False
-        return bool(prev.get("excluded")) or out.exists()
+        return exclude_mismatched == bool(prev.get("excluded")) and (exclude_mismatched or out.exists())
     return layout.still_converted(prev, out)
 
 

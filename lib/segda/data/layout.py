@@ -59,14 +59,19 @@ class Layout:
     official: Callable[[str], list[str]] | None
     count: Callable[[str], int]
     download: str  # what brings the files ({root}), for the doctor's fixes
-    no_images: Callable[[Path, Path], str]  # the error for (root, image folder) when it is
-    # empty (flat) or absent (nested)
-    too_few: str  # the error when the full official set is short ({folder} {found} {count}
-    # {split} {missing})
-    train_ids: str = "converted labels"  # "{n} <these> missing" ({from_list})
     pattern: re.Pattern | None = None  # the dataset's own file names in a flat folder
     nested: bool = False  # names are ``city/file``: one folder read per city
     source_depth: str = "label8"  # what :func:`checks.decode_all` expects of an original label
+    # The fix when a root is a known wrong folder (Cityscapes: AdaptSegNet's one level above).
+    misplaced: Callable[[Path], str | None] = lambda root: None
+
+    def where(self, split: str) -> str:
+        """How messages name a split: ``GTA5``, ``Cityscapes val``."""
+        return self.title if len(self.splits) == 1 else f"{self.title} {split}"
+
+    def fix(self, root: Path) -> str:
+        """How to get missing files: the right root for a misplaced one, else the download."""
+        return self.misplaced(root) or self.download.format(root=root)
 
     def folder(self, root: Path, kind: str, split: str) -> Path:
         """``kind`` is ``"images"`` or ``"labels"``."""
@@ -127,7 +132,8 @@ def open_images(layout: Layout, root: Path, split: str, names: list[str] | None,
     present = layout.files(folder, wanted)
     # An empty flat folder, or an absent split folder: the download or the root is wrong.
     if not present and not (layout.nested and folder.is_dir()):
-        raise MissingFilesError(layout.no_images(root, folder))
+        raise MissingFilesError(f"no {layout.where(split)} images in {folder}. Fix: "
+                                f"{layout.fix(root)}")
     if names is None:
         count = layout.count(split)
         if layout.official is None:
@@ -137,8 +143,10 @@ def open_images(layout: Layout, root: Path, split: str, names: list[str] | None,
             missing = [n for n in names if n not in present]
             found = count - len(missing)
         if missing or found != count:
-            raise CountMismatchError(layout.too_few.format(
-                folder=folder, found=found, count=count, split=split, missing=summarize(missing)))
+            raise CountMismatchError(
+                f"{folder} holds {found} of the {count} {layout.where(split)} images"
+                f"{'; missing: ' + summarize(missing) if missing else ''}. Fix: "
+                f"{layout.fix(root)}, or open a subset (names, or a list_file).")
         return names
     missing = [n for n in names if n not in present]
     if missing:
@@ -155,7 +163,7 @@ def open_train_ids(layout: Layout, root: Path, split: str, names: Sequence[str],
     present = layout.files(folder, wanted) if layout.nested else list_files(folder)
     absent = [w for w in wanted if w not in present]
     if absent:
-        what = layout.train_ids.format(from_list=from_list(list_file))
+        what = f"train-id labels{from_list(list_file)}"
         lists = {split: list_file} if list_file else None
         raise MissingFilesError(f"{len(absent)} {what} missing in {folder} (e.g. "
                                 f"{summarize(absent, 3)}). Run: {layout.hint(root, lists)}")
@@ -246,14 +254,12 @@ def survey(layout: Layout, root: Path, split: str, names: Sequence[str] | None =
 
 
 def survey_download(layout: Layout, root: Path, split: str, list_file: str | Path | None,
-                    allow_partial: bool, log: Callable[[str], None],
-                    fix: str | None = None) -> Survey:
+                    allow_partial: bool, log: Callable[[str], None]) -> Survey:
     """Prepare's start on a split: its names (``list_file``'s, else the official set) surveyed
     and logged, then refused when incomplete: every file a list names must be there; without
-    a list, every pair of the official set (unless ``allow_partial``). ``fix`` (default: the
-    layout's download) says how to get the missing files."""
+    a list, every pair of the official set (unless ``allow_partial``)."""
     found = survey(layout, root, split, read_list(list_file) if list_file else None)
-    where = layout.title if len(layout.splits) == 1 else f"{layout.title} {split}"
+    where = layout.where(split)
     n, named = len(found.names), f"named by {list_file}" if list_file else "official set"
     log(f"{where} at {root}: {len(found.images)}/{n} images, {len(found.sources)}/{n} labels "
         f"({named}), {len(found.converted)} already converted")
@@ -274,7 +280,7 @@ def survey_download(layout: Layout, root: Path, split: str, list_file: str | Pat
         raise CountMismatchError(
             f"{where} at {root}: {len(found.images)} images and {len(found.sources)} labels, "
             f"expected {layout.count(split)} pairs ({len(unpaired)} unpaired{examples}). "
-            f"Fix: {fix or layout.download.format(root=root)}, or pass --allow-partial to "
+            f"Fix: {layout.fix(root)}, or pass --allow-partial to "
             "convert what is there.")
     return found
 

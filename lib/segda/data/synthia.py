@@ -59,11 +59,6 @@ LAYOUT = layout.Layout(
     train_id_suffix=LABEL_SUFFIX, pattern=re.compile(r"^\d+\.png$"), source_depth="label16",
     official=None, count=lambda split: SYNTHIA_COUNT,
     download="extract SYNTHIA_RAND_CITYSCAPES into {root} (RGB/ and GT/LABELS/)",
-    no_images=lambda root, folder: (
-        f"no images in {folder}: SYNTHIA-RAND-CITYSCAPES expects <root>/RGB/*.png "
-        f"and <root>/GT/LABELS/*.png. Run: {LAYOUT.hint(root)}"),
-    too_few=("{folder} holds {found} images, SYNTHIA-RAND-CITYSCAPES has {count}; re-extract "
-             "the archive, or pass ids=[...] for a subset."),
 )
 
 
