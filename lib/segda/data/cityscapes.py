@@ -20,7 +20,7 @@ Splits: the official lists of AdaptSegNet/ADVENT (``cityscapes_list/train.txt``,
 Evaluation uses val at full resolution (2048x1024 labels, ``label_size=None``) with the image
 resized to 1024x512, as both papers do.
 
-Here: the :data:`LAYOUT` (:mod:`segda.data.layout` opens, surveys and checks it), the dataset,
+Here: the :data:`LAYOUT` (:mod:`segda.data.layout` opens, prepares and checks it), the dataset,
 :func:`prepare` (``data_scripts/prepare_cityscapes.py``) and :func:`check` (the doctor).
 """
 

@@ -18,7 +18,7 @@ to skip excluded pairs and to refuse labels of the wrong size.
 No checksums are published for the GTA5 archives; :func:`hash_archives` records SHA-256 sums of
 the zips you downloaded, so a later copy can be compared with yours.
 
-Here: the :data:`LAYOUT` (:mod:`segda.data.layout` opens, surveys and checks it), the dataset,
+Here: the :data:`LAYOUT` (:mod:`segda.data.layout` opens, prepares and checks it), the dataset,
 :func:`prepare` (``data_scripts/prepare_gta5.py``) and :func:`check` (the doctor).
 """
 

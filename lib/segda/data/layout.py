@@ -3,9 +3,12 @@ dataset's files lie, and the functions here open, survey, prepare and check any 
 
 A dataset is a list of names (an official list, a user's list file, or for SYNTHIA every image
 in its folder); each name has an image, an original label (palette, label-id or 16-bit PNG) and
-the train-id label the prepare step writes beside it. What stays in a dataset module is what is
-its own: the label encoding (its conversion), the report's extra fields, and how its messages
-word a missing or incomplete download.
+the train-id label the prepare step writes beside it. Here once: the base class that opens a
+dataset (:class:`LayoutDataset`), prepare's survey, refusal of an incomplete download,
+conversion loop (reusing an earlier report's entries) and report, and the doctor's counts,
+conversion line and decoding. What stays in a dataset module is what is its own: the label
+encoding (its ``convert_one``), the report's extra fields, its download and its own checks
+(GTA5's label sizes, Cityscapes' colour labelIds, SYNTHIA's bit depth).
 """
 
 from __future__ import annotations
@@ -259,8 +262,8 @@ def survey_download(layout: Layout, root: Path, split: str, list_file: str | Pat
     and logged, then refused when incomplete: every file a list names must be there; without
     a list, every pair of the official set (unless ``allow_partial``)."""
     found = survey(layout, root, split, read_list(list_file) if list_file else None)
-    where = layout.where(split)
-    n, named = len(found.names), f"named by {list_file}" if list_file else "official set"
+    where, n = layout.where(split), len(found.names)
+    named = f"named by {list_file}" if list_file else "official set"
     log(f"{where} at {root}: {len(found.images)}/{n} images, {len(found.sources)}/{n} labels "
         f"({named}), {len(found.converted)} already converted")
     if list_file:
@@ -280,8 +283,7 @@ def survey_download(layout: Layout, root: Path, split: str, list_file: str | Pat
         raise CountMismatchError(
             f"{where} at {root}: {len(found.images)} images and {len(found.sources)} labels, "
             f"expected {layout.count(split)} pairs ({len(unpaired)} unpaired{examples}). "
-            f"Fix: {layout.fix(root)}, or pass --allow-partial to "
-            "convert what is there.")
+            f"Fix: {layout.fix(root)}, or pass --allow-partial to convert what is there.")
     return found
 
 
@@ -364,7 +366,7 @@ def prepare_list(layout: Layout, root: str | Path, lists: Mapping[str, str | Pat
 
 
 def finish_report(root: Path, report: dict, list_file: str | Path | None,
-                 log: Callable[[str], None], done: str = "") -> None:
+                  log: Callable[[str], None], done: str = "") -> None:
     """The report written at ``root``, naming the list file it was made from; logged."""
     if list_file:
         report["list"] = str(list_file)

@@ -14,7 +14,7 @@ results are reported on 16 classes (ADVENT) or 13 (AdaptSegNet; ADVENT's mIoU*),
 ``segda.labels.CLASS_SUBSETS``. ``SYNTHIA(..., classes=16)`` additionally sets labels outside
 the chosen protocol to ignore; train ids stay in the 19-class numbering either way.
 
-Here: the :data:`LAYOUT` (:mod:`segda.data.layout` opens, surveys and checks it), the dataset,
+Here: the :data:`LAYOUT` (:mod:`segda.data.layout` opens, prepares and checks it), the dataset,
 :func:`prepare` (``data_scripts/prepare_synthia.py``) and :func:`check` (the doctor).
 """
 
