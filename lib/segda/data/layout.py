@@ -149,7 +149,7 @@ def open_images(layout: Layout, root: Path, split: str, names: list[str] | None,
             raise CountMismatchError(
                 f"{folder} holds {found} of the {count} {layout.where(split)} images"
                 f"{'; missing: ' + summarize(missing) if missing else ''}. Fix: "
-                f"{layout.fix(root)}, or open a subset (names, or a list_file).")
+                f"{layout.fix(root)}, or open a subset (a list of names, or list_file).")
         return names
     missing = [n for n in names if n not in present]
     if missing:
@@ -276,13 +276,15 @@ def survey_download(layout: Layout, root: Path, split: str, list_file: str | Pat
                 f"{summarize(absent)}. Extract them, or leave them out of the list.")
         return found
     unpaired = sorted(set(found.missing_images) | set(found.missing_sources))
-    # A dataset without an official list (SYNTHIA) is counted; the others checked name by name.
+    # A dataset without an official list (SYNTHIA) is counted, its names being those found
+    # (a name lacks its image or its label: unpaired); the others are checked name by name.
     short = layout.official is None and len(found.images) != layout.count(split)
     if (unpaired or short) and not allow_partial:
         examples = f", e.g. {summarize(unpaired, 3)}" if unpaired else ""
+        kind = "unpaired" if layout.official is None else "incomplete"
         raise CountMismatchError(
             f"{where} at {root}: {len(found.images)} images and {len(found.sources)} labels, "
-            f"expected {layout.count(split)} pairs ({len(unpaired)} unpaired{examples}). "
+            f"expected {layout.count(split)} pairs ({len(unpaired)} {kind}{examples}). "
             f"Fix: {layout.fix(root)}, or pass --allow-partial to convert what is there.")
     return found
 
