@@ -20,41 +20,25 @@ Splits: the official lists of AdaptSegNet/ADVENT (``cityscapes_list/train.txt``,
 Evaluation uses val at full resolution (2048x1024 labels, ``label_size=None``) with the image
 resized to 1024x512, as both papers do.
 
-Everything about Cityscapes lives here: the layout and the :class:`Cityscapes` dataset,
-:func:`prepare` (run by ``data_scripts/prepare_cityscapes.py``, whose own options
-:func:`add_prepare_arguments` declares), and :func:`check`, what
-``python -m segda.doctor --dataset cityscapes`` reports.
+Here: the :data:`LAYOUT` (:mod:`segda.data.layout` opens, prepares and checks it), the dataset,
+:func:`prepare` (``data_scripts/prepare_cityscapes.py``) and :func:`check` (the doctor).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
-from segda.data import checks
+from segda.data import checks, layout, real
 from segda.data.checks import Finding
-from segda.data.real import (
-    CountMismatchError,
-    DatasetError,
-    MissingFilesError,
-    SegmentationFiles,
-    check_list_splits,
-    from_list,
-    list_files,
-    read_list,
-    read_report,
-    require_root,
-    run_conversions,
-    summarize,
-    write_label_png,
-    write_report,
-)
 from segda.data.stats import label_class_counts
-from segda.labels import IGNORE_INDEX, LABEL_ID_TO_TRAIN_ID
+from segda.labels import IGNORE_INDEX, label_id_lut
 
 NAME = "cityscapes"
 SPLIT_COUNTS = {"train": 2975, "val": 500}
@@ -83,14 +67,25 @@ def official_list(split: str) -> list[str]:
     return text.split()
 
 
-def prepare_hint(root: str | Path, lists: Mapping[str, str | Path] | None = None) -> str:
-    extra = "".join(f" --list {split}={path}" for split, path in (lists or {}).items())
-    return PREPARE_COMMAND.format(root=root) + extra
+def _adaptsegnet_root(root: Path) -> str | None:
+    """The fix when ``root`` is the folder above the dataset, as AdaptSegNet's default."""
+    data = root / "data"
+    if (data / "leftImg8bit").is_dir():
+        return f"use root={data} (found {data / 'leftImg8bit'}: AdaptSegNet's layout)"
+    return None
 
 
-def stem(name: str) -> str:
-    """``city/city_000000_000019_leftImg8bit.png`` -> ``city/city_000000_000019``."""
-    return name[: -len(IMAGE_SUFFIX)] if name.endswith(IMAGE_SUFFIX) else name
+LAYOUT = layout.Layout(
+    name=NAME, title="Cityscapes", prepare_command=PREPARE_COMMAND, splits=SPLITS,
+    images="leftImg8bit/{split}", labels="gtFine/{split}", image_suffix=IMAGE_SUFFIX,
+    source_suffix=LABEL_IDS_SUFFIX, train_id_suffix=TRAIN_IDS_SUFFIX, nested=True,
+    official=lambda split: official_list(split), count=lambda split: SPLIT_COUNTS[split],
+    download=DOWNLOAD_HELP,
+    misplaced=_adaptsegnet_root,
+)
+
+
+stem = LAYOUT.stem  # ``city/city_000000_000019_leftImg8bit.png`` -> ``city/city_000000_000019``
 
 
 def label_id_to_train_id_lut() -> np.ndarray:
@@ -106,24 +101,16 @@ def label_id_to_train_id_lut() -> np.ndarray:
 
 def check_lut_agrees(lut: np.ndarray) -> None:
     """cityscapesscripts' table must give the official mapping (segda.labels); stop if not."""
-    ours = np.full(256, IGNORE_INDEX, dtype=np.uint8)
-    for label_id, train_id in LABEL_ID_TO_TRAIN_ID.items():
-        ours[label_id] = train_id
+    ours = label_id_lut()
     if not np.array_equal(lut, ours):
         diff = np.flatnonzero(lut != ours).tolist()
-        raise DatasetError(
+        raise real.DatasetError(
             f"cityscapesscripts' label table disagrees with the official mapping at ids {diff}; "
             "was cityscapesscripts/helpers/labels.py edited?"
         )
 
 
-def _layout_hint(root: Path) -> str:
-    if (root / "data" / "leftImg8bit").is_dir():
-        return f" (found {root / 'data' / 'leftImg8bit'}: AdaptSegNet's layout; use root={root / 'data'})"
-    return ""
-
-
-class Cityscapes(SegmentationFiles):
+class Cityscapes(layout.LayoutDataset):
     """Cityscapes ``train`` (target, usually without labels) or ``val`` (evaluation).
 
     ``names=None`` uses the full official list for the split and requires every image to be
@@ -133,162 +120,65 @@ class Cityscapes(SegmentationFiles):
     labels to the image size. Labels are the converted ``*_gtFine_labelTrainIds.png``.
     """
 
-    dataset_name = NAME
-    prepare_command = PREPARE_COMMAND
+    layout = LAYOUT
 
-    def __init__(
-        self,
-        root: str | Path,
-        split: str = "train",
-        size: tuple[int, int] | None = (1024, 512),
-        label_size: tuple[int, int] | str | None = "auto",
-        with_labels: bool | None = None,
-        normalization: str = "caffe",
-        flip: bool = False,
-        flip_seed: int = 0,
-        names: Sequence[str] | None = None,
-        check_labels: bool = True,
-        list_file: str | Path | None = None,
-    ) -> None:
-        root = require_root(root, NAME, PREPARE_COMMAND)
-        if list_file and names is not None:
-            raise ValueError("pass names or list_file, not both")
-        if list_file:
-            names = read_list(list_file)
-        full = names is None
-        names = official_list(split) if full else [str(n) for n in names]
+    def __init__(self, root: str | Path, split: str = "train", size: tuple[int, int] | None = (1024, 512),
+                 label_size: tuple[int, int] | str | None = "auto", with_labels: bool | None = None,
+                 normalization: str = "caffe", flip: bool = False, flip_seed: int = 0,
+                 names: Sequence[str] | None = None, check_labels: bool = True,
+                 list_file: str | Path | None = None) -> None:
         with_labels = split == "val" if with_labels is None else with_labels
         if label_size == "auto":
             label_size = None if split == "val" else "image"
-        image_dir = root / "leftImg8bit" / split
-        if not image_dir.is_dir():
-            raise MissingFilesError(
-                f"no folder {image_dir}{_layout_hint(root)}. Download: "
-                f"{DOWNLOAD_HELP.format(root=root)}"
-            )
-        present = present_names(image_dir, names)
-        missing = [n for n in names if n not in present]
-        if full and missing:
-            raise CountMismatchError(
-                f"{image_dir} holds {SPLIT_COUNTS[split] - len(missing)} of the "
-                f"{SPLIT_COUNTS[split]} {split} images of the official list; missing: "
-                f"{summarize(missing)}. Re-extract leftImg8bit_trainvaltest.zip."
-            )
-        if missing:
-            raise MissingFilesError(f"Cityscapes images{from_list(list_file)} missing in "
-                                    f"{image_dir}: {summarize(missing)}")
-        labels = None
-        if with_labels:
-            label_dir = root / "gtFine" / split
-            label_names = [stem(n) + TRAIN_IDS_SUFFIX for n in names]
-            present_labels = present_names(label_dir, label_names)
-            absent = [n for n in label_names if n not in present_labels]
-            if absent:
-                raise MissingFilesError(
-                    f"{len(absent)} train-id labels{from_list(list_file)} missing in "
-                    f"{label_dir} (e.g. {summarize(absent, 3)}). Run: "
-                    f"{prepare_hint(root, {split: list_file} if list_file else None)}"
-                )
-            labels = [label_dir / n for n in label_names]
         self.split = split
-        super().__init__(
-            root,
-            images=[image_dir / n for n in names],
-            labels=labels,
-            names=names,
-            size=size,
-            label_size=label_size,
-            normalization=normalization,
-            flip=flip,
-            flip_seed=flip_seed,
-            check_labels=check_labels,
-        )
-
-
-def present_names(folder: Path, names: Sequence[str]) -> set[str]:
-    """The ``city/file`` names that exist under ``folder`` (one directory read per city)."""
-    found: set[str] = set()
-    for city in sorted({n.split("/", 1)[0] for n in names if "/" in n}):
-        found |= {f"{city}/{f}" for f in list_files(folder / city)}
-    return found
+        super().__init__(root, split, names, list_file, "names", with_labels, size=size,
+                         label_size=label_size, normalization=normalization, flip=flip,
+                         flip_seed=flip_seed, check_labels=check_labels)
 
 
 # ------------------------------------------------------------------------------- preparation
 
 
-def prepare(
-    root: str | Path,
-    splits: Sequence[str] = ("train", "val"),
-    from_polygons: bool = False,
-    overwrite: bool = False,
-    allow_partial: bool = False,
-    workers: int = 1,
-    lists: Mapping[str, str | Path] | None = None,
-    log: Callable[[str], None] = print,
-) -> dict:
+def prepare(root: str | Path, splits: Sequence[str] = ("train", "val"), from_polygons: bool = False,
+            overwrite: bool = False, allow_partial: bool = False, workers: int = 1,
+            lists: Mapping[str, str | Path] | None = None, log: Callable[[str], None] = print) -> dict:
     """Check images and gtFine against the official lists, write train-id labels, write the report.
 
     ``allow_partial`` converts the listed files that are present instead of requiring all.
     ``lists`` maps a split to a list file (one ``city/..._leftImg8bit.png`` per line) that
     replaces the official list; every file it names must be present.
     """
-    root = require_root(root, NAME, PREPARE_COMMAND)
-    lists = check_list_splits(lists, SPLITS)
-    lut = label_id_to_train_id_lut()
-    check_lut_agrees(lut)
-    report = read_report(root) or {}
+    root = real.require_root(root, NAME, PREPARE_COMMAND)
+    lists = real.check_list_splits(lists, SPLITS)
+    check_lut_agrees(label_id_to_train_id_lut())
+    sources = dataclasses.replace(LAYOUT, source_suffix=POLYGONS_SUFFIX) if from_polygons \
+        else LAYOUT
+    report = real.read_report(root) or {}
     report.update({"dataset": "cityscapes", "official_counts": dict(SPLIT_COUNTS)})
     report.setdefault("class_pixels", {})
     for split in splits:
         list_file = lists.get(split)
-        names = read_list(list_file) if list_file else official_list(split)
-        image_dir, label_dir = root / "leftImg8bit" / split, root / "gtFine" / split
-        images = present_names(image_dir, names) & set(names)
-        want = [stem(n) + (POLYGONS_SUFFIX if from_polygons else LABEL_IDS_SUFFIX) for n in names]
-        sources = present_names(label_dir, want) & set(want)  # the folders hold other files too
-        miss_img = [n for n in names if n not in images]
-        miss_src = [w for w in want if w not in sources]
-        log(f"{split}: {len(images)}/{len(names)} images in {image_dir}, "
-            f"{len(sources)}/{len(names)} gtFine files in {label_dir}")
-        if (miss_img or miss_src) and list_file:
-            raise MissingFilesError(
-                f"Cityscapes {split}: {len(miss_img)} images and {len(miss_src)} gtFine files "
-                f"named by list {list_file} are missing in {root} (e.g. "
-                f"{summarize(miss_img + miss_src, 3)})"
-            )
-        if (miss_img or miss_src) and not allow_partial:
-            hint = _layout_hint(root) or f"; download: {DOWNLOAD_HELP.format(root=root)}"
-            raise CountMismatchError(
-                f"Cityscapes {split}: {len(miss_img)} images and {len(miss_src)} gtFine files "
-                f"of the official list are missing (e.g. {summarize(miss_img + miss_src, 3)})"
-                f"{hint}"
-            )
-        jobs = []
-        for n, src in zip(names, want, strict=True):
-            if src not in sources:
-                continue
-            out = label_dir / (stem(n) + TRAIN_IDS_SUFFIX)
-            if out.exists() and not overwrite and n in report["class_pixels"]:
-                continue
-            jobs.append((n, str(label_dir / src), str(out), from_polygons))
-        for entry in run_conversions(_convert_one, jobs, workers):
-            report["class_pixels"][entry["name"]] = entry["class_pixels"]
-        log(f"{split}: wrote {len(jobs)} *{TRAIN_IDS_SUFFIX} files")
+        found = layout.survey_download(sources, root, split, list_file, allow_partial, log)
+        entries = layout.convert_labels(sources, root, split,
+                                        [n for n in found.names if n in found.sources],
+                                        layout.earlier_entries(report),
+                                        partial(_convert_one, from_polygons=from_polygons),
+                                        overwrite, workers, log)
+        report["class_pixels"] = {n: e["class_pixels"] for n, e in entries.items()}
         report.setdefault("splits", {})[split] = {
-            "images": len(images), "gtFine": len(sources),
-            "missing_images": miss_img, "missing_gtFine": miss_src,
+            "images": len(found.images), "gtFine": len(found.sources),
+            "missing_images": found.missing_images,
+            "missing_gtFine": [sources.source_name(n) for n in found.missing_sources],
             **({"list": str(list_file)} if list_file else {}),
         }
-    path = write_report(root, report)
-    log(f"wrote {path}")
+    layout.finish_report(root, report, None, log)
     return report
 
 
-def _convert_one(job: tuple[str, str, str, bool]) -> dict:
+def _convert_one(job: layout.Conversion, from_polygons: bool) -> dict:
     """Write one train-id label; returns its report entry (list name, class pixel counts)."""
-    name, src, out, from_polygons = job
-    train = _convert(Path(src), Path(out), label_id_to_train_id_lut(), from_polygons)
-    return {"name": name, "class_pixels": label_class_counts(train).tolist()}
+    train = _convert(job.source, job.out, label_id_to_train_id_lut(), from_polygons)
+    return {"name": job.name, "class_pixels": label_class_counts(train).tolist()}
 
 
 def _convert(src: Path, out: Path, lut: np.ndarray, from_polygons: bool) -> np.ndarray:
@@ -304,13 +194,13 @@ def _convert(src: Path, out: Path, lut: np.ndarray, from_polygons: bool) -> np.n
         with Image.open(src) as im:
             ids = np.asarray(im)
     except OSError as err:
-        raise DatasetError(f"cannot read {src}: {err}") from err
+        raise real.DatasetError(f"cannot read {src}: {err}") from err
     if ids.ndim != 2:
-        raise DatasetError(f"{src}: an image of {ids.shape[2]} channels where a single-channel "
+        raise real.DatasetError(f"{src}: an image of {ids.shape[2]} channels where a single-channel "
                            f"labelIds PNG is expected (was it saved again in colour?); "
                            f"{LABEL_IDS_FIX}")
     train = lut[ids]
-    write_label_png(out, train)
+    real.write_label_png(out, train)
     return train
 
 
@@ -329,73 +219,59 @@ def check(root: Path, lists: Mapping[str, str | Path] | None = None,
     """What the doctor reports about a Cityscapes folder: images, gtFine and train-id labels
     of the official lists (or of the list files ``lists[split]``), decoding (of one image per
     split, or with ``full`` of every file, each bad one named)."""
-    lists = check_list_splits(lists, SPLITS)
+    lists = real.check_list_splits(lists, SPLITS)
     out = []
     if (root / "data" / "leftImg8bit").is_dir() and not (root / "leftImg8bit").is_dir():
         return [Finding("problem", f"{root} has AdaptSegNet's extra data/ level",
                         f"use --root {root / 'data'}")]
-    download = DOWNLOAD_HELP.format(root=root)
-    prep = prepare_hint(root, lists)
+    prep = LAYOUT.hint(root, lists)
     try:
         import cityscapesscripts  # noqa: F401
     except ImportError:
         out.append(Finding("warn", "cityscapesscripts is not installed (needed to prepare labels)",
                            "pip install cityscapesscripts"))
     for split in ("train", "val"):
-        try:
-            names = read_list(lists[split]) if split in lists else official_list(split)
-        except DatasetError as err:
-            out.append(Finding("problem", str(err), "give an existing list file"))
+        listed, unreadable = layout.read_check_list(lists, split, "give an existing list file")
+        if unreadable:
+            out.append(unreadable)
             continue
         which = f"list {lists[split]}" if split in lists else "official list"
-        images = present_names(root / "leftImg8bit" / split, names)
-        miss = [n for n in names if n not in images]
-        out.append(checks.count(len(names) - len(miss), len(names),
-                                f"{split} images ({which})", download, miss))
-        label_dir = root / "gtFine" / split
-        ids = [stem(n) + LABEL_IDS_SUFFIX for n in names]
-        train_ids = [stem(n) + TRAIN_IDS_SUFFIX for n in names]
-        present = present_names(label_dir, ids + train_ids)
-        miss_ids = [i for i in ids if i not in present]
-        out.append(checks.count(len(ids) - len(miss_ids), len(ids), f"{split} gtFine labelIds",
-                                download, miss_ids))
-        miss_t = [t for t in train_ids if t not in present]
+        found = layout.survey(LAYOUT, root, split, listed or official_list(split))
+        what = {"images": f"{split} images ({which})", "labels": f"{split} gtFine labelIds",
+                "decode images": f"{split} images", "decode labels": f"{split} gtFine labelIds",
+                "decode train ids": f"{split} train-id labels"}.__getitem__
+        out += layout.count_findings(LAYOUT, root, split, found, True, what)
+        label_dir = LAYOUT.folder(root, "labels", split)
+        n_train_ids = len(found.converted)
         # The quick check reads the first labelIds file's header: colour labelIds would make
         # the prepare command below fail again.
-        first_ids = next((label_dir / i for i in ids if i in present), None)
+        first_ids = next((label_dir / LAYOUT.source_name(n) for n in found.names
+                          if n in found.sources), None)
         bad_ids = None if full or first_ids is None else \
             checks.inspect_png(first_ids, "label8", f"{LABEL_IDS_FIX} ({prep} --from-polygons)")
+        complete = n_train_ids == len(found.names)
         if bad_ids is not None:
             bad_ids.message += " (the first labelIds file; doctor --full lists every one)"
-            if not miss_t:  # training reads the train-id labels, which are all there
+            if complete:  # training reads the train-id labels, which are all there
                 bad_ids.level = "warn"
             out.append(bad_ids)
         make_train_ids = prep if bad_ids is None else \
             f"make the labelIds single-channel first (above), then run: {prep}"
-        if not miss_t:
-            out.append(Finding("ok", f"{split} train-id labels: {len(train_ids)}"))
-        else:
-            # val labels are needed for evaluation; train labels only for an oracle run
-            level = "problem" if split == "val" else "warn"
-            why = "" if split == "val" else " (only needed to train an oracle)"
-            out.append(Finding(level, f"{split} train-id labels: {len(train_ids) - len(miss_t)}/"
-                               f"{len(train_ids)}{why}", make_train_ids))
+        # val labels are needed for evaluation; train labels only for an oracle run
+        out += layout.conversion_findings(
+            f"{split} train-id labels", n_train_ids,
+            [n for n in found.names if n not in found.converted], make_train_ids,
+            *(("problem", "") if split == "val" else ("warn", " (only needed to train an oracle)")))
         remake = f"{prep} --overwrite (prepare writes these files; without --overwrite it keeps them)"
         if full:
-            out += checks.decode_all([root / "leftImg8bit" / split / n for n in names
-                                      if n in images], "image8", f"{split} images")
-            out += checks.decode_all([label_dir / f for f in ids if f in present], "label8",
-                                     f"{split} gtFine labelIds", f"{LABEL_IDS_FIX} ({prep} "
-                                     "--from-polygons)")
-            out += checks.decode_all([label_dir / f for f in train_ids if f in present], "label8",
-                                     f"{split} train-id labels", remake)
+            out += layout.decode_findings(LAYOUT, root, split, found, what,
+                                          f"{LABEL_IDS_FIX} ({prep} --from-polygons)", remake)
         else:
-            first_train = next((label_dir / t for t in train_ids if t in present), None)
+            first_train = next((label_dir / LAYOUT.train_id_name(n) for n in found.names
+                                if n in found.converted), None)
             bad_train = None if first_train is None else \
                 checks.inspect_png(first_train, "label8", remake)
             if bad_train is not None:
                 out.append(bad_train)
-            if len(miss) < len(names):
-                first = next(n for n in names if n in images)
-                out.append(checks.decodes(root / "leftImg8bit" / split / first))
+            out += layout.first_decodes(LAYOUT, root, split, found, train_id=False)
     return out

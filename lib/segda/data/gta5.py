@@ -18,9 +18,8 @@ to skip excluded pairs and to refuse labels of the wrong size.
 No checksums are published for the GTA5 archives; :func:`hash_archives` records SHA-256 sums of
 the zips you downloaded, so a later copy can be compared with yours.
 
-Everything about GTA5 lives here: the layout and the :class:`GTA5` dataset, :func:`prepare`
-(run by ``data_scripts/prepare_gta5.py``, whose own options :func:`add_prepare_arguments`
-declares), and :func:`check`, what ``python -m segda.doctor --dataset gta5`` reports.
+Here: the :data:`LAYOUT` (:mod:`segda.data.layout` opens, prepares and checks it), the dataset,
+:func:`prepare` (``data_scripts/prepare_gta5.py``) and :func:`check` (the doctor).
 """
 
 from __future__ import annotations
@@ -28,35 +27,15 @@ from __future__ import annotations
 import argparse
 import re
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from segda.data import checks
+from segda.data import layout, real
 from segda.data.checks import Finding
-from segda.data.real import (
-    CountMismatchError,
-    DatasetError,
-    LabelValueError,
-    MissingFilesError,
-    SegmentationFiles,
-    SizeMismatchError,
-    check_list_splits,
-    from_list,
-    list_files,
-    png_size,
-    read_list,
-    read_report,
-    require_root,
-    run_conversions,
-    summarize,
-    write_label_png,
-    write_report,
-)
-from segda.data.stats import label_class_counts
-from segda.io import sha256
 from segda.labels import label_id_lut
 
 NAME = "gta5"
@@ -68,11 +47,29 @@ DOWNLOAD_PAGE = "https://download.visinf.tu-darmstadt.de/data/from_games/"
 ARCHIVE_SHA256: dict[str, str] = {}
 LABEL_SUFFIX = "_labelTrainIds.png"
 MAX_LABEL_ID = 33  # Cityscapes label ids run 0..33 (license plate, -1, never appears in a PNG)
-_NAME = re.compile(r"^\d{5}\.png$")
 # How far a label may be off its image's size and still be its label, resized: the real
 # mismatches are a few pixels. Per side, the larger of the two.
 SIZE_TOLERANCE = 0.02  # of the image's side
 SIZE_TOLERANCE_PX = 4  # pixels (the miniature's 64x35 images)
+
+
+def official_ids() -> list[str]:
+    """``00001.png`` ... ``24966.png``: the official list (AdaptSegNet ``gta5_list/train.txt``,
+    ADVENT ``gta5_list/all.txt``), shipped as ``segda/splits/gta5_all.txt``."""
+    text = resources.files("segda").joinpath("splits/gta5_all.txt").read_text()
+    return text.split()
+
+
+LAYOUT = layout.Layout(
+    name=NAME, title="GTA5", prepare_command=PREPARE_COMMAND, splits=SPLITS,
+    images="images", labels="labels", image_suffix=".png", source_suffix=".png",
+    train_id_suffix=LABEL_SUFFIX, pattern=re.compile(r"^\d{5}\.png$"),
+    official=lambda split: official_ids(), count=lambda split: GTA5_COUNT,
+    download=(f"download the 10 image and 10 label zips from {DOWNLOAD_PAGE} and extract them "
+              "into {root}"),
+)
+
+train_id_name = LAYOUT.train_id_name
 
 
 def label_size_fits(image_wh: Sequence[int], label_wh: Sequence[int]) -> bool:
@@ -101,7 +98,7 @@ def _describe_wrong_sizes(root: Path, mismatches: Sequence[dict]) -> str:
 
 def _wrong_size_fix(root: Path, list_file) -> str:
     return (f"extract these labels again from the label archives, or drop the pairs: "
-            f"{prepare_hint(root, list_file)} --exclude-mismatched")
+            f"{LAYOUT.hint(root, list_file)} --exclude-mismatched")
 
 
 def wrong_size_entries(report: dict, names: Sequence[str] | None = None) -> list[dict]:
@@ -113,123 +110,58 @@ def wrong_size_entries(report: dict, names: Sequence[str] | None = None) -> list
             and not label_size_fits(m["image"], m["label"])]
 
 
-def official_ids() -> list[str]:
-    """``00001.png`` ... ``24966.png``: the official list (AdaptSegNet ``gta5_list/train.txt``,
-    ADVENT ``gta5_list/all.txt``), shipped as ``segda/splits/gta5_all.txt``."""
-    text = resources.files("segda").joinpath("splits/gta5_all.txt").read_text()
-    return text.split()
-
-
-def train_id_name(name: str) -> str:
-    return name[: -len(".png")] + LABEL_SUFFIX
-
-
-def prepare_hint(root: str | Path, list_file: str | Path | None = None) -> str:
-    return PREPARE_COMMAND.format(root=root) + (f" --list {list_file}" if list_file else "")
-
-
-class GTA5(SegmentationFiles):
+class GTA5(layout.LayoutDataset):
     """GTA5 images with converted train-id labels.
 
     ``ids=None`` uses the full official list and then insists on all 24,966 images being
-    present (:class:`CountMismatchError` otherwise); pass a list of names (``"00001.png"``), or
-    ``list_file``, a file with one name per line (as ``gta5_list/train.txt``), for a subset.
+    present (:class:`~segda.data.real.CountMismatchError` otherwise); pass a list of names
+    (``"00001.png"``), or ``list_file``, a file with one name per line (as
+    ``gta5_list/train.txt``), for a subset.
     Pairs excluded by the prepare step (report) are skipped unless ``exclude`` is given
     explicitly. Defaults are the official ones: 1280x720, caffe normalisation, no flip.
     """
 
-    dataset_name = NAME
-    prepare_command = PREPARE_COMMAND
+    layout = LAYOUT
 
-    def __init__(
-        self,
-        root: str | Path,
-        size: tuple[int, int] | None = (1280, 720),
-        label_size: tuple[int, int] | str | None = "image",
-        normalization: str = "caffe",
-        flip: bool = False,
-        flip_seed: int = 0,
-        ids: Sequence[str] | None = None,
-        exclude: Sequence[str] | None = None,
-        check_labels: bool = True,
-        list_file: str | Path | None = None,
-    ) -> None:
-        root = require_root(root, NAME, PREPARE_COMMAND)
-        if list_file and ids is not None:
-            raise ValueError("pass ids or list_file, not both")
-        if list_file:
-            ids = read_list(list_file)
-        full = ids is None
-        ids = official_ids() if full else [str(i) for i in ids]
-        present_images = list_files(root / "images")
-        present_labels = list_files(root / "labels")
-        if not present_images:
-            raise MissingFilesError(
-                f"no images in {root / 'images'}: GTA5 expects <root>/images/NNNNN.png and "
-                f"<root>/labels/NNNNN.png. Download from {DOWNLOAD_PAGE}, then run: "
-                f"{prepare_hint(root)}"
-            )
-        missing = [i for i in ids if i not in present_images]
-        if full and missing:
-            raise CountMismatchError(
-                f"{root / 'images'} holds {GTA5_COUNT - len(missing)} of the {GTA5_COUNT} GTA5 "
-                f"images; missing: {summarize(missing)}. Extract all 10 image archives, or pass "
-                "ids=[...] to use a subset."
-            )
-        if missing:
-            raise MissingFilesError(f"GTA5 images{from_list(list_file)} missing in "
-                                    f"{root / 'images'}: {summarize(missing)}")
-        report = read_report(root) or {}
-        skip = set(report.get("excluded", []) if exclude is None else exclude)
-        ids = [i for i in ids if i not in skip]
-        wrong = wrong_size_entries(report, ids)
+    def __init__(self, root: str | Path, size: tuple[int, int] | None = (1280, 720),
+                 label_size: tuple[int, int] | str | None = "image", normalization: str = "caffe",
+                 flip: bool = False, flip_seed: int = 0, ids: Sequence[str] | None = None,
+                 exclude: Sequence[str] | None = None, check_labels: bool = True,
+                 list_file: str | Path | None = None) -> None:
+        self._exclude = exclude
+        super().__init__(root, "train", ids, list_file, "ids", size=size, label_size=label_size,
+                         normalization=normalization, flip=flip, flip_seed=flip_seed,
+                         check_labels=check_labels)
+
+    def usable(self, root: Path, names: list[str], list_file: str | Path | None) -> list[str]:
+        """Without the pairs the prepare step excluded; refuses labels too far off their size."""
+        report = real.read_report(root) or {}
+        skip = set(report.get("excluded", []) if self._exclude is None else self._exclude)
+        names = [i for i in names if i not in skip]
+        wrong = wrong_size_entries(report, names)
         if wrong:
-            raise SizeMismatchError(wrong_size_message(root, wrong, list_file))
-        unconverted = [i for i in ids if train_id_name(i) not in present_labels]
-        if unconverted:
-            raise MissingFilesError(
-                f"{len(unconverted)} converted labels missing in {root / 'labels'} "
-                f"(e.g. {summarize([train_id_name(i) for i in unconverted], 3)}). "
-                f"Run: {prepare_hint(root, list_file)}"
-            )
-        super().__init__(
-            root,
-            images=[root / "images" / i for i in ids],
-            labels=[root / "labels" / train_id_name(i) for i in ids],
-            names=ids,
-            size=size,
-            label_size=label_size,
-            normalization=normalization,
-            flip=flip,
-            flip_seed=flip_seed,
-            check_labels=check_labels,
-        )
+            raise real.SizeMismatchError(wrong_size_message(root, wrong, list_file))
+        return names
 
 
 # ------------------------------------------------------------------------------- preparation
 
 
-def _convert_one(args: tuple[str, str, str, bool, bool]) -> dict:
+def _convert_one(job: layout.Conversion, exclude_mismatched: bool, strict: bool) -> dict:
     """Convert one palette label to train ids; returns what the report records about it."""
-    image_path, label_path, out_path, exclude_mismatched, strict = args
-    name = Path(image_path).name
+    label_path = job.source
     try:
         with Image.open(label_path) as pil:
             if pil.mode not in ("P", "L"):
-                raise LabelValueError(
+                raise real.LabelValueError(
                     f"{label_path}: mode {pil.mode}, expected a palette PNG whose indices are "
                     "Cityscapes label ids (was a colour-converted copy extracted?)"
                 )
             ids = np.asarray(pil)
     except OSError as err:  # PIL's error for a truncated or unreadable file
-        raise DatasetError(f"cannot read {label_path}: {err}") from err
-    entry: dict = {"name": name}
-    unknown = np.unique(ids[ids > MAX_LABEL_ID]).tolist()
-    if unknown:
-        if strict:
-            raise LabelValueError(f"{label_path}: label ids {unknown} are not Cityscapes ids 0..33")
-        entry["unknown_ids"] = unknown  # mapped to ignore like every other non-train id
-    image_wh = png_size(image_path)
+        raise real.DatasetError(f"cannot read {label_path}: {err}") from err
+    entry = layout.new_entry(job, ids, MAX_LABEL_ID, strict, "Cityscapes label")
+    image_wh = real.png_size(job.image)
     label_wh = (ids.shape[1], ids.shape[0])
     if label_wh != image_wh:
         entry["size_mismatch"] = {"image": list(image_wh), "label": list(label_wh)}
@@ -239,82 +171,30 @@ def _convert_one(args: tuple[str, str, str, bool, bool]) -> dict:
         if not label_size_fits(image_wh, label_wh):
             return entry  # not converted: prepare names it once every label is done
         ids = np.asarray(Image.fromarray(ids).resize(image_wh, Image.NEAREST))
-    train = label_id_lut()[ids]
-    write_label_png(out_path, train)
-    entry["class_pixels"] = label_class_counts(train).tolist()
-    return entry
+    return layout.write_train_ids(entry, job.out, label_id_lut()[ids])
 
 
-def scan(root: str | Path, ids: Sequence[str] | None = None) -> dict:
-    """Counts of original images/labels and which of the pairs named by ``ids`` (default: the
-    official list) are missing."""
-    root = Path(root)
-    images = {n for n in list_files(root / "images") if _NAME.match(n)}
-    labels = list_files(root / "labels")  # originals and converted files
-    converted = {n for n in labels if n.endswith(LABEL_SUFFIX)}
-    originals = {n for n in labels if _NAME.match(n)}
-    ids = official_ids() if ids is None else list(ids)
-    return {
-        "images": len(images),
-        "labels": len(originals),
-        "converted": len(converted),
-        "missing_images": [i for i in ids if i not in images],
-        "missing_labels": [i for i in ids if i not in originals],
-        "unconverted": [i for i in ids if i in originals and train_id_name(i) not in converted],
-        "unexpected_images": sorted(images - set(ids)),
-    }
-
-
-def hash_archives(folder: str | Path) -> dict[str, dict]:
-    """SHA-256 of the GTA5 zips in ``folder``; checked against ``ARCHIVE_SHA256`` where known."""
-    out = {}
-    for path in sorted(Path(folder).glob("*.zip")):
-        digest = sha256(path)
-        known = ARCHIVE_SHA256.get(path.name)
-        status = "unknown (no published hash)" if known is None else (
-            "ok" if digest == known else "MISMATCH"
-        )
-        out[path.name] = {"sha256": digest, "status": status}
-        if status == "MISMATCH":
-            raise DatasetError(f"{path}: SHA-256 {digest} != published {known}; download it again")
-    return out
-
-
-def _entries_from_report(report: dict) -> dict[str, dict]:
-    """Per-file entries of an earlier report, so re-running prepare skips finished work."""
-    entries = {n: {"name": n, "class_pixels": c} for n, c in report.get("class_pixels", {}).items()}
+def _earlier_entries(report: dict) -> dict[str, dict]:
+    """The shared entries of an earlier report, with its size mismatches."""
+    entries = layout.earlier_entries(report)
     for m in report.get("size_mismatches", []):
         e = entries.setdefault(m["name"], {"name": m["name"]})
         e["size_mismatch"] = {"image": m["image"], "label": m["label"]}
         if m.get("excluded"):
             e["excluded"] = True
-    for n, ids in report.get("unknown_label_ids", {}).items():
-        if n in entries:
-            entries[n]["unknown_ids"] = ids
     return entries
 
 
-def _reusable(prev: dict | None, out: Path, exclude_mismatched: bool) -> bool:
-    if prev is None:
-        return False
+def _reusable(prev: dict, out: Path, exclude_mismatched: bool) -> bool:
     if "size_mismatch" in prev:  # reuse only if the same rule was applied to it
-        if exclude_mismatched != bool(prev.get("excluded")):
-            return False
-        return bool(prev.get("excluded")) or out.exists()
-    return out.exists() and "class_pixels" in prev
+        return exclude_mismatched == bool(prev.get("excluded")) and (exclude_mismatched or out.exists())
+    return layout.still_converted(prev, out)
 
 
-def prepare(
-    root: str | Path,
-    exclude_mismatched: bool = False,
-    overwrite: bool = False,
-    strict_ids: bool = False,
-    allow_partial: bool = False,
-    workers: int = 1,
-    archives: str | Path | None = None,
-    lists: Mapping[str, str | Path] | None = None,
-    log: Callable[[str], None] = print,
-) -> dict:
+def prepare(root: str | Path, exclude_mismatched: bool = False, overwrite: bool = False,
+            strict_ids: bool = False, allow_partial: bool = False, workers: int = 1,
+            archives: str | Path | None = None, lists: Mapping[str, str | Path] | None = None,
+            log: Callable[[str], None] = print) -> dict:
     """Verify counts, convert labels to train ids, write the JSON report; returns the report.
 
     ``allow_partial`` converts whatever pairs are present instead of requiring all 24,966.
@@ -322,46 +202,13 @@ def prepare(
     ``gta5_list/train.txt``), each of which must be present; report entries of other pairs are
     kept. Already converted labels are kept (and their entries reused) unless ``overwrite``.
     """
-    root = require_root(root, NAME, PREPARE_COMMAND)
-    list_file = check_list_splits(lists, SPLITS).get("train")
-    listed = read_list(list_file) if list_file else None
-    counts = scan(root, listed)
-    expected = f"{len(listed)} named by {list_file}" if listed else f"official count {GTA5_COUNT}"
-    log(f"GTA5 at {root}: {counts['images']} images, {counts['labels']} labels "
-        f"({expected}), {counts['converted']} already converted")
-    pairs_missing = sorted(set(counts["missing_images"]) | set(counts["missing_labels"]))
-    if pairs_missing and listed is not None:
-        raise MissingFilesError(
-            f"{len(pairs_missing)} GTA5 pairs named by list {list_file} are incomplete in {root} "
-            f"(images missing: {summarize(counts['missing_images'], 3) or 'none'}; labels "
-            f"missing: {summarize(counts['missing_labels'], 3) or 'none'})"
-        )
-    if pairs_missing and not allow_partial:
-        raise CountMismatchError(
-            f"{len(pairs_missing)} of the {GTA5_COUNT} GTA5 pairs are incomplete "
-            f"(images missing: {len(counts['missing_images'])}, labels missing: "
-            f"{len(counts['missing_labels'])}; e.g. {summarize(pairs_missing)}). Extract all "
-            f"archives from {DOWNLOAD_PAGE}, or pass --allow-partial to convert what is there."
-        )
-    old = read_report(root) or {}
-    old_entries = _entries_from_report(old)
-    skip = set(pairs_missing)
-    ids = [i for i in (listed or official_ids()) if i not in skip]
-    jobs, entries = [], []
-    for name in ids:
-        out = root / "labels" / train_id_name(name)
-        prev = old_entries.get(name)
-        if not overwrite and _reusable(prev, out, exclude_mismatched):
-            entries.append(prev)
-        else:
-            jobs.append((str(root / "images" / name), str(root / "labels" / name), str(out),
-                         exclude_mismatched, strict_ids))
-    log(f"converting {len(jobs)} labels ({len(entries)} reused)")
-    entries += run_conversions(_convert_one, jobs, workers, chunksize=64)
-    if listed is not None:  # a subset: keep what earlier runs recorded about the other pairs
-        done = set(ids)
-        entries += [e for n, e in old_entries.items() if n not in done]
-    entries.sort(key=lambda e: e["name"])
+    root, list_file, found, old, by_name = layout.prepare_list(
+        LAYOUT, root, lists, partial(_convert_one, exclude_mismatched=exclude_mismatched,
+                                     strict=strict_ids), allow_partial, overwrite, workers, log,
+        _earlier_entries, partial(_reusable, exclude_mismatched=exclude_mismatched))
+    # a subset keeps what earlier runs recorded about the other pairs
+    entries = sorted(by_name.values() if list_file else [by_name[n] for n in found.pairs],
+                     key=lambda e: e["name"])
     mismatched = [e for e in entries if "size_mismatch" in e]
     for e in mismatched:
         action = "excluded" if e.get("excluded") else "label resized (nearest) to image size" \
@@ -371,12 +218,13 @@ def prepare(
     unknown = {e["name"]: e["unknown_ids"] for e in entries if "unknown_ids" in e}
     if unknown:
         log(f"  {len(unknown)} labels hold ids > {MAX_LABEL_ID} (mapped to ignore), "
-            f"e.g. {summarize(list(unknown), 3)}")
+            f"e.g. {real.summarize(list(unknown), 3)}")
     report = {
         "dataset": "gta5",
         "official_count": GTA5_COUNT,
-        "counts": {k: counts[k] for k in ("images", "labels")},
-        "missing_pairs": pairs_missing,
+        "counts": {"images": len(found.image_files),
+                   "labels": sum(bool(LAYOUT.pattern.match(n)) for n in found.label_files)},
+        "missing_pairs": sorted(set(found.missing_images) | set(found.missing_sources)),
         "size_mismatch_rule": "excluded" if exclude_mismatched else "label resized to image size "
         "with nearest neighbour",
         "size_mismatches": [{"name": e["name"], **e["size_mismatch"],
@@ -388,16 +236,14 @@ def prepare(
         "archive_sha256_note": "no SHA-256 is published for the GTA5 archives; these are the "
         "sums of the files this copy was extracted from, for later comparison",
     }
-    if list_file:
-        report["list"] = str(list_file)
     if archives is not None:
-        report["archive_sha256"] = hash_archives(archives)
-    path = write_report(root, report)
-    log(f"wrote {path}: {len(report['class_pixels'])} labels converted, "
-        f"{len(mismatched)} size mismatches, {len(report['excluded'])} excluded")
-    wrong = wrong_size_entries(report, ids)
+        report["archive_sha256"] = layout.hash_archives(archives, ARCHIVE_SHA256)
+    layout.finish_report(root, report, list_file, log, f": {len(report['class_pixels'])} labels "
+                         f"converted, {len(mismatched)} size mismatches, "
+                         f"{len(report['excluded'])} excluded")
+    wrong = wrong_size_entries(report, found.pairs)
     if wrong:
-        raise SizeMismatchError(wrong_size_message(root, wrong, list_file))
+        raise real.SizeMismatchError(wrong_size_message(root, wrong, list_file))
     return report
 
 
@@ -419,71 +265,39 @@ def check(root: Path, lists: Mapping[str, str | Path] | None = None,
     """What the doctor reports about a GTA5 folder: counts (of the official list, or of the
     list file ``lists["train"]``), conversion, report, decoding (of the first pair, or with
     ``full`` of every file, each bad one named)."""
-    list_file = check_list_splits(lists, SPLITS).get("train")
-    try:
-        listed = read_list(list_file) if list_file else None
-    except DatasetError as err:
-        return [Finding("problem", str(err), "give an existing list file, one name per line")]
-    ids = listed or official_ids()
-    fix_download = (f"download the 10 image and 10 label zips from {DOWNLOAD_PAGE} and "
-                    f"extract them into {root}")
-    s = scan(root, ids)
-    named = f" (named by {list_file})" if list_file else ""
-    out = [
-        checks.count(len(ids) - len(s["missing_images"]), len(ids),
-                     f"images in {root / 'images'}{named}", fix_download, s["missing_images"]),
-        checks.count(len(ids) - len(s["missing_labels"]), len(ids),
-                     f"labels in {root / 'labels'}{named}", fix_download, s["missing_labels"]),
-    ]
-    if s["unexpected_images"] and listed is None:
-        out.append(Finding("warn", f"{len(s['unexpected_images'])} image names outside the "
-                           f"official list (e.g. {summarize(s['unexpected_images'], 3)}); ignored"))
-    prep = prepare_hint(root, list_file)
-    report = read_report(root)
+    found, list_file, what, out = layout.check_counts(LAYOUT, root, lists)
+    if found is None:
+        return out
+    ids = found.names
+    unexpected = sorted(found.image_files - set(ids))
+    if unexpected and list_file is None:
+        out.append(Finding("warn", f"{len(unexpected)} image names outside the official list "
+                           f"(e.g. {real.summarize(unexpected, 3)}); ignored"))
+    prep = LAYOUT.hint(root, list_file)
+    report = real.read_report(root)
     excluded = set((report or {}).get("excluded", []))
     wrong_size = {m["name"] for m in wrong_size_entries(report or {}, ids)}  # named below
-    todo = sorted(set(s["unconverted"]) - excluded - wrong_size)
-    if s["labels"] and s["converted"] == 0:
-        out.append(Finding("problem", "no converted train-id labels (labels/*_labelTrainIds.png)",
-                           prep))
-    elif todo:
-        out.append(Finding("problem", f"{len(todo)} labels not converted yet "
-                           f"(e.g. {summarize(todo, 3)})", prep))
-    elif s["converted"]:
-        out.append(Finding("ok", f"converted train-id labels: {s['converted']}"))
+    todo = sorted(found.sources - found.converted - excluded - wrong_size)
+    out += layout.conversion_findings("train-id labels", len(found.converted), todo, prep)
+    converted = sum(n.endswith(LABEL_SUFFIX) for n in found.label_files)
     if report is None:
-        out.append(Finding("problem" if s["converted"] else "warn",
+        out.append(Finding("problem" if converted else "warn",
                            "no prepare report (segda_prepare_report.json)", prep))
     else:
         mism = [m for m in report.get("size_mismatches", []) if m["name"] not in wrong_size]
         rule = report.get("size_mismatch_rule", "?")
         names = [m["name"] for m in mism]
         out.append(Finding("ok", f"report: {len(mism)} image/label size mismatches "
-                           f"({rule}){': ' + summarize(names) if names else ''}; "
+                           f"({rule}){': ' + real.summarize(names) if names else ''}; "
                            f"{len(excluded)} pairs excluded"))
         wrong = wrong_size_entries(report, ids)
         if wrong and not full:  # --full measures every pair below
             out.append(Finding("problem", _describe_wrong_sizes(root, wrong),
                                _wrong_size_fix(root, list_file)))
-    absent = set(s["missing_images"])
-    first = next((i for i in ids if i not in absent), None)
-    if full:
-        no_label, unconverted = set(s["missing_labels"]), set(s["unconverted"])
-        labelled = [i for i in ids if i not in no_label]
-        out += checks.decode_all([root / "images" / i for i in ids if i not in absent], "image8",
-                                 f"images in {root / 'images'}")
-        out += checks.decode_all([root / "labels" / i for i in labelled], "label8",
-                                 f"labels in {root / 'labels'}")
-        out += checks.decode_all([root / "labels" / train_id_name(i) for i in labelled
-                                  if i not in unconverted], "label8", "converted train-id labels")
-        out += _check_label_sizes(root, [i for i in labelled if i not in absent], excluded,
-                                  list_file)
-    elif first is not None:
-        out.append(checks.decodes(root / "images" / first))
-        conv = root / "labels" / train_id_name(first)
-        if conv.exists():
-            out.append(checks.decodes(conv, label=True))
-    return out
+    if not full:
+        return out + layout.first_decodes(LAYOUT, root, "train", found)
+    return (out + layout.decode_findings(LAYOUT, root, "train", found, what)
+            + _check_label_sizes(root, found.pairs, excluded, list_file))
 
 
 def _check_label_sizes(root: Path, names: Sequence[str], excluded: set[str],
@@ -493,9 +307,9 @@ def _check_label_sizes(root: Path, names: Sequence[str], excluded: set[str],
     wrong = []
     for name in names:
         try:
-            image_wh = png_size(root / "images" / name)
-            label_wh = png_size(root / "labels" / name)
-        except DatasetError:
+            image_wh = real.png_size(root / "images" / name)
+            label_wh = real.png_size(root / "labels" / name)
+        except real.DatasetError:
             continue  # an undecodable file: decode_all names it
         if name not in excluded and not label_size_fits(image_wh, label_wh):
             wrong.append(Finding(

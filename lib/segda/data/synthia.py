@@ -14,10 +14,8 @@ results are reported on 16 classes (ADVENT) or 13 (AdaptSegNet; ADVENT's mIoU*),
 ``segda.labels.CLASS_SUBSETS``. ``SYNTHIA(..., classes=16)`` additionally sets labels outside
 the chosen protocol to ignore; train ids stay in the 19-class numbering either way.
 
-Everything about SYNTHIA lives here: the layout and the :class:`SYNTHIA` dataset,
-:func:`prepare` (run by ``data_scripts/prepare_synthia.py``, whose own options
-:func:`add_prepare_arguments` declares), and :func:`check`, what
-``python -m segda.doctor --dataset synthia`` reports.
+Here: the :data:`LAYOUT` (:mod:`segda.data.layout` opens, prepares and checks it), the dataset,
+:func:`prepare` (``data_scripts/prepare_synthia.py``) and :func:`check` (the doctor).
 """
 
 from __future__ import annotations
@@ -25,34 +23,14 @@ from __future__ import annotations
 import argparse
 import re
 from collections.abc import Callable, Mapping, Sequence
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from segda.data import checks
+from segda.data import layout, real
 from segda.data.checks import Finding
-from segda.data.real import (
-    CountMismatchError,
-    DatasetError,
-    LabelValueError,
-    MissingFilesError,
-    SegmentationFiles,
-    check_list_splits,
-    decode,
-    from_list,
-    list_files,
-    png_size,
-    read_list,
-    read_report,
-    require_root,
-    run_conversions,
-    summarize,
-    write_label_png,
-    write_report,
-)
-from segda.data.stats import label_class_counts
 from segda.labels import CLASS_SUBSETS, IGNORE_INDEX
 
 NAME = "synthia"
@@ -61,7 +39,6 @@ SYNTHIA_COUNT = 9400
 PREPARE_COMMAND = "python data_scripts/prepare_synthia.py --root {root}"
 NATIVE_SIZE = (1280, 760)
 LABEL_SUFFIX = "_labelTrainIds.png"
-LABEL_DIR = ("GT", "LABELS")
 MAX_SYNTHIA_ID = 22
 
 # SYNTHIA class ids (README.txt of SYNTHIA-RAND-CITYSCAPES), for messages and reports.
@@ -76,7 +53,13 @@ SYNTHIA_TO_TRAIN_ID = {
     3: 0, 4: 1, 2: 2, 21: 3, 5: 4, 7: 5, 15: 6, 9: 7, 6: 8, 16: 9, 1: 10, 10: 11, 17: 12,
     8: 13, 18: 14, 19: 15, 20: 16, 12: 17, 11: 18,
 }
-NAME_PATTERN = re.compile(r"^\d+\.png$")
+LAYOUT = layout.Layout(
+    name=NAME, title="SYNTHIA", prepare_command=PREPARE_COMMAND, splits=SPLITS,
+    images="RGB", labels="GT/LABELS", image_suffix=".png", source_suffix=".png",
+    train_id_suffix=LABEL_SUFFIX, pattern=re.compile(r"^\d+\.png$"), source_depth="label16",
+    official=None, count=lambda split: SYNTHIA_COUNT,
+    download="extract SYNTHIA_RAND_CITYSCAPES into {root} (RGB/ and GT/LABELS/)",
+)
 
 
 @lru_cache(maxsize=1)
@@ -89,19 +72,14 @@ def synthia_lut() -> np.ndarray:
 
 def read_synthia_ids(path: str | Path) -> np.ndarray:
     """SYNTHIA class ids (first channel of the 16-bit label PNG) as an (H, W) int array."""
-    raw = decode(path)  # (C, H, W), uint16 for the real files
+    raw = real.decode(path)  # (C, H, W), uint16 for the real files
     return raw[0].to(torch.int32).numpy()
 
 
-def train_id_name(name: str) -> str:
-    return name[: -len(".png")] + LABEL_SUFFIX
+train_id_name = LAYOUT.train_id_name
 
 
-def prepare_hint(root: str | Path, list_file: str | Path | None = None) -> str:
-    return PREPARE_COMMAND.format(root=root) + (f" --list {list_file}" if list_file else "")
-
-
-class SYNTHIA(SegmentationFiles):
+class SYNTHIA(layout.LayoutDataset):
     """SYNTHIA-RAND-CITYSCAPES images with converted train-id labels.
 
     ``ids=None`` takes every ``RGB/*.png`` and requires all 9,400; pass names, or
@@ -110,72 +88,20 @@ class SYNTHIA(SegmentationFiles):
     outside that protocol's classes to ignore.
     """
 
-    dataset_name = NAME
-    prepare_command = PREPARE_COMMAND
+    layout = LAYOUT
 
-    def __init__(
-        self,
-        root: str | Path,
-        size: tuple[int, int] | None = None,
-        label_size: tuple[int, int] | str | None = "image",
-        normalization: str = "caffe",
-        flip: bool = False,
-        flip_seed: int = 0,
-        ids: Sequence[str] | None = None,
-        classes: int = 19,
-        check_labels: bool = True,
-        list_file: str | Path | None = None,
-    ) -> None:
-        root = require_root(root, NAME, PREPARE_COMMAND)
-        if list_file and ids is not None:
-            raise ValueError("pass ids or list_file, not both")
-        if list_file:
-            ids = read_list(list_file)
+    def __init__(self, root: str | Path, size: tuple[int, int] | None = None,
+                 label_size: tuple[int, int] | str | None = "image", normalization: str = "caffe",
+                 flip: bool = False, flip_seed: int = 0, ids: Sequence[str] | None = None, classes: int = 19,
+                 check_labels: bool = True, list_file: str | Path | None = None) -> None:
         if classes not in CLASS_SUBSETS:
             raise ValueError(f"classes must be one of {sorted(CLASS_SUBSETS)}, got {classes}")
-        present = {n for n in list_files(root / "RGB") if NAME_PATTERN.match(n)}
-        if not present:
-            raise MissingFilesError(
-                f"no images in {root / 'RGB'}: SYNTHIA-RAND-CITYSCAPES expects <root>/RGB/*.png "
-                f"and <root>/GT/LABELS/*.png. Run: {prepare_hint(root)}"
-            )
-        if ids is None:
-            if len(present) != SYNTHIA_COUNT:
-                raise CountMismatchError(
-                    f"{root / 'RGB'} holds {len(present)} images, SYNTHIA-RAND-CITYSCAPES has "
-                    f"{SYNTHIA_COUNT}; re-extract the archive, or pass ids=[...] for a subset."
-                )
-            ids = sorted(present)
-        else:
-            ids = [str(i) for i in ids]
-            missing = [i for i in ids if i not in present]
-            if missing:
-                raise MissingFilesError(f"SYNTHIA images{from_list(list_file)} missing in "
-                                        f"{root / 'RGB'}: {summarize(missing)}")
-        label_dir = root.joinpath(*LABEL_DIR)
-        converted = list_files(label_dir)
-        absent = [train_id_name(i) for i in ids if train_id_name(i) not in converted]
-        if absent:
-            raise MissingFilesError(
-                f"{len(absent)} converted labels missing in {label_dir} (e.g. "
-                f"{summarize(absent, 3)}). Run: {prepare_hint(root, list_file)}"
-            )
         self.classes = classes
-        keep = torch.zeros(256, dtype=torch.bool)
-        keep[list(CLASS_SUBSETS[classes])] = True
-        self._keep = keep
-        super().__init__(
-            root,
-            images=[root / "RGB" / i for i in ids],
-            labels=[label_dir / train_id_name(i) for i in ids],
-            names=ids,
-            size=size,
-            label_size=label_size,
-            normalization=normalization,
-            flip=flip,
-            flip_seed=flip_seed,
-            check_labels=check_labels,
-        )
+        self._keep = torch.zeros(256, dtype=torch.bool)
+        self._keep[list(CLASS_SUBSETS[classes])] = True
+        super().__init__(root, "train", ids, list_file, "ids", size=size, label_size=label_size,
+                         normalization=normalization, flip=flip, flip_seed=flip_seed,
+                         check_labels=check_labels)
 
     def __getitem__(self, key):
         item = super().__getitem__(key)
@@ -194,85 +120,36 @@ class SYNTHIA(SegmentationFiles):
 # ------------------------------------------------------------------------------- preparation
 
 
-def _convert_one(args: tuple[str, str, bool]) -> dict:
-    src, out, strict = args
-    ids = read_synthia_ids(src)
-    entry: dict = {"name": Path(src).name}
-    unknown = np.unique(ids[ids > MAX_SYNTHIA_ID]).tolist()
-    if unknown:
-        if strict:
-            raise LabelValueError(
-                f"{src}: class ids {unknown} are not SYNTHIA ids 0..{MAX_SYNTHIA_ID} "
-                "(is the class id really in the first channel?)"
-            )
-        entry["unknown_ids"] = unknown
-    train = synthia_lut()[np.clip(ids, 0, 65535)]
-    write_label_png(out, train)
-    entry["class_pixels"] = label_class_counts(train).tolist()
-    return entry
+def _convert_one(job: layout.Conversion, strict: bool) -> dict:
+    ids = read_synthia_ids(job.source)
+    entry = layout.new_entry(job, ids, MAX_SYNTHIA_ID, strict, "SYNTHIA class",
+                             " (is the class id really in the first channel?)")
+    return layout.write_train_ids(entry, job.out, synthia_lut()[np.clip(ids, 0, 65535)])
 
 
-def prepare(
-    root: str | Path,
-    overwrite: bool = False,
-    strict_ids: bool = False,
-    allow_partial: bool = False,
-    workers: int = 1,
-    lists: Mapping[str, str | Path] | None = None,
-    log: Callable[[str], None] = print,
-) -> dict:
+def prepare(root: str | Path, overwrite: bool = False, strict_ids: bool = False, allow_partial: bool = False,
+            workers: int = 1, lists: Mapping[str, str | Path] | None = None,
+            log: Callable[[str], None] = print) -> dict:
     """Verify counts, convert the 16-bit labels to train-id PNGs, write the JSON report.
 
     ``lists={"train": FILE}`` converts only the pairs a list file names (one name per line),
     each of which must be present, instead of checking the official count.
     """
-    root = require_root(root, NAME, PREPARE_COMMAND)
-    list_file = check_list_splits(lists, SPLITS).get("train")
-    label_dir = root.joinpath(*LABEL_DIR)
-    images = {n for n in list_files(root / "RGB") if NAME_PATTERN.match(n)}
-    labels = {n for n in list_files(label_dir) if NAME_PATTERN.match(n)}
-    listed = read_list(list_file) if list_file else None
-    expected = f"{len(listed)} named by {list_file}" if listed else f"official count {SYNTHIA_COUNT}"
-    log(f"SYNTHIA at {root}: {len(images)} images, {len(labels)} labels ({expected})")
-    unpaired = sorted(images ^ labels)
-    complete = len(images) == SYNTHIA_COUNT and not unpaired
-    if listed is not None:
-        absent = [f"RGB/{n}" for n in listed if n not in images]
-        absent += [f"{'/'.join(LABEL_DIR)}/{n}" for n in listed if n not in labels]
-        if absent:
-            raise MissingFilesError(f"{len(absent)} SYNTHIA files named by list {list_file} are "
-                                    f"missing in {root}: {summarize(absent)}")
-    elif not complete and not allow_partial:
-        raise CountMismatchError(
-            f"SYNTHIA at {root}: {len(images)} images and {len(labels)} labels, expected "
-            f"{SYNTHIA_COUNT} pairs ({len(unpaired)} unpaired"
-            f"{', e.g. ' + summarize(unpaired, 3) if unpaired else ''}). "
-            "Re-extract SYNTHIA_RAND_CITYSCAPES, or pass --allow-partial."
-        )
-    report = read_report(root) or {}
-    done = report.get("class_pixels", {})
-    names = listed if listed is not None else sorted(images & labels)
-    jobs = [(str(label_dir / n), str(label_dir / train_id_name(n)), strict_ids) for n in names
-            if overwrite or n not in done or not (label_dir / train_id_name(n)).exists()]
-    log(f"converting {len(jobs)} labels ({len(names) - len(jobs)} already done)")
-    entries = run_conversions(_convert_one, jobs, workers, chunksize=32)
-    done.update({e["name"]: e["class_pixels"] for e in entries})
-    unknown = dict(report.get("unknown_label_ids", {}))
-    unknown.update({e["name"]: e["unknown_ids"] for e in entries if "unknown_ids" in e})
+    root, list_file, found, report, entries = layout.prepare_list(
+        LAYOUT, root, lists, partial(_convert_one, strict=strict_ids), allow_partial, overwrite,
+        workers, log)
+    images, labels = found.image_files, {n for n in found.label_files if LAYOUT.pattern.match(n)}
     report.update({
         "dataset": "synthia",
         "official_count": SYNTHIA_COUNT,
         "counts": {"images": len(images), "labels": len(labels)},
-        "unpaired": unpaired,
+        "unpaired": sorted(images ^ labels),
         "mapping": {str(k): v for k, v in SYNTHIA_TO_TRAIN_ID.items()},
         "mapping_source": "lhoyer/DAFormer tools/convert_datasets/synthia.py",
-        "class_pixels": done,
-        "unknown_label_ids": unknown,
+        "class_pixels": {n: e["class_pixels"] for n, e in entries.items()},
+        "unknown_label_ids": {n: e["unknown_ids"] for n, e in entries.items() if "unknown_ids" in e},
     })
-    if list_file:
-        report["list"] = str(list_file)
-    path = write_report(root, report)
-    log(f"wrote {path}")
+    layout.finish_report(root, report, list_file, log)
     return report
 
 
@@ -290,67 +167,34 @@ def check(root: Path, lists: Mapping[str, str | Path] | None = None,
     """What the doctor reports about a SYNTHIA folder: counts (official, or of the list file
     ``lists["train"]``), conversion, label bit depth, image size, decoding (of the first pair,
     or with ``full`` of every file, each bad one named)."""
-    list_file = check_list_splits(lists, SPLITS).get("train")
-    try:
-        listed = read_list(list_file) if list_file else None
-    except DatasetError as err:
-        return [Finding("problem", str(err), "give an existing list file, one name per line")]
-    prep = prepare_hint(root, list_file)
-    fix = f"extract SYNTHIA_RAND_CITYSCAPES into {root} (RGB/ and GT/LABELS/)"
-    label_dir = root.joinpath(*LABEL_DIR)
-    images = sorted(n for n in list_files(root / "RGB") if NAME_PATTERN.match(n))
-    files = list_files(label_dir)
-    labels = sorted(n for n in files if NAME_PATTERN.match(n))
-    if listed is None:
-        out = [
-            checks.count(len(images), SYNTHIA_COUNT, f"images in {root / 'RGB'}", fix, []),
-            checks.count(len(labels), SYNTHIA_COUNT, f"labels in {label_dir}", fix, []),
-        ]
-    else:
-        named = f" (named by {list_file})"
-        have_img, have_lab = set(images), set(labels)
-        images = [n for n in listed if n in have_img]
-        labels = [n for n in listed if n in have_lab]
-        out = [
-            checks.count(len(images), len(listed), f"images in {root / 'RGB'}{named}", fix,
-                         [n for n in listed if n not in have_img]),
-            checks.count(len(labels), len(listed), f"labels in {label_dir}{named}", fix,
-                         [n for n in listed if n not in have_lab]),
-        ]
-    todo = [n for n in labels if train_id_name(n) not in files]
-    if not labels:
-        pass
-    elif todo:
-        out.append(Finding("problem", f"{len(todo)} labels not converted "
-                           f"(e.g. {summarize(todo, 3)})", prep))
-    else:
-        out.append(Finding("ok", f"converted train-id labels: {len(labels)}"))
+    found, list_file, what, out = layout.check_counts(LAYOUT, root, lists)
+    if found is None:
+        return out
+    images = [n for n in found.names if n in found.images]
+    labels = [n for n in found.names if n in found.sources]
+    todo = [n for n in labels if n not in found.converted]
+    out += layout.conversion_findings("train-id labels", len(labels) - len(todo), todo,
+                                      LAYOUT.hint(root, list_file))
     if full:
-        out += checks.decode_all([root / "RGB" / n for n in images], "image8",
-                                 f"images in {root / 'RGB'}")
-        out += checks.decode_all([label_dir / n for n in labels], "label16",
-                                 f"labels in {label_dir}")
-        out += checks.decode_all([label_dir / train_id_name(n) for n in labels
-                                  if train_id_name(n) in files], "label8",
-                                 "converted train-id labels")
+        out += layout.decode_findings(LAYOUT, root, "train", found, what)
     elif labels:
         try:
-            raw = decode(label_dir / labels[0])
+            raw = real.decode(LAYOUT.folder(root, "labels", "train") / labels[0])
             if raw.dtype.itemsize == 1:
                 out.append(Finding("warn", f"{labels[0]} is 8-bit; SYNTHIA's GT/LABELS are 16-bit "
-                                   "(is this the GT/COLOR folder?)", fix))
+                                   "(is this the GT/COLOR folder?)", LAYOUT.download.format(root=root)))
             else:
                 out.append(Finding("ok", f"{labels[0]}: {raw.shape[0]} channels, 16-bit"))
-        except DatasetError as err:
+        except real.DatasetError as err:
             out.append(Finding("problem", str(err), "extract the file again"))
+    if not full:
+        out += layout.first_decodes(LAYOUT, root, "train", found, train_id=False)
     if images:
-        if not full:
-            out.append(checks.decodes(root / "RGB" / images[0]))
         try:
-            w, h = png_size(root / "RGB" / images[0])
+            w, h = real.png_size(root / "RGB" / images[0])
             if (w, h) != NATIVE_SIZE:
                 out.append(Finding("warn", f"{images[0]} is {w}x{h}, SYNTHIA-RAND-CITYSCAPES "
                                    f"images are {NATIVE_SIZE[0]}x{NATIVE_SIZE[1]}"))
-        except DatasetError as err:
+        except real.DatasetError as err:
             out.append(Finding("problem", str(err)))
     return out
