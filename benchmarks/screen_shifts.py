@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from segda import adabn, checkpointing, config, evaluate, models, shipped
+from segda import adabn, checkpointing, config, evaluate
 from segda.data import registry
 
 
@@ -26,10 +26,7 @@ def screen(setting: dict[str, float], adabn_images: int = 200) -> tuple[float, f
     """(shipped, shipped + AdaBN) target mIoU (%) for one setting of the data config."""
     cfg = config.load("embedded/source_only", {f"data.{k}": v for k, v in setting.items()})
     data = registry.build_datasets(cfg.data, cfg.model)
-    seg = models.build_segmenter(cfg.model.name, cfg.model.num_classes, cfg.model.multi_level,
-                                 cfg.model.aspp_branches)
-    checkpointing.load_segmenter_weights(seg, shipped.reference())
-    seg.eval()
+    seg = checkpointing.shipped_segmenter(cfg)
     predictor = evaluate.Predictor.from_config(cfg)
     plain = evaluate.evaluate(seg, data.val_target, predictor).miou
     stats = adabn.adapt_batch_norm(seg, data.train_target, max_images=adabn_images)

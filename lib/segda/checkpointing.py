@@ -287,3 +287,12 @@ def architecture_of(blob: Any, aspp_branches: int, exclude: str | None = None) -
             if {k: tuple(v.shape) for k, v in seg.state_dict().items()} == shapes:
                 return name
     return None
+
+
+def shipped_segmenter(cfg: config.TrainConfig, name: str = shipped.EMBEDDED_PRETRAINED) -> nn.Module:
+    """The segmenter of ``cfg``'s model with a shipped checkpoint's weights (SHA-256 checked on
+    load), in eval mode."""
+    seg = models.build_segmenter(cfg.model.name, cfg.model.num_classes, cfg.model.multi_level,
+                                 cfg.model.aspp_branches)
+    load_segmenter_weights(seg, shipped.reference(name))
+    return seg.eval()

@@ -367,17 +367,14 @@ def shift_decomposition(adabn_images: int = 200, max_images: int | None = None):
     first ``max_images``; None: all)."""
     import pandas as pd
 
-    from segda import adabn, checkpointing, evaluate, models, shipped
+    from segda import adabn, checkpointing, evaluate
     from segda.data import registry, synthetic
 
     table = {}
     for name in synthetic.SHIFTS:
         cfg = config.load("embedded/source_only", synthetic.shift_overrides(name))
         data = registry.build_datasets(cfg.data, cfg.model)
-        seg = models.build_segmenter(cfg.model.name, cfg.model.num_classes, cfg.model.multi_level,
-                                     cfg.model.aspp_branches)
-        checkpointing.load_segmenter_weights(seg, shipped.reference())
-        seg.eval()
+        seg = checkpointing.shipped_segmenter(cfg)
         predictor = evaluate.Predictor.from_config(cfg)
         adapted = adabn.adapt_batch_norm(seg, data.train_target, max_images=adabn_images)
         plain = 100 * evaluate.evaluate(seg, data.val_target, predictor, max_images=max_images).miou

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import torch
 
-from segda import checkpointing, evaluate, io, models, shipped, starts, train
-from segda.config import TrainConfig
+from segda import checkpointing, evaluate, io, shipped, starts, train
 from segda.data import registry
 
 SHIP_COMMAND = "python -m segda ship --run-dir runs/shipped/source_pretrain"
@@ -66,7 +65,7 @@ def rescore_shipped(name: str = shipped.EMBEDDED_PRETRAINED, folder: Path = ship
     record = shipped.entry(name)
     cfg = starts.run_config("embedded/source_pretrain", record["seed"])
     data = registry.build_datasets(cfg.data, cfg.model)
-    seg = _shipped_segmenter(cfg, name)
+    seg = checkpointing.shipped_segmenter(cfg, name)
     predictor = evaluate.Predictor.from_config(cfg)
     record = {**record,
               "target_miou": evaluate.evaluate(seg, data.val_target, predictor).miou,
@@ -76,14 +75,6 @@ def rescore_shipped(name: str = shipped.EMBEDDED_PRETRAINED, folder: Path = ship
     manifest[name] = record
     io.write_text_atomic(Path(folder) / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     return record
-
-
-def _shipped_segmenter(cfg: TrainConfig, name: str):
-    seg = models.build_segmenter(cfg.model.name, cfg.model.num_classes, cfg.model.multi_level,
-                                 cfg.model.aspp_branches)
-    checkpointing.load_segmenter_weights(seg, shipped.reference(name))
-    return seg.eval()
-
 
 
 def first_losses_drift(record: dict) -> float:
