@@ -202,8 +202,9 @@ def compare(results: dict, data=None):
             table[rows.label(rows.ADABN)] = {
                 "target mIoU": 100 * evaluate.evaluate(adapted, data.val_target, predictor,
                                                        max_images=limit).miou,
-                "source mIoU": 100 * evaluate.evaluate(adapted, data.val_source, predictor,
-                                                       max_images=limit).miou,
+                # the real datasets have no source validation split
+                "source mIoU": np.nan if data.val_source is None else 100 * evaluate.evaluate(
+                    adapted, data.val_source, predictor, max_images=limit).miou,
             }
     df = pd.DataFrame.from_dict(table, orient="index")
     for key, col in GAIN_COLUMNS:
