@@ -35,7 +35,8 @@ def _adapted(result, data, images: int):
     return adabn.adapt_batch_norm(result.seg, data.train_target, max_images=images)
 
 
-def _score(models, configs, names, data, max_images):
+def score(models, configs, names, data, max_images):
+    """Target (and, where the data has one, source) mIoU and IoU of one model or an ensemble."""
     predictor = (evaluate.Predictor.from_config(configs[0]) if len(models) == 1
                  else evaluate.Predictor.for_runs(configs, names, "auto", weights=(0.5, 0.5),
                                                   combine="logits"))
@@ -64,7 +65,7 @@ def apply_posthoc(run_root: str | Path, seed: int, results: dict, data,
         groups.append((ensemble.key, ensemble.members))
     for row, members in groups:
         configs = [results[m].config for m in members]
-        entry = _score([adapted[m] for m in members], configs, list(members), data,
+        entry = score([adapted[m] for m in members], configs, list(members), data,
                        configs[0].run.eval_max_images or None)
         entry["iteration"] = results[members[0]].state.iteration
         folder = derived_name(row)

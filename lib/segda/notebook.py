@@ -183,7 +183,7 @@ def compare(results: dict, data=None):
     ``results``)."""
     import pandas as pd
 
-    from segda import adabn, evaluate
+    from segda import adabn, decomposition
     from segda.results import GAIN_COLUMNS
 
     table = {}
@@ -197,14 +197,11 @@ def compare(results: dict, data=None):
         if name == control and data is not None:
             adapted = adabn.adapt_batch_norm(res.seg, data.train_target,
                                              max_images=adabn.STATISTICS_IMAGES)
-            predictor = evaluate.Predictor.from_config(res.config)
-            limit = res.config.run.eval_max_images or None
+            scored = decomposition.score([adapted], [res.config], [name], data,
+                                         res.config.run.eval_max_images or None)
             table[rows.label(rows.ADABN)] = {
-                "target mIoU": 100 * evaluate.evaluate(adapted, data.val_target, predictor,
-                                                       max_images=limit).miou,
-                # the real datasets have no source validation split
-                "source mIoU": np.nan if data.val_source is None else 100 * evaluate.evaluate(
-                    adapted, data.val_source, predictor, max_images=limit).miou,
+                "target mIoU": 100 * scored["target_miou"],
+                "source mIoU": 100 * scored.get("source_miou", np.nan),
             }
     df = pd.DataFrame.from_dict(table, orient="index")
     for key, col in GAIN_COLUMNS:
