@@ -94,3 +94,35 @@ def test_a_notebooks_comparison_pairs_rows_with_both_statistics_rows(seed_runs):
     assert table.loc["AdvEnt", "gain vs AdaBN"] == pytest.approx(gain, abs=0.011)
     # without data there is no AdaBN row, and no training-mode row was trained here
     assert list(notebook.compare(trained).columns) == ["target mIoU", "source mIoU", "gain vs source-only"]
+
+
+def test_a_statistics_row_is_read_back_only_when_written_from_the_same_runs(seed_runs, monkeypatch):
+    control = train.load_run(seed_runs / "seed0" / "source_only")
+    data = registry.build_datasets(control.config.data, control.config.model)
+    seed_dir = seed_runs / "seed0"
+    written = _written(seed_runs, "adabn")
+
+    def no_statistics(*args, **kwargs):
+        raise AssertionError("the stored row should have been read")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(decomposition, "_adapted", no_statistics)
+        again = decomposition.posthoc_entry(seed_dir, "source_only", [control], ["source_only"], data)
+    assert again == written
+    # another number of statistics images is another row: computed afresh (and rewritten)
+    other = decomposition.posthoc_entry(seed_dir, "source_only", [control], ["source_only"], data,
+                                        images=8)
+    stats = adabn.adapt_batch_norm(control.seg, data.train_target, max_images=8)
+    assert other["target_miou"] == pytest.approx(
+        evaluate.evaluate(stats, data.val_target, max_images=4, device="cpu").miou, abs=1e-12)
+    # so is a control trained further (another final iteration)
+    control.state.iteration += 1
+    with monkeypatch.context() as patch:
+        patch.setattr(decomposition, "_adapted", no_statistics)
+        with pytest.raises(AssertionError, match="should have been read"):
+            decomposition.posthoc_entry(seed_dir, "source_only", [control], ["source_only"], data,
+                                        images=8)
+    # without a folder nothing is written
+    control.state.iteration -= 1
+    decomposition.posthoc_entry(None, "source_only", [control], ["source_only"], data)
+    assert _written(seed_runs, "adabn")["target_miou"] == other["target_miou"]

@@ -183,7 +183,7 @@ def compare(results: dict, data=None):
     ``results``)."""
     import pandas as pd
 
-    from segda import adabn, decomposition
+    from segda import decomposition
     from segda.results import GAIN_COLUMNS
 
     table = {}
@@ -195,10 +195,9 @@ def compare(results: dict, data=None):
             "source mIoU": 100 * final.get("source_miou", np.nan),
         }
         if name == control and data is not None:
-            adapted = adabn.adapt_batch_norm(res.seg, data.train_target,
-                                             max_images=adabn.STATISTICS_IMAGES)
-            scored = decomposition.score([adapted], [res.config], [name], data,
-                                         res.config.run.eval_max_images or None)
+            # stored beside the control's run folder, so the next notebook reads it
+            seed_dir = None if res.run_dir is None else Path(res.run_dir).parent
+            scored = decomposition.posthoc_entry(seed_dir, name, [res], [name], data)
             table[rows.label(rows.ADABN)] = {
                 "target mIoU": 100 * scored["target_miou"],
                 "source mIoU": 100 * scored.get("source_miou", np.nan),
