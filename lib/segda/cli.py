@@ -318,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
                    "from each seed's own source_pretrain run")
     p.add_argument("--studies", nargs="*", default=None, metavar="STUDY",
                    help="the studies behind the defaults to train after each seed's rows "
-                   "(segda.experiments.STUDIES: lambda, shift, bn, patch; default: all)")
+                   "(segda.experiments.STUDIES: lambda, shift, bn, aux, patch; default: all)")
     p.add_argument("--no-studies", dest="studies", action="store_const", const=[],
                    help="train the main rows only")
     p.add_argument("--reference", nargs="?", const="package", metavar="CSV",

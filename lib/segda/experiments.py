@@ -126,6 +126,14 @@ STUDIES: dict[str, tuple[StudyRun, ...]] = {
         _study_run("output_adv_single@shift1_bntrain", "output_adv_single",
                    "source_only_tgt_bn@shift1", model__bn_mode="train", data__balance_shift=1.0),
     ),
+    # Multi-level's auxiliary adversarial term switched off (the auxiliary discriminator still
+    # trains; its term never reaches the segmenter): is the auxiliary term what separates
+    # multi-level from single-level?
+    "aux": (
+        _study_run("output_adv_single", "output_adv_single"),
+        _study_run("output_adv_multi", "output_adv_multi"),
+        _study_run("output_adv_multi@aux0", "output_adv_multi", method__lambda_adv_aux=0.0),
+    ),
     # The discriminator's verdicts: the official five stride-2 convolutions (4x2 verdicts at
     # 128x64) against the last two at stride 1 (16x8 patches).
     "patch": (
