@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "lib" / "segda"
 LAYERS: dict[str, int] = {
     # ground: no segda imports but each other's
     "labels": 0, "repro": 0, "config": 0, "fastpath": 0, "paper_results": 0, "shipped": 0, "io": 0,
-    "train_state": 0, "errors": 0, "checkout": 0,
+    "train_state": 0, "errors": 0, "checkout": 0, "narrate": 0,
     "losses": 1, "metrics": 1, "optim": 1, "models": 1, "weights": 1,
     # middle: data, the methods and their step, evaluation
     "data": 2, "methods": 2, "step": 2, "rows": 2, "evaluate": 2,

@@ -106,12 +106,13 @@ def test_the_plots_draw_the_reference_and_this_run():
     from segda import viz
 
     table = results.against_reference({"source_only": 61.0, "advent": 64.5}, REF)
-    ax = viz.plot_against_reference(table).axes[0]
+    fig = viz.plot_against_reference(table)
+    ax = fig.axes[0]
     bars = [p.get_height() for p in ax.patches]
     assert bars == pytest.approx([0.0, 4.0])  # the reference's mean gains
     own = ax.collections[-1].get_offsets()[:, 1]
     assert list(own) == pytest.approx([0.0, 3.5])  # this run's gains
-    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]  # above the axes, off the bars
     assert "this notebook's run" in labels and "reference: mean of 3 seeds" in labels
     # the band the "within reference range" check uses is drawn: the seeds' range +/- 0.1
     band = [c for c in ax.collections if c.get_label().startswith("range checked")][0]

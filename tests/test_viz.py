@@ -321,11 +321,12 @@ def test_build_explorer_static_figure(models, discs):
     fig = explorer.build_explorer(models, TinyDataset(), discs, interactive=False, num_models=2)
     assert isinstance(fig, Figure)
     # 2 images x (image, ground truth, 3 source_only layers... no D) + output_adv with D.
-    # (+ 1: the colour bar of its float maps; cells only: axes that are not a colour bar)
-    cells = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
-    assert len(cells) == 2 * (2 + 2 + 3) and len(fig.axes) == len(cells) + 1
+    # (+ 1: the colour bar of its float maps; the seven columns wrap into two bands of four,
+    # whose last slot is blank)
+    cells = [ax for ax in fig.axes if ax.get_label().startswith("cell ")]
+    assert len(cells) == 2 * (2 + 2 + 3) and len(fig.axes) == 2 * 2 * 4 + 1
     fig = explorer.build_explorer(models, TinyDataset(with_labels=False), interactive=False)
-    assert len([ax for ax in fig.axes if ax.get_label() != "<colorbar>"]) == 2 * (1 + 2)
+    assert len([ax for ax in fig.axes if ax.get_label().startswith("cell ")]) == 2 * (1 + 2)
 
 
 def test_beside_says_why_it_draws_no_second_panel(models, discs, dataset):
@@ -375,7 +376,7 @@ def test_the_static_explorer_shows_four_models(models, discs):
     four = {**models, "minent": models["source_only"], "advent": models["output_adv"]}
     fig = explorer.build_explorer(four, TinyDataset(), discs, interactive=False, num_images=1,
                                   num_models=4)
-    cells = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    cells = [ax for ax in fig.axes if ax.get_label().startswith("cell ")]
     titles = [ax.get_title() for ax in cells]
     assert len(cells) == 2 + 4 * 2 + 1  # image, ground truth; 2 layers each, output_adv's D
     assert {t.split(":")[0] for t in titles[2:]} == set(four)
@@ -399,7 +400,7 @@ def test_discriminator_scores_are_the_sigmoid_of_what_d_sees(models, discs, data
     np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-6)
     fig = viz.plot_discriminator_scores({"source val": np.array([0.1, 0.2, 0.7]),
                                          "target val": np.array([0.6, 0.9])})
-    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]  # above the axes, off the bars
     assert labels == ["source val (67% on its side)", "target val (100% on its side)"]
     assert methods.get("output_adv").disc_input.name == "softmax"
 
@@ -435,3 +436,135 @@ def test_plot_study_draws_each_run_against_its_control_and_marks_missing_runs():
     assert sorted(ax.collections[0].get_offsets()[:, 1]) == pytest.approx([1.04, 1.96])
     with pytest.raises(ValueError, match="no run of this study"):
         viz.plot_study(table.loc[["source_only"]])
+
+
+def _png_width(fig) -> int:
+    """The width of the PNG a notebook's inline backend shows: saved at the figure's dpi with
+    the tight bounding box (which grows past the figure when an artist sticks out of it)."""
+    import io
+    import struct
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=fig.dpi, bbox_inches="tight")
+    return struct.unpack(">I", buffer.getvalue()[16:20])[0]
+
+
+def _every_figure(models, discs, dataset):
+    """Each public figure function at its defaults, on small inputs and on the widest ones the
+    notebooks give (every class, several results, many columns, four models)."""
+    rng = np.random.default_rng(0)
+    label = rng.integers(0, NUM_CLASSES, (H, W))
+    image = rng.random((H, W, 3))
+    history = pd.DataFrame({"iteration": range(20), "seg_main": rng.random(20),
+                            "disc_main_src": rng.random(20), "disc_main_tgt": rng.random(20),
+                            "adv_main": rng.random(20), "disc_aux_src": rng.random(20),
+                            "disc_aux_tgt": rng.random(20), "adv_aux": rng.random(20),
+                            "diag_dacc_main_src": rng.random(20), "diag_grad_source": rng.random(20),
+                            "diag_grad_target": rng.random(20)})
+    five = {f"result {k}": rng.random(NUM_CLASSES) for k in range(5)}
+    reference = pd.DataFrame({
+        "reference gain": rng.random(12), "reference gain std": rng.random(12),
+        "reference gain min": rng.random(12), "reference gain max": rng.random(12),
+        "gain (this run)": rng.random(12), "reference seeds": [3] * 12,
+        "range checked low": rng.random(12), "range checked high": rng.random(12),
+    }, index=[f"row {k}" for k in range(12)])
+    sweep = pd.DataFrame({"lambda_adv_main": [0.001, 0.01, 0.1] * 2, "gain": rng.random(6)})
+    study = pd.DataFrame({"control": ["c"] * 12, "gain": rng.random(12),
+                          "gains per seed": ["+1.0 / -1.0"] * 12, "verdict": ["x"] * 12},
+                         index=[f"run {k}" for k in range(12)])
+    four = {**models, "minent": models["source_only"], "advent": models["output_adv"]}
+    return {
+        "show_grid": viz.show_grid([[image, label, label.astype(float) / NUM_CLASSES]]),
+        "show_grid (13 columns)": viz.show_grid([[image] * 13] * 2),
+        "plot_loss_curves": viz.plot_loss_curves(history),
+        "plot_step_diagnostics": viz.plot_step_diagnostics(history),
+        "plot_per_class_bars": viz.plot_per_class_bars({"a": rng.random(NUM_CLASSES)}),
+        "plot_per_class_bars (5 results)": viz.plot_per_class_bars(five),
+        "plot_iou_heatmap": viz.plot_iou_heatmap(iou_table(five)),
+        "plot_class_frequencies (5 series)": viz.plot_class_frequencies(five),
+        "plot_discriminator_scores": viz.plot_discriminator_scores(
+            {"source val": rng.random(50), "target val": rng.random(50)}),
+        "plot_against_reference (12 rows)": viz.plot_against_reference(reference),
+        "plot_lambda_sweep": viz.plot_lambda_sweep(sweep),
+        "plot_study (12 runs)": viz.plot_study(study),
+        "layer_figure": explorer.layer_figure(image, "one panel", legend_ids=list(range(19))),
+        "layer_figure (beside)": explorer.layer_figure(
+            [label.astype(np.float32) / NUM_CLASSES] * 2, ["a", "b"], value_label="entropy"),
+        "explorer grid (4 models)": explorer.build_explorer(
+            four, dataset, discs, interactive=False, num_models=4),
+    }
+
+
+def test_every_figure_is_at_most_1400_pixels_wide(models, discs, dataset):
+    import matplotlib.pyplot as plt
+
+    assert viz.MAX_WIDTH_PX == 1400 and viz.DPI * viz.MAX_WIDTH_IN <= viz.MAX_WIDTH_PX
+    for name, fig in _every_figure(models, discs, dataset).items():
+        assert fig.dpi == viz.DPI, name  # what the inline backend saves at
+        width = fig.get_size_inches()[0] * fig.dpi
+        assert width <= viz.MAX_WIDTH_PX, (name, width)
+        assert _png_width(fig) <= viz.MAX_WIDTH_PX, (name, _png_width(fig))
+        assert not plt.get_fignums()  # closed: pyplot keeps none of them
+
+
+def test_bars_too_many_for_one_row_are_split_and_the_legend_leaves_them_free():
+    rng = np.random.default_rng(0)
+    five = {f"result {k}": rng.random(NUM_CLASSES) for k in range(5)}
+    fig = viz.plot_class_frequencies(five)
+    panels = [ax for ax in fig.axes if ax.patches]
+    assert len(panels) == 2
+    shown = [t.get_text() for ax in panels for t in ax.get_xticklabels()]
+    assert shown == list(CLASS_NAMES)  # every class once, in order
+    assert fig.legends and all(ax.get_legend() is None for ax in panels)
+    fig.canvas.draw()
+    legend = fig.legends[0].get_window_extent()
+    assert all(legend.y0 >= ax.get_window_extent().y1 for ax in panels)  # above every panel
+
+
+def test_loss_panels_say_what_they_hold_and_where_chance_is():
+    history = [{"iteration": i, "seg_main": 1.0, "disc_main_src": 0.3, "adv_main": 0.01}
+               for i in range(5)]
+    fig = viz.plot_loss_curves(history)
+    by_title = {ax.get_title(): ax for ax in fig.axes}
+    assert all(ax.get_ylabel() for ax in by_title.values())
+    chance = [line for line in by_title["disc_main_src"].lines if line.get_linestyle() == ":"]
+    # The step logs half of each domain's BCE: ln 2 / 2 when D outputs 0.5 everywhere.
+    assert len(chance) == 1 and chance[0].get_ydata()[0] == pytest.approx(np.log(2) / 2)
+    lsgan = viz.plot_loss_curves(history, gan_loss="lsgan")
+    line = [x for x in lsgan.axes[1].lines if x.get_linestyle() == ":"][0]
+    assert line.get_ydata()[0] == pytest.approx(0.125)
+    assert not [x for x in by_title["seg_main"].lines if x.get_linestyle() == ":"]
+
+
+def test_a_colourised_label_map_gets_its_class_legend():
+    label = np.zeros((4, 6), dtype=np.int64)
+    label[:2], label[0, 0] = 10, IGNORE_INDEX  # sky above road, one ignored pixel
+    fig = viz.show_grid([[viz.colorize(label), np.random.default_rng(0).random((4, 6, 3))]])
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["road", "sky", "ignore"]
+    assert viz.palette_classes(np.full((2, 2, 3), 7, dtype=np.uint8)) is None  # not the palette
+
+
+def test_colour_bar_labels_give_one_range():
+    fig = explorer.layer_figure(np.zeros((4, 8), np.float32), "t",
+                                value_label=explorer.SCALAR_LAYERS["entropy"])
+    bar = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"][0]
+    assert bar.get_ylabel() == "normalised entropy (0 to 1)"
+
+
+def test_the_explorer_controls_wrap_and_a_number_box_picks_an_exact_image(models, discs, dataset):
+    box = explorer.build_explorer(models, dataset, discs)
+    controls = box.children[0]
+    assert controls.layout.flex_flow == "row wrap"
+    assert box.index_slider.layout.min_width  # the track keeps a usable length
+    box.index_box.value = 1
+    assert box.index_slider.value == 1 and box.error is None and ("source_only", 1) in box.cache
+    box.index_slider.value = 0
+    assert box.index_box.value == 0
+
+
+def test_the_beside_message_offers_only_layers_both_models_have(discs):
+    _, note = explorer.beside_choice("output_adv", "source_only", "image", discs)
+    assert "prediction, entropy)" in note and "discriminator" not in note
+    both = {"a": {"main": object()}, "b": {"main": object()}}
+    _, note = explorer.beside_choice("a", "b", "ground truth", both)
+    assert "prediction, entropy, discriminator)" in note

@@ -42,9 +42,14 @@ MAP_CMAP = "viridis"
 # discriminator map spanning 0.49-0.51 is an unsure verdict, and a scale stretched to its
 # values would paint it as a confident one.
 SCALAR_LAYERS: dict[str, str] = {
-    "entropy": "entropy (normalised)",
-    "discriminator": "D output (1 = target)",
+    "entropy": "normalised entropy",
+    "discriminator": "D output, 1 = target",
 }
+# The layers that belong to a model (the image and the ground truth belong to none).
+MODEL_LAYERS: tuple[str, ...] = ("prediction", "entropy", "discriminator")
+# Inches of the explorer's figure: one panel, or the two of "beside" together, so that the
+# figure stays about 1000 pixels wide (viz.DPI) and a notebook shows it unshrunk.
+FIGURE_WIDTH = {1: 6.5, 2: 10.0}
 SCALAR_RANGE = (0.0, 1.0)
 
 # What a discriminator sees, from the output with its logits upsampled to the image size.
@@ -279,8 +284,11 @@ def beside_choice(
         return None, (f"beside: {other!r} is the model of the first panel already; choose "
                       "another model to compare")
     if layer in ("image", "ground truth"):
+        shared = [x for x in MODEL_LAYERS
+                  if x in available_layers(main, discriminators, has_labels)
+                  and x in available_layers(other, discriminators, has_labels)]
         return None, (f"beside: the {layer} belongs to no model, so {other!r} would show the "
-                      "same panel; choose a model layer (prediction, entropy, discriminator)")
+                      f"same panel; choose a layer both models have ({', '.join(shared)})")
     if layer not in available_layers(other, discriminators, has_labels):
         return None, (f"beside: {other!r} has no main-level discriminator, so it has no "
                       f"{layer} map")
@@ -429,29 +437,33 @@ def layer_figure(
     arrays = [arrays] if isinstance(arrays, np.ndarray) else list(arrays)
     titles = [titles] if isinstance(titles, str) else list(titles)
     h, w = arrays[0].shape[:2]
-    fig, axes = viz.new_figure(1, len(arrays), (7.5 * len(arrays), 7.5 * h / w + 0.6))
+    width = FIGURE_WIDTH.get(len(arrays), viz.MAX_WIDTH_IN)
+    has_bar = value_label is not None or any(a.ndim == 2 for a in arrays)
+    panel = (width - (0.9 * len(arrays) if has_bar else 0.0)) / len(arrays)
+    handles = viz.legend_patches(legend_ids) if legend_ids is not None and len(legend_ids) else []
+    title_lines = max((t.count("\n") + 1 for t in titles), default=1)
+    height = panel * h / w + 0.2 * title_lines + 0.2 + 0.25 * -(-len(handles) // 6)
+    fig, axes = viz.new_figure(1, len(arrays), (width, height), layout="constrained")
     lo, hi = SCALAR_RANGE
     if scale_to_data and arrays[0].ndim == 2:
         lo, hi = min(float(a.min()) for a in arrays), max(float(a.max()) for a in arrays)
         hi = max(hi, lo + 1e-6)
-    bar_label = f"{value_label or 'value'} ({lo:.3g} to {hi:.3g})"
+    bar_label = viz.range_label(value_label or "value", lo, hi)
     for ax, array, title in zip(axes[0], arrays, titles, strict=True):
         ax.set_xticks([])
         ax.set_yticks([])
         if array.ndim == 2:
             im = ax.imshow(array, cmap=MAP_CMAP, vmin=lo, vmax=hi, interpolation="nearest")
-            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label=bar_label)
+            fig.colorbar(im, ax=ax, fraction=0.05, pad=0.02, label=bar_label)
         else:
             ax.imshow(array, interpolation="nearest")
             if value_label is not None:  # a highlighted scalar map: the scale it was coloured on
                 mappable = cm.ScalarMappable(colors.Normalize(lo, hi), MAP_CMAP)
-                fig.colorbar(mappable, ax=ax, fraction=0.046, pad=0.02, label=bar_label)
+                fig.colorbar(mappable, ax=ax, fraction=0.05, pad=0.02, label=bar_label)
         ax.set_title(title, fontsize=10)
-    if legend_ids is not None and len(legend_ids):
-        axes[0, -1].legend(handles=viz.legend_patches(legend_ids), loc="center left",
-                           bbox_to_anchor=(1.25 if value_label else 1.01, 0.5), fontsize=7,
-                           frameon=False)
-    fig.tight_layout()
+    if handles:  # below the panels, inside the figure: the figure keeps its width
+        fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6),
+                   fontsize=8, frameon=False)
     return fig
 
 
@@ -525,19 +537,20 @@ def explorer_grid(
     legend = sorted(c for c in shown if c != IGNORE_INDEX and c < len(CLASS_NAMES))
     scalar = [SCALAR_LAYERS[layer] for _, layer in columns if layer in SCALAR_LAYERS]
     titles = [layer if name is None else f"{name}:\n{layer}" for name, layer in columns]
+    # Many columns (several models) are wrapped into bands of rows by show_grid, which keeps
+    # the figure within viz.MAX_WIDTH_PX.
     fig = viz.show_grid(rows, titles=titles, row_labels=[f"#{i}" for i in indices],
-                        cmap=MAP_CMAP, cell_width=min(3.0, 26.0 / len(columns)),
+                        cmap=MAP_CMAP, cell_width=2.4,
                         value_range=SCALAR_RANGE,
                         value_label=" / ".join(dict.fromkeys(scalar)) or "value", legend=legend)
     # The colour scale is fixed to [0, 1]: each discriminator map says the values it spans.
-    cells = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
     for r, i in enumerate(indices):
         for c, (name, layer) in enumerate(columns):
             if layer == "discriminator":
                 pred = get_prediction(models, dataset, i, name, discriminators, disc_input_fn,
                                       cache, predictor=predictor)
                 lo, hi = value_range_of(layer, pred)
-                cells[r * len(columns) + c].set_xlabel(f"{lo:.3f} to {hi:.3f}", fontsize=7)
+                viz.grid_cell(fig, r, c).set_xlabel(f"{lo:.3f} to {hi:.3f}", fontsize=7)
     return fig
 
 
@@ -566,10 +579,17 @@ def _explorer_box_class():
             self.error: str | None = None
             self._updating = False
             names = list(models)
+            # The slider keeps a usable track in a narrow window (min_width); the number box
+            # beside it picks an exact image, which a drag over hundreds of images cannot.
             self.index_slider = widgets.IntSlider(
                 value=0, min=0, max=len(dataset) - 1, description="image",
-                continuous_update=False,
+                continuous_update=False, readout=False,
+                layout=widgets.Layout(width="360px", min_width="240px"),
             )
+            self.index_box = widgets.BoundedIntText(
+                value=0, min=0, max=len(dataset) - 1, layout=widgets.Layout(width="80px"),
+            )
+            widgets.link((self.index_slider, "value"), (self.index_box, "value"))
             self.method_dropdown = widgets.Dropdown(options=names, value=names[0],
                                                     description="model")
             layers = available_layers(names[0], discriminators, self.has_labels)
@@ -586,9 +606,12 @@ def _explorer_box_class():
             self.last_beside: np.ndarray | None = None
             self.beside_note, self.titles = "", []
             self.output = widgets.Output()
-            controls = widgets.HBox([self.index_slider, self.method_dropdown, self.compare_dropdown])
-            controls2 = widgets.HBox([self.layer_dropdown, self.highlight_dropdown])
-            self.children = [controls, controls2, self.output]
+            # One row of controls that wraps onto more lines in a narrow window.
+            wrap = widgets.Layout(display="flex", flex_flow="row wrap", align_items="center")
+            image = widgets.HBox([self.index_slider, self.index_box])
+            controls = widgets.HBox([image, self.method_dropdown, self.compare_dropdown,
+                                     self.layer_dropdown, self.highlight_dropdown], layout=wrap)
+            self.children = [controls, self.output]
             for w in (self.index_slider, self.layer_dropdown, self.highlight_dropdown,
                       self.compare_dropdown):
                 w.observe(self._on_change, names="value")
@@ -683,9 +706,10 @@ def build_explorer(
         models: name -> segmenter (methods or checkpoints); a single module is ``"model"``.
         dataset: items ``{"image", "label" (optional), ...}``.
         discriminators: name -> {level -> discriminator} for methods that have them.
-        interactive: ``True``: an ``ipywidgets.VBox`` with an image slider, model / beside /
-            layer / highlight dropdowns and an ``Output`` holding the figure (attributes
-            ``index_slider``, ``method_dropdown``, ``compare_dropdown``, ``layer_dropdown``,
+        interactive: ``True``: an ``ipywidgets.VBox`` with an image slider and its number
+            box, model / beside / layer / highlight dropdowns (one row that wraps in a narrow
+            window) and an ``Output`` holding the figure (attributes
+            ``index_slider``, ``index_box``, ``method_dropdown``, ``compare_dropdown``, ``layer_dropdown``,
             ``highlight_dropdown``, ``output``, ``cache``, ``last`` and ``last_beside`` (the
             shown arrays), ``titles``, ``beside_note`` (why no second panel is drawn, or
             ``""``) and ``error``). Scalar maps keep a colour bar over [0, 1], highlighted or

@@ -301,9 +301,11 @@ def run_summary(preset: str, comparison, beside) -> str:
     range."""
     row = rows.label(row_key(preset))
     r = comparison.loc[row]
-    against = [f"{r['gain vs source-only']:+.1f} against the control (source-only)"]
-    for col, name in (("gain vs AdaBN", "AdaBN (target statistics, no training)"),
-                      ("gain vs training-mode BN", "training-mode batch norm with no target loss")):
+    # The rows' own labels, as every table and figure prints them.
+    against = [f"{r['gain vs source-only']:+.1f} against {rows.label(rows.control())}"]
+    for col, key in (("gain vs AdaBN", rows.ADABN),
+                     ("gain vs training-mode BN", "source_only_tgt_bn")):
+        name = rows.label(key)
         if col in comparison.columns and np.isfinite(r[col]):
             against.append(f"{r[col]:+.1f} against {name}")
     text = (f"{row}: {r['target mIoU']:.1f} target mIoU, " + ", ".join(against)

@@ -9,6 +9,11 @@ are this benchmark's, and why.
 
 from __future__ import annotations
 
+import html
+import textwrap
+
+import pandas as pd
+
 from segda import config, rows
 
 # Why the embedded protocol departs from the official value, per config key. A key changed by
@@ -80,12 +85,55 @@ def official_preset(cfg: config.TrainConfig) -> str | None:
     return name if name in config.list_presets() else None
 
 
-def differences(cfg: config.TrainConfig, official: config.TrainConfig | None = None):
-    """The settings of ``cfg`` that differ from the official recipe of its row (a DataFrame:
-    setting, this run, official, why). ``official`` defaults to the paper preset of the row
-    (:func:`official_preset`); keys that locate files or drive logging are left out."""
-    import pandas as pd
+class Differences(pd.DataFrame):
+    """:func:`differences`' table (index: setting; columns: this run, official, why), a
+    DataFrame that shows every reason whole in a notebook.
 
+    pandas cuts a cell at ``display.max_colwidth`` (50 characters) in both of a DataFrame's
+    reprs, which would leave every reason half read. This table is drawn as HTML with the
+    reasons wrapped and left-aligned, and as plain text as one entry per setting with its
+    reason wrapped below it. A frame derived from it (a slice, a filter) is a plain DataFrame.
+    """
+
+    WIDTH = 96  # characters per line of the plain-text form
+
+    def __repr__(self) -> str:
+        return self.to_text()
+
+    def to_text(self, width: int = WIDTH) -> str:
+        """One entry per setting: ``setting: this run (official: value)``, then its reason
+        wrapped at ``width`` characters, indented."""
+        if self.empty:
+            return "no setting differs from the official recipe"
+        lines = []
+        for setting, row in self.iterrows():
+            lines.append(f"{setting}: {row['this run']} (official: {row['official']})")
+            lines += textwrap.wrap(str(row["why"]), width, initial_indent="    ",
+                                   subsequent_indent="    ")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        # Inline styles: a notebook viewer that sanitises HTML drops <style> blocks.
+        cell = "text-align: left; vertical-align: top; padding: 2px 8px;"
+        why = cell + " white-space: normal; min-width: 24em; max-width: 48em;"
+        head = "".join(f'<th style="{cell}">{html.escape(h)}</th>'
+                       for h in ("setting", "this run", "official", "why"))
+        body = "".join(
+            "<tr>"
+            f'<td style="{cell}"><code>{html.escape(str(setting))}</code></td>'
+            f'<td style="{cell}">{html.escape(str(row["this run"]))}</td>'
+            f'<td style="{cell}">{html.escape(str(row["official"]))}</td>'
+            f'<td style="{why}">{html.escape(str(row["why"]))}</td>'
+            "</tr>"
+            for setting, row in self.iterrows())
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def differences(cfg: config.TrainConfig, official: config.TrainConfig | None = None) -> Differences:
+    """The settings of ``cfg`` that differ from the official recipe of its row (a
+    :class:`Differences` table: setting, this run, official, why; each reason shown whole).
+    ``official`` defaults to the paper preset of the row (:func:`official_preset`); keys that
+    locate files or drive logging are left out."""
     if official is None:
         name = official_preset(cfg)
         if name is None:
@@ -99,4 +147,5 @@ def differences(cfg: config.TrainConfig, official: config.TrainConfig | None = N
         table.append({"setting": key, "this run": value,
                       "official": "-" if key in _NO_OFFICIAL else theirs.get(key),
                       "why": WHY.get(key, "set for this run")})
-    return pd.DataFrame(table, columns=["setting", "this run", "official", "why"]).set_index("setting")
+    frame = pd.DataFrame(table, columns=["setting", "this run", "official", "why"])
+    return Differences(frame.set_index("setting"))

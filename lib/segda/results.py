@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segda import io, rows, runs
+from segda import io, narrate, rows, runs
 from segda.errors import UserError
 
 # The rows every gain is paired against, and the columns that hold the gains.
@@ -223,15 +223,9 @@ RESOLUTION = 0.1
 def verdict(gains) -> str:
     """A row's gains over the control, one per seed (each paired with the control of its own
     seed), judged by their signs: above (or below) the control on every seed, or no consistent
-    difference. One seed is not judged: a single pair cannot tell a gain from seed noise."""
-    gains = [float(g) for g in gains if np.isfinite(g)]
-    if len(gains) < 2:
-        return "one seed: not judged"
-    if all(g > 0 for g in gains):
-        return f"above the control on all {len(gains)} seeds"
-    if all(g < 0 for g in gains):
-        return f"below the control on all {len(gains)} seeds"
-    return f"no consistent difference ({sum(g > 0 for g in gains)} of {len(gains)} seeds above)"
+    difference. One seed is not judged: a single pair cannot tell a gain from seed noise. The
+    rule is :func:`segda.narrate.verdict`, the one every notebook sentence uses."""
+    return narrate.verdict(gains)
 
 
 def against_reference(own: dict[str, float], reference, control: str | None = None):

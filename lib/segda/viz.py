@@ -8,6 +8,10 @@ it is not drawn a second time at the end of the cell and pyplot keeps no referen
 
 Arrays may be numpy arrays or torch tensors (on any device); they come back as numpy arrays.
 Colours are the Cityscapes palette of :mod:`segda.labels`; the ignore label (255) is black.
+
+Every figure is drawn at :data:`DPI` and at most :data:`MAX_WIDTH_PX` pixels wide, the width a
+notebook shows without shrinking it: grids and bar charts too wide for one row are split into
+rows. Legends sit outside the axes, so they never cover a bar.
 """
 
 from __future__ import annotations
@@ -27,6 +31,29 @@ NORMALIZATIONS = ("embedded", "imagenet", "caffe")
 # How much of a pixel's brightness is kept outside a highlighted class.
 DIM_FACTOR = 0.25
 
+# Pixels per inch of every figure, set on the figure itself so that the notebook's inline
+# backend (which saves at the figure's dpi) draws it at the size chosen here.
+DPI = 100
+# The widest figure, in pixels: what a notebook page shows without shrinking the text. The
+# inline backend saves with bbox_inches="tight", which pads 0.1 inch on each side: a figure
+# may be that much narrower than the limit.
+MAX_WIDTH_PX = 1400
+MAX_WIDTH_IN = (MAX_WIDTH_PX - 2 * 0.1 * DPI) / DPI
+
+# A discriminator's logged loss on one domain when it cannot tell the domains apart (it
+# outputs 0.5 everywhere): the step logs half of each domain's GAN loss
+# (segda.methods.discriminator_losses), so ln 2 / 2 for BCE and 0.25 / 2 for LS-GAN.
+DISC_CHANCE_LOSS = {"bce": 0.5 * float(np.log(2.0)), "lsgan": 0.5 * 0.25}
+
+# The y-axis label of a logged loss term, by the prefix of its name.
+LOSS_AXIS_LABELS = (
+    ("disc_", "D loss on one domain (GAN loss / 2)"),
+    ("adv_", "lambda_adv x GAN loss (target as source)"),
+    ("ent_", "lambda_ent x mean entropy"),
+    ("cp_", "lambda_cp x class-ratio prior"),
+    ("seg_", "cross-entropy (source labels)"),
+)
+
 
 def as_numpy(x) -> np.ndarray:
     """A CPU numpy array of a tensor (detached) or array-like."""
@@ -36,12 +63,29 @@ def as_numpy(x) -> np.ndarray:
 
 
 def new_figure(nrows: int, ncols: int, figsize: tuple[float, float], **kwargs):
-    """``plt.subplots`` (axes always 2-D) with the figure closed at once (see the module docstring)."""
+    """``plt.subplots`` (axes always 2-D) at :data:`DPI`, with the figure closed at once (see
+    the module docstring). A width over :data:`MAX_WIDTH_IN` is cut to it: a safety net, the
+    figures split their rows before they get that wide."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(nrows, ncols, figsize=figsize, squeeze=False, **kwargs)
+    width, height = figsize
+    fig, axes = plt.subplots(nrows, ncols, figsize=(min(width, MAX_WIDTH_IN), height), dpi=DPI,
+                             squeeze=False, **kwargs)
     plt.close(fig)
     return fig, axes
+
+
+def range_label(what: str, low: float, high: float) -> str:
+    """A colour bar's label: what the colours hold and their range, ``"entropy (0 to 1)"``."""
+    return f"{what} ({low:.3g} to {high:.3g})"
+
+
+def _chunks(items: Sequence, fit: int) -> list[list]:
+    """``items`` cut into as few runs of at most ``fit`` as possible, of nearly equal length."""
+    items = list(items)
+    parts = max(1, -(-len(items) // max(fit, 1)))
+    size = -(-len(items) // parts)
+    return [items[i:i + size] for i in range(0, len(items), size)]
 
 
 def colorize(label) -> np.ndarray:
@@ -207,8 +251,49 @@ def _is_label_map(arr: np.ndarray) -> bool:
     return arr.ndim == 2 and np.issubdtype(arr.dtype, np.integer)
 
 
+def palette_classes(rgb) -> list[int] | None:
+    """The classes of a label map passed already colourised (:func:`colorize`): a uint8 RGB
+    image every pixel of which is a palette colour or black (ignore); ``None`` for any other
+    image (a photograph holds colours outside the palette)."""
+    arr = as_numpy(rgb)
+    if arr.ndim != 3 or arr.shape[-1] != 3 or arr.dtype != np.uint8:
+        return None
+    lookup = {tuple(int(v) for v in PALETTE[c]): c for c in range(NUM_CLASSES)}
+    found = set()
+    for colour in map(tuple, np.unique(arr.reshape(-1, 3), axis=0).tolist()):
+        if colour == (0, 0, 0):
+            found.add(IGNORE_INDEX)
+            continue
+        if colour not in lookup:
+            return None
+        found.add(lookup[colour])
+    return sorted(found)
+
+
+def _classes_shown(cells: Sequence[np.ndarray]) -> list[int]:
+    """The classes of every label map among ``cells``, integer or already colourised."""
+    found: set[int] = set()
+    for cell in cells:
+        if _is_label_map(cell):
+            found |= {int(x) for x in np.unique(cell)}
+        else:
+            found |= set(palette_classes(cell) or ())
+    return sorted(found)
+
+
 def _is_value_map(arr: np.ndarray) -> bool:
     return arr.ndim == 2 and not np.issubdtype(arr.dtype, np.integer)
+
+
+def _cell_label(row: int, column: int) -> str:
+    return f"cell {row} {column}"
+
+
+def grid_cell(fig, row: int, column: int):
+    """The axes of :func:`show_grid`'s cell (``row``, ``column``) of ``rows``, wherever its
+    band put it."""
+    label = _cell_label(row, column)
+    return next(ax for ax in fig.axes if ax.get_label() == label)
 
 
 def show_grid(
@@ -221,6 +306,7 @@ def show_grid(
     value_range: tuple[float, float] | None = (0.0, 1.0),
     value_label: str = "value",
     legend: str | Sequence[int] | None = "auto",
+    max_columns: int | None = None,
 ):
     """A qualitative grid: one row per image, one column per view.
 
@@ -231,16 +317,21 @@ def show_grid(
     Every float map shares one colour scale, drawn as a colour bar labelled ``value_label``
     and its range, so a map is never read without its scale. Label maps get a class legend.
 
+    A grid with more columns than fit in :data:`MAX_WIDTH_PX` is split into bands of columns
+    drawn one under the other (each band: every image, its column titles on top, the row
+    labels on the left), so that the figure keeps its width and its cells their size.
+
     Args:
         rows: the cells, row by row.
-        titles: column titles (shown above the first row).
-        row_labels: one label per row (shown left of the first column).
+        titles: column titles (shown above the first row of each band).
+        row_labels: one label per row (shown left of the first column of each band).
         cell_width: inches per column; the height follows the first cell's aspect ratio.
         value_range: ``(low, high)`` of the float maps' colour scale; ``None``: the smallest
             and largest value over all of them (for maps whose values are far below 1).
-        value_label: what the float maps hold (the colour bar's label).
-        legend: ``"auto"``: the classes present in the integer label maps; a list of class
-            ids (for label maps passed already colourised); ``None``: no legend.
+        value_label: what the float maps hold (the colour bar's label, before its range).
+        legend: ``"auto"``: the classes present in the label maps (integer, or colourised by
+            :func:`colorize`); a list of class ids; ``None``: no legend.
+        max_columns: columns per band; default as many as fit in :data:`MAX_WIDTH_PX`.
     """
     nrows = len(rows)
     ncols = max((len(r) for r in rows), default=0)
@@ -254,25 +345,38 @@ def show_grid(
                        float(max(np.nanmax(v) for v in values)))
     value_range = value_range or (0.0, 1.0)
     if legend == "auto":
-        legend = sorted({int(x) for c in cells if _is_label_map(c) for x in np.unique(c)})
+        legend = _classes_shown(cells)
     handles = legend_patches(legend) if legend else []
+    bar_width = 1.0 if values else 0.0
+    fit = max_columns or max(1, int((MAX_WIDTH_IN - bar_width - 0.3) // cell_width))
+    bands = _chunks(range(ncols), fit)
+    band_cols = len(bands[0])
+    if max_columns is None:  # a band of few columns may not fill the width: cells shrink to fit
+        cell_width = min(cell_width, (MAX_WIDTH_IN - bar_width - 0.3) / band_cols)
     aspect = first.shape[0] / first.shape[1]
-    figsize = (cell_width * ncols + (1.0 if values else 0.0),
-               cell_width * aspect * nrows + 0.4 + (0.35 * (1 + len(handles) // 6) if handles else 0))
-    fig, axes = new_figure(nrows, ncols, figsize, layout="constrained")
+    legend_rows = -(-len(handles) // 6) if handles else 0
+    figsize = (cell_width * band_cols + bar_width,
+               ((cell_width * aspect + 0.1) * nrows + (0.45 if titles else 0.0)) * len(bands)
+               + 0.2 + 0.3 * legend_rows)
+    fig, axes = new_figure(nrows * len(bands), band_cols, figsize, layout="constrained")
     mappable = None
-    for i in range(nrows):
-        for j in range(ncols):
-            drawn = _show_cell(axes[i, j], rows[i][j] if j < len(rows[i]) else None, cmap,
-                               value_range)
-            mappable = mappable or drawn
-    for j, title in enumerate((titles or [])[:ncols]):
-        axes[0, j].set_title(title, fontsize=9)
-    for i, label in enumerate((row_labels or [])[:nrows]):
-        axes[i, 0].set_ylabel(label, fontsize=9)
+    for b, band in enumerate(bands):
+        for i in range(nrows):
+            for k in range(band_cols):
+                j = band[k] if k < len(band) else ncols
+                ax = axes[b * nrows + i, k]
+                drawn = _show_cell(ax, rows[i][j] if j < len(rows[i]) else None, cmap,
+                                   value_range)
+                mappable = mappable or drawn
+                if j < ncols:
+                    ax.set_label(_cell_label(i, j))
+                if i == 0 and titles is not None and j < min(len(titles), ncols):
+                    ax.set_title(titles[j], fontsize=9)
+            if row_labels is not None and i < len(row_labels):
+                axes[b * nrows + i, 0].set_ylabel(row_labels[i], fontsize=9)
     if mappable is not None:
-        low, high = value_range
-        fig.colorbar(mappable, ax=axes, shrink=0.9, label=f"{value_label} ({low:.3g} to {high:.3g})")
+        fig.colorbar(mappable, ax=axes, shrink=0.9,
+                     label=range_label(value_label, *value_range))
     if handles:
         fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6),
                    fontsize=8, frameon=False)
@@ -285,17 +389,26 @@ def _history_frame(history):
     return history.copy() if isinstance(history, pd.DataFrame) else pd.DataFrame(list(history))
 
 
+def loss_axis_label(key: str) -> str:
+    """The y-axis label of the logged loss term ``key`` (:data:`LOSS_AXIS_LABELS`)."""
+    return next((text for prefix, text in LOSS_AXIS_LABELS if key.startswith(prefix)), "loss")
+
+
 def plot_loss_curves(
     history,
     keys: Sequence[str] | None = None,
     smooth: int | None = None,
     x: str = "iteration",
     ncols: int = 3,
+    gan_loss: str = "bce",
 ):
     """One panel per loss term of a training history (:meth:`RunResult.history_frame`).
 
     Terms live on different scales (segmentation CE ~1, weighted adversarial terms ~1e-3), so
-    each gets its own axes.
+    each gets its own axes, with a y-axis label saying what the term is. A discriminator's
+    loss on one domain (``disc_<level>_src`` / ``_tgt``) gets a dotted line at its chance
+    level (:data:`DISC_CHANCE_LOSS`): above it the discriminator does worse than one that
+    cannot tell the domains apart, well below it it tells them apart.
 
     Args:
         history: a DataFrame or a list of dicts (``RunResult.state.history``).
@@ -303,6 +416,9 @@ def plot_loss_curves(
             diagnostics (``diag_*``, drawn by :func:`plot_step_diagnostics`).
         smooth: rolling-mean window; the raw curve is then drawn faintly behind the smooth one.
         x: the x-axis column (the row number when absent).
+        ncols: panels per row.
+        gan_loss: the run's ``method.gan_loss`` (``"bce"`` or ``"lsgan"``), which sets the
+            chance level.
     """
     df = _history_frame(history)
     xs = df[x] if x in df.columns else df.index.to_series()
@@ -312,7 +428,7 @@ def plot_loss_curves(
     keys = list(keys)
     if not keys:
         raise ValueError("no loss columns to plot")
-    ncols = max(1, min(ncols, len(keys)))
+    ncols = max(1, min(ncols, len(keys), int(MAX_WIDTH_IN // 4.0)))
     nrows = -(-len(keys) // ncols)
     fig, axes = new_figure(nrows, ncols, (4.0 * ncols, 2.8 * nrows))
     for ax, key in zip(axes.flat, keys, strict=False):
@@ -325,6 +441,11 @@ def plot_loss_curves(
             ax.plot(xs[valid], values[valid], linewidth=1.2)
         ax.set_title(key, fontsize=10)
         ax.set_xlabel(x)
+        ax.set_ylabel(loss_axis_label(key), fontsize=8)
+        if key.startswith("disc_") and key.endswith(("_src", "_tgt")):
+            ax.axhline(DISC_CHANCE_LOSS[gan_loss], color="grey", linestyle=":", linewidth=1.2,
+                       label=f"chance level {DISC_CHANCE_LOSS[gan_loss]:.3f}")
+            ax.legend(fontsize=7, loc="best")
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(keys):]:
         ax.remove()
@@ -386,9 +507,10 @@ def _occurring(series: Mapping[str, np.ndarray], absent) -> list[int]:
 
 
 def _grouped_bars(ax, series: Mapping[str, np.ndarray], class_names: Sequence[str],
-                  classes: Sequence[int] | None = None) -> None:
+                  classes: Sequence[int] | None = None, slots: int | None = None) -> None:
     """Bars per class (the ``classes`` listed, all by default), one bar per series; a single
-    series is drawn in the palette colours."""
+    series is drawn in the palette colours. ``slots``: the number of class positions the axis
+    spans (panels of one figure share a bar width)."""
     classes = list(range(len(class_names))) if classes is None else list(classes)
     class_names = [class_names[c] for c in classes]
     n = len(series)
@@ -403,9 +525,37 @@ def _grouped_bars(ax, series: Mapping[str, np.ndarray], class_names: Sequence[st
         ax.bar(pos + offset, values, width, label=name, color=colour,
                edgecolor="black", linewidth=0.3)
     ax.set_xticks(pos)
-    ax.set_xticklabels(class_names, rotation=60, ha="right", fontsize=8)
-    ax.set_xlim(-0.6, len(class_names) - 0.4)
+    ax.set_xticklabels(class_names, rotation=45, ha="right", fontsize=8)
+    ax.set_xlim(-0.6, (slots or len(class_names)) - 0.4)
     ax.grid(axis="y", alpha=0.3)
+
+
+def _bar_figure(series: Mapping[str, np.ndarray], class_names: Sequence[str],
+                classes: Sequence[int], ylabel: str, *, ylim=None, log: bool = False):
+    """Grouped bars per class in as many rows of panels as keep the figure within
+    :data:`MAX_WIDTH_PX` with every bar at least ~0.2 inch wide; the legend above the panels."""
+    n = max(len(series), 1)
+    per_class = 0.2 * n + 0.25  # inches: n bars and the gap between classes
+    panels = _chunks(classes, int((MAX_WIDTH_IN - 1.0) // per_class))
+    slots = len(panels[0])
+    width = max(8.0, min(MAX_WIDTH_IN, per_class * slots + 1.0))
+    legend_rows = -(-len(series) // 3) if len(series) > 1 else 0
+    fig, axes = new_figure(len(panels), 1, (width, 3.0 * len(panels) + 0.3 * legend_rows),
+                           layout="constrained")
+    for ax, panel in zip(axes[:, 0], panels, strict=True):
+        _grouped_bars(ax, series, class_names, panel, slots)
+        ax.set_ylabel(ylabel)
+        if log:
+            ax.set_yscale("log")
+        elif ylim is not None:
+            ax.set_ylim(*ylim)
+    if len(series) > 1:
+        handles, labels = axes[0, 0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside upper center", ncol=min(len(series), 3),
+                   fontsize=8, frameon=False)
+    elif series:
+        axes[0, 0].set_title(next(iter(series)), fontsize=9)
+    return fig
 
 
 def plot_per_class_bars(ious: Mapping[str, np.ndarray], class_names: Sequence[str] = CLASS_NAMES):
@@ -421,14 +571,7 @@ def plot_per_class_bars(ious: Mapping[str, np.ndarray], class_names: Sequence[st
         miou = np.nanmean(iou) if not np.all(np.isnan(iou)) else float("nan")
         series[f"{name} (mIoU {miou:.1f})"] = iou
     classes = _occurring(series, np.isnan)
-    fig, axes = new_figure(1, 1, (max(8.0, 0.45 * len(classes) * max(1, len(ious))), 3.8))
-    ax = axes[0, 0]
-    _grouped_bars(ax, series, class_names, classes)
-    ax.set_ylabel("IoU (%)")
-    ax.set_ylim(0, 100)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return _bar_figure(series, class_names, classes, "IoU (%)", ylim=(0, 100))
 
 
 def plot_iou_heatmap(df, cmap: str = "viridis", digits: int = 1):
@@ -475,15 +618,7 @@ def plot_class_frequencies(
         total = f.sum()
         series[name] = 100.0 * f / total if total > 0 else f
     classes = _occurring(series, lambda v: v == 0)
-    fig, axes = new_figure(1, 1, (max(8.0, 0.45 * len(classes) * max(1, len(freqs))), 3.8))
-    ax = axes[0, 0]
-    _grouped_bars(ax, series, class_names, classes)
-    ax.set_ylabel("pixel share (%)")
-    if log:
-        ax.set_yscale("log")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return _bar_figure(series, class_names, classes, "pixel share (%)", log=log)
 
 
 def plot_discriminator_scores(scores: Mapping[str, np.ndarray], bins: int = 40):
@@ -495,7 +630,7 @@ def plot_discriminator_scores(scores: Mapping[str, np.ndarray], bins: int = 40):
         scores: name (e.g. ``"source val"``, ``"target val"``) -> the flat scores of
             :func:`segda.evaluate.discriminator_scores`.
     """
-    fig, axes = new_figure(1, 1, (7.0, 3.2))
+    fig, axes = new_figure(1, 1, (7.0, 3.6), layout="constrained")
     ax = axes[0, 0]
     edges = np.linspace(0.0, 1.0, bins + 1)
     for name, values in scores.items():
@@ -506,8 +641,7 @@ def plot_discriminator_scores(scores: Mapping[str, np.ndarray], bins: int = 40):
     ax.axvline(0.5, color="black", linewidth=0.8, linestyle="--")
     ax.set_xlabel('discriminator output (0 = "source", 1 = "target")')
     ax.set_ylabel("output cells")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    fig.legend(loc="outside upper center", ncol=min(len(scores), 2), fontsize=8, frameon=False)
     return fig
 
 
@@ -531,7 +665,8 @@ def plot_against_reference(table, column: str = "gain"):
         low = high = None
         own, label = table["this run"], "target mIoU (%)"
     seeds = int(table["reference seeds"].max()) if len(table) else 0
-    fig, axes = new_figure(1, 1, (max(6.0, 1.1 * len(rows) + 2), 3.6))
+    fig, axes = new_figure(1, 1, (min(MAX_WIDTH_IN, max(7.0, 1.1 * len(rows) + 2)), 4.4),
+                           layout="constrained")
     ax = axes[0, 0]
     ax.bar(x, mean, color="#9ecae1", label=f"reference: mean of {seeds} seeds")
     ax.errorbar(x, mean, yerr=np.nan_to_num(std), fmt="none", ecolor="black", capsize=4,
@@ -550,11 +685,11 @@ def plot_against_reference(table, column: str = "gain"):
                     textcoords="offset points", xytext=(0, 4), ha="center", fontsize=7)
     ax.axhline(0.0, color="black", linewidth=0.8)
     ax.margins(y=0.25)  # room for the labels
+    ax.set_xlim(-0.7, len(rows) - 0.3)  # the outer rows' labels stay inside the axes
     ax.set_xticks(x)
     ax.set_xticklabels(rows, rotation=20, ha="right", fontsize=8)
     ax.set_ylabel(label)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
+    fig.legend(loc="outside upper center", ncol=3, fontsize=7, frameon=False)
     return fig
 
 
@@ -611,7 +746,8 @@ def plot_study(table, title: str | None = None, study: Sequence | None = None,
     present = [name for name, _ in slots if name in table.index]
     if not present:
         raise ValueError("no run of this study in the table (the reference lacks them: make suite)")
-    fig, axes = new_figure(1, 1, (max(5.0, 1.6 * len(slots) + 1.5), 3.6))
+    fig, axes = new_figure(1, 1, (min(MAX_WIDTH_IN, max(5.0, 1.6 * len(slots) + 1.5)), 4.0),
+                           layout="constrained")
     ax = axes[0, 0]
     x = np.arange(len(slots))
     labelled = set()  # each legend entry once
@@ -647,8 +783,7 @@ def plot_study(table, title: str | None = None, study: Sequence | None = None,
     if title:
         ax.set_title(title, fontsize=10)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
+    fig.legend(loc="outside upper center", ncol=2, fontsize=7, frameon=False)
     return fig
 
 
@@ -659,4 +794,6 @@ __all__ = [
     "plot_discriminator_scores", "plot_lambda_sweep",
     "plot_iou_heatmap", "plot_loss_curves",
     "plot_per_class_bars", "plot_step_diagnostics", "plot_study", "show_grid", "to_display",
+    "DPI", "MAX_WIDTH_PX", "DISC_CHANCE_LOSS", "grid_cell", "loss_axis_label", "palette_classes",
+    "range_label",
 ]
