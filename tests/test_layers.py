@@ -24,7 +24,8 @@ LAYERS: dict[str, int] = {
     "adabn": 2, "protocol": 3,
     # upper: the run folder, the fit loop, experiments and results, figures
     "checkpointing": 3, "runs": 4, "trainlog": 5, "train": 5, "results": 5, "viz": 3,
-    "starts": 6, "experiments": 7, "decomposition": 7, "shipping": 7, "explorer": 6, "notebook": 7,
+    "starts": 6, "curves": 6,
+    "experiments": 7, "decomposition": 7, "shipping": 7, "explorer": 6, "notebook": 7,
     "doctor": 3,
     "ledger": 6, "evaluate_files": 4,
     # top: entry points

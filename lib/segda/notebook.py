@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from segda import checkout, config, repro, results, rows, runs, starts, train
+from segda import checkout, config, curves, repro, results, rows, runs, starts, train
+from segda.data import registry
 
 
 def run_root(run_dir: str | Path) -> Path:
@@ -118,6 +119,8 @@ def train_preset(
     pretrain_iters: int | None = None,
     data=None,
     progress_bar: str | None = None,
+    curve_every: int | None = None,
+    curve_images: int = 100,
     **params,
 ):
     """Train (or reuse from ``run_dir``) one preset as a notebook asks for it.
@@ -129,7 +132,10 @@ def train_preset(
     first when missing. Either way every notebook's rows of a seed start from one model.
     Presets trained from scratch (the oracle) run ``pretrain_iters`` iterations.
     ``progress_bar``: how training shows its progress (:func:`segda.train.fit`); notebooks pass
-    ``"notebook"`` in JupyterLab and ``"text"`` under papermill.
+    ``"notebook"`` in JupyterLab and ``"text"`` under papermill. ``curve_every``: train in
+    chunks of that many iterations and score the model on ``curve_images`` target validation
+    images after each (:mod:`segda.curves`; the run is the same, bit for bit);
+    :func:`target_curve` reads the curve.
     """
     seed = params.get("seed", 0)
     extra = dict(notebook_parameter("overrides", params.pop("extra", None), dict) or {})
@@ -148,8 +154,19 @@ def train_preset(
     cfg = notebook_config(preset, extra=extra, **params)
     if data is not None and cfg.data.train_on != "source":
         data = None  # an oracle trains on labelled target images: its own datasets
-    return train.ensure_run(run_folder(run_dir, preset, seed, cfg), cfg, data=data,
-                            progress_bar=progress_bar)
+    folder = run_folder(run_dir, preset, seed, cfg)
+    if curve_every:
+        if data is None:
+            data = registry.build_datasets(cfg.data, cfg.model)
+        return curves.train_with_curve(folder, cfg, data, curve_every, curve_images,
+                                       progress_bar)[0]
+    return train.ensure_run(folder, cfg, data=data, progress_bar=progress_bar)
+
+
+def target_curve(result):
+    """The target curve (:mod:`segda.curves`) stored beside a run, or ``None`` when the run
+    was trained without one (reused from an earlier run, or ``curve_every`` not set)."""
+    return curves.read(result.run_dir)
 
 
 def sibling(preset: str, row: str) -> str:
@@ -168,10 +185,15 @@ def row_key(preset: str) -> str:
     return rows.key_of_preset(preset)
 
 
-def train_rows(presets: Sequence[str], run_dir: str | Path, **kwargs) -> dict:
+def train_rows(presets: Sequence[str], run_dir: str | Path, curve: Sequence[str] = (),
+               curve_every: int = 50, **kwargs) -> dict:
     """``{row key: RunResult}`` for several presets (trained or reused), keyed by
-    :func:`row_key` so that a notebook reads ``runs["output_adv_single"]`` at either scale."""
-    return {row_key(p): train_preset(p, run_dir, **kwargs) for p in presets}
+    :func:`row_key` so that a notebook reads ``runs["output_adv_single"]`` at either scale.
+    The presets in ``curve`` are trained with a target curve every ``curve_every`` iterations
+    (:func:`train_preset`)."""
+    return {row_key(p): train_preset(p, run_dir, curve_every=curve_every if p in curve else None,
+                                     **kwargs)
+            for p in presets}
 
 
 def compare(results: dict, data=None):

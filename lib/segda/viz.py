@@ -498,6 +498,50 @@ def plot_step_diagnostics(history, smooth: int = 10, x: str = "iteration"):
     return fig
 
 
+def plot_target_curves(curves: Mapping[str, object], history=None, smooth: int = 10):
+    """When the gain arrives (:mod:`segda.curves`): each run's target mIoU (%) and mean
+    normalised entropy (0 to 1) of its target predictions after every chunk of training, one
+    line per run (``curves``: ``{name: curve DataFrame}``; a ``None`` curve is left out).
+    With ``history`` (a run's loss history with ``run.diagnostics``), a third panel shows that
+    run's discriminator accuracy on target cells over the same iterations (0.5 = chance)."""
+    shown = {name: c for name, c in curves.items() if c is not None}
+    if not shown:
+        raise ValueError("no curve to plot: train the rows with curve_every (segda.curves)")
+    acc = [] if history is None else [c for c in _history_frame(history).columns
+                                      if c.startswith("diag_dacc_") and c.endswith("_tgt")]
+    panels = 3 if acc else 2
+    fig, axes = new_figure(1, panels, (4.2 * panels, 3.3))
+    ax_miou, ax_ent = axes[0][0], axes[0][1]
+    for name, curve in shown.items():
+        ax_miou.plot(curve["iteration"], curve["target_miou"], marker="o", label=name)
+        ax_ent.plot(curve["iteration"], curve["target_entropy"], marker="o", label=name)
+    images = sorted({int(n) for c in shown.values() for n in c["images"]})
+    on = f"{'/'.join(map(str, images))} target val images"
+    ax_miou.set_title(f"target mIoU ({on})", fontsize=10)
+    ax_miou.set_ylabel("mIoU (%)")
+    ax_ent.set_title("mean normalised entropy on target", fontsize=10)
+    ax_ent.set_ylabel("entropy (0 to 1)")
+    if acc:
+        ax_d = axes[0][2]
+        df = _history_frame(history)
+        for col in acc:
+            values = df[col].astype(float).rolling(max(smooth, 1), min_periods=1).mean()
+            ax_d.plot(df["iteration"], values, label=f"D {col.split('_')[2]}: target cells")
+        ax_d.axhline(0.5, color="grey", linestyle=":", linewidth=1, label="chance")
+        ax_d.set_ylim(0, 1.02)
+        ax_d.set_title("discriminator accuracy on target", fontsize=10)
+        ax_d.set_ylabel("share of cells right")
+        ax_d.legend(fontsize=8)
+    for ax in axes[0]:
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+    handles, labels = ax_miou.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 4), fontsize=8,
+               frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.9))
+    return fig
+
+
 def _occurring(series: Mapping[str, np.ndarray], absent) -> list[int]:
     """The classes for which some series has a value (``absent(values)`` is False somewhere):
     a class the benchmark never draws gets no empty slot on the axis."""
