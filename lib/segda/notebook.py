@@ -155,12 +155,34 @@ def train_preset(
     if data is not None and cfg.data.train_on != "source":
         data = None  # an oracle trains on labelled target images: its own datasets
     folder = run_folder(run_dir, preset, seed, cfg)
-    if curve_every:
-        if data is None:
-            data = registry.build_datasets(cfg.data, cfg.model)
-        return curves.train_with_curve(folder, cfg, data, curve_every, curve_images,
-                                       progress_bar)[0]
-    return train.ensure_run(folder, cfg, data=data, progress_bar=progress_bar)
+    if curve_every and data is None:
+        data = registry.build_datasets(cfg.data, cfg.model)
+
+    def trained():
+        if curve_every:
+            return curves.train_with_curve(folder, cfg, data, curve_every, curve_images,
+                                           progress_bar)[0]
+        return train.ensure_run(folder, cfg, data=data, progress_bar=progress_bar)
+
+    return when_free(folder, trained)
+
+
+def when_free(folder: Path, trained, poll_s: float = 2.0):
+    """``trained()`` once no other process trains into ``folder``: two notebooks of one
+    ``run_dir`` (two kernels, or the test suite's parallel workers) share their rows, so a
+    notebook that finds a row being trained waits for it, says so once, and then reuses it."""
+    import time
+
+    said = False
+    while True:
+        try:
+            return trained()
+        except runs.RunLockedError as err:
+            if not said:
+                print(f"waiting: {err}; this notebook reuses the run once it is finished",
+                      flush=True)
+                said = True
+            time.sleep(poll_s)
 
 
 def target_curve(result):
