@@ -10,18 +10,22 @@ torch.set_num_threads(int(os.environ.get("SEGDA_TEST_THREADS", "1")))
 
 # make test runs two pytest-xdist workers (--dist loadgroup --no-loadscope-reorder), which take
 # whole groups in the order of the items. What must stay in one process is one group: the
-# committed notebooks under nbval (they share runs/notebooks and reuse each other's runs, in
-# order), and the modules that share the session fixtures below. Every other module is a group
-# of its own, so that its module fixtures are built once. The two long groups go first, one to
-# each worker, and the short ones fill in behind them.
+# committed notebooks under nbval, in two groups of consecutive notebooks (each group's
+# notebooks run in order; the two groups share runs/notebooks: a notebook that finds a row
+# being trained by the other group waits for it and reuses it, segda.notebook.when_free), and
+# the modules that share the session fixtures below. Every other module is a group of its own,
+# so that its module fixtures are built once. The long groups go first, in LONG_GROUPS order,
+# and the short ones fill in behind them.
 SHARED_FIXTURE_MODULES = {"test_reproduce.py", "test_cluster.py", "test_sweep.py"}
-LONG_GROUPS = ("notebooks", "end_to_end")
+# Notebooks from this one on form the second notebook group.
+SECOND_NOTEBOOK_GROUP_FROM = "04"
+LONG_GROUPS = ("notebooks", "end_to_end", "notebooks_late")
 
 
 def _group(item) -> str:
     path = Path(str(item.path))
     if path.suffix == ".ipynb":
-        return "notebooks"
+        return "notebooks_late" if path.name[:2] >= SECOND_NOTEBOOK_GROUP_FROM else "notebooks"
     return "end_to_end" if path.name in SHARED_FIXTURE_MODULES else path.stem
 
 
