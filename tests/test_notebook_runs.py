@@ -79,3 +79,21 @@ def test_an_unknown_starting_point_is_refused(tmp_path):
     with pytest.raises(config.ConfigError, match="'shipped' or 'train'"):
         notebook.train_preset("embedded/minent", tmp_path, max_iters=1,
                               **{**TINY, "pretrained": "pretrained"})
+
+
+def test_reuse_rows_reads_finished_runs_and_trains_nothing(tmp_path):
+    tiny = {**TINY, "pretrained": "shipped"}
+    assert notebook.reuse_rows(["embedded/minent"], tmp_path, max_iters=1, **tiny) == {}
+    assert not (tmp_path / "seed0" / "minent").exists()  # nothing trained, no folder written
+    trained = notebook.train_rows(["embedded/minent"], tmp_path, max_iters=1, **tiny)["minent"]
+    found = notebook.reuse_rows(["embedded/minent", "embedded/advent"], tmp_path, max_iters=1,
+                                **tiny)
+    assert list(found) == ["minent"] and found["minent"].run_dir == trained.run_dir
+    assert found["minent"].wall_time_s == 0.0  # reused
+    # another config (more iterations) is another run: not found
+    assert notebook.reuse_rows(["embedded/minent"], tmp_path, max_iters=2, **tiny) == {}
+    # a pretraining of its own that is missing: nothing found, and the pretraining not trained
+    own = {**TINY, "pretrained": "train"}
+    assert notebook.reuse_rows(["embedded/minent"], tmp_path, max_iters=1, pretrain_iters=2,
+                               **own) == {}
+    assert not (tmp_path / "seed0" / "source_pretrain").exists()

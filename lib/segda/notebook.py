@@ -121,6 +121,7 @@ def train_preset(
     progress_bar: str | None = None,
     curve_every: int | None = None,
     curve_images: int = 100,
+    reuse_only: bool = False,
     **params,
 ):
     """Train (or reuse from ``run_dir``) one preset as a notebook asks for it.
@@ -135,7 +136,9 @@ def train_preset(
     ``"notebook"`` in JupyterLab and ``"text"`` under papermill. ``curve_every``: train in
     chunks of that many iterations and score the model on ``curve_images`` target validation
     images after each (:mod:`segda.curves`; the run is the same, bit for bit);
-    :func:`target_curve` reads the curve.
+    :func:`target_curve` reads the curve. ``reuse_only``: train nothing (not even the
+    pretraining); ``None`` when ``run_dir`` holds no finished run of this config
+    (:func:`reuse_rows`).
     """
     seed = params.get("seed", 0)
     extra = dict(notebook_parameter("overrides", params.pop("extra", None), dict) or {})
@@ -144,9 +147,14 @@ def train_preset(
         pre_cfg = notebook_config("embedded/source_pretrain",
                                   **{**params, "max_iters": pretrain_iters, "extra": dict(extra)})
         pre_dir = run_folder(run_dir, "embedded/source_pretrain", seed, pre_cfg)
+        if reuse_only and not runs.is_complete(pre_dir, pre_cfg):
+            raise _NotTrained  # without its pretraining the row cannot have been trained
         return starts.warm_start(pre_dir, pre_cfg, data, progress_bar)
 
-    init = starts.start_checkpoint(preset, pretrained, own, params.get("model"))
+    try:
+        init = starts.start_checkpoint(preset, pretrained, own, params.get("model"))
+    except _NotTrained:
+        return None
     if init is not None:
         extra["model.init_checkpoint"] = str(init)
     elif preset.startswith("embedded/"):
@@ -155,6 +163,8 @@ def train_preset(
     if data is not None and cfg.data.train_on != "source":
         data = None  # an oracle trains on labelled target images: its own datasets
     folder = run_folder(run_dir, preset, seed, cfg)
+    if reuse_only and not runs.is_complete(folder, cfg):
+        return None
     if curve_every and data is None:
         data = registry.build_datasets(cfg.data, cfg.model)
 
@@ -183,6 +193,23 @@ def when_free(folder: Path, trained, poll_s: float = 2.0):
                       flush=True)
                 said = True
             time.sleep(poll_s)
+
+
+class _NotTrained(Exception):
+    """A run :func:`reuse_rows` looks for is not in the runs' folder."""
+
+
+def reuse_rows(presets: Sequence[str], run_dir: str | Path, **kwargs) -> dict:
+    """``{row key: RunResult}`` of the presets whose finished run ``run_dir`` already holds,
+    found as :func:`train_rows` finds it (same parameters, same folder); nothing is trained,
+    and a row without its run is left out. A notebook reads another notebook's runs with it
+    (a curve, step diagnostics) without paying for them when they are missing."""
+    found = {}
+    for p in presets:
+        result = train_preset(p, run_dir, reuse_only=True, **kwargs)
+        if result is not None:
+            found[row_key(p)] = result
+    return found
 
 
 def target_curve(result):
