@@ -16,10 +16,12 @@ lint: setup
 	$(PYTHON) -m ruff check lib tests benchmarks data_scripts
 
 # The unit tests and the committed notebooks under nbval, side by side in TEST_WORKERS
-# one-thread processes (pytest-xdist; tests/conftest.py keeps the notebooks together in one of
-# them, in order, and starts the longest groups first). The notebooks share trained runs in
+# one-thread processes (pytest-xdist; tests/conftest.py keeps the notebooks in two groups of
+# consecutive notebooks, each in order, and starts the three long groups first, one per
+# worker: three processes share the two cores, so no core idles while one long group waits
+# on a row the other notebook group is training). The notebooks share trained runs in
 # runs/notebooks; it is cleared first so that they are checked from scratch.
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 3
 test: setup
 	$(PYTHON) -m ruff check lib tests benchmarks data_scripts
 	rm -rf runs/notebooks

@@ -1,4 +1,4 @@
-"""make test's two workers (pytest-xdist, conftest.py's groups) keep what must stay together:
+"""make test's workers (pytest-xdist, conftest.py's groups) keep what must stay together:
 
 * every module whose tests use a session fixture of conftest.py that another module uses too is
   in the shared group, so that the fixture is built once and its runs are the ones compared;
@@ -64,4 +64,4 @@ def test_notebooks_stay_in_order_in_two_groups_and_the_long_groups_go_first():
 def test_the_makefile_schedules_by_group_in_item_order():
     words = makefile_recipe("test")
     assert {"--dist", "loadgroup", "--no-loadscope-reorder", "-n"} <= set(words)
-    assert "OMP_NUM_THREADS=1" in words  # one thread per worker: two workers on two cores
+    assert "OMP_NUM_THREADS=1" in words  # one thread per worker: the workers share two cores
