@@ -187,8 +187,20 @@ LOWER_BOUNDS: dict[str, float] = {
     "optim.max_iters": 1,
     "optim.early_stop": 1,  # 0 would make a "finished" run that trained nothing
     "run.seed": 0,  # numpy's seeds are non-negative
+    "data.embedded_seed": 0,  # the generator's seeds are numpy's
     **{f"run.{name}": 0 for name in (
         "log_every", "eval_every", "eval_max_images", "checkpoint_every")},
+}
+
+
+# Numbers with a closed range. The embedded generator's settings interpolate between the source's
+# look (0) and the full shift (1); a value outside renders images no setting describes (negative
+# colours, a label balance past the generator's), so it is refused naming the key.
+RANGES: dict[str, tuple[float, float]] = {
+    **{f"data.{name}": (0.0, 1.0) for name in (
+        "palette_shift", "light_shift", "balance_shift", "condition_shift", "class_confusion")},
+    # the output-space discriminator has five convolutions (segda.models.discriminators)
+    "method.disc_patch_stride1": (0, 5),
 }
 
 
@@ -297,6 +309,11 @@ def _validate(cfg: TrainConfig) -> TrainConfig:
         value = plain[section][name]
         if value < low:
             raise ConfigError(f"{key!r} must be at least {low}, got {value!r}")
+    for key, (low, high) in RANGES.items():
+        section, name = key.split(".")
+        value = plain[section][name]
+        if not low <= value <= high:
+            raise ConfigError(f"{key!r} must be in [{low}, {high}], got {value!r}")
     for key in ("data.source_size", "data.target_size"):
         section, name = key.split(".")
         if min(plain[section][name]) < 1:
@@ -409,9 +426,12 @@ def read_preset(name: str | Path) -> dict[str, Any]:
     """The preset's YAML content (a partial config), without its ``description`` entry."""
     path = preset_path(name)
     try:
-        data = parse_yaml(path.read_text()) or {}
+        data = parse_yaml(path.read_text())
     except ConfigError as err:
         raise ConfigError(f"preset {path}: {err}") from None
+    if data is None:  # an empty file would train the built-in defaults without a word
+        raise ConfigError(f"preset file {path} is empty; give it the keys of a run (e.g. copy "
+                          f"{PRESET_DIR / 'embedded' / 'advent.yaml'} and change it)")
     if not isinstance(data, dict):
         raise ConfigError(f"preset {str(name)!r} must be a mapping")
     data.pop("description", None)

@@ -69,7 +69,7 @@ def run_seed(
         cfg = starts.run_config(f"embedded/{preset}", seed, adapt_overrides, init)
         results[preset] = train.ensure_run(root / preset, cfg, data=data)
     if ensemble and all(name in results for name in rows.ensemble().members):
-        evaluate_ensemble(Path(run_root), seed, results, data)
+        evaluate_ensemble(Path(run_root), seed, results, data)  # on the members' images
     if posthoc:
         decomposition.apply_posthoc(run_root, seed, results, data)
     return root
@@ -172,8 +172,9 @@ def run_variant(
     sweep, a longer schedule). Collected tables list variants after the main rows, under
     their folder name.
     """
+    runs.check_name(name, "name")
     if rows.find(name) is not None:
-        raise ValueError(f"variant name {name!r} is a main-table row; choose another name")
+        raise config.ConfigError(f"variant name {name!r} is a main-table row; choose another name")
     root = Path(run_root) / f"seed{seed}"
     init = starting_point(root, seed, pretrained, pretrain_overrides, preset=f"embedded/{preset}")
     cfg = starts.run_config(f"embedded/{preset}", seed, overrides, init)
@@ -196,11 +197,29 @@ def evaluate_ensemble(
 
     Writes ``run_root/seed{seed}/<name>/metrics.json`` (``name`` defaults to the members
     joined by ``+``: ``advent+minent``) in the run format, so the ensemble appears in
-    :func:`segda.runs.collect` tables. The members are predicted the way their runs were
-    evaluated (:meth:`segda.evaluate.Predictor.for_runs`: they must agree on it). Returns the
-    target :class:`segda.evaluate.EvalResult`.
+    :func:`segda.runs.collect` tables; a name that is a member, a trained row or a folder
+    holding a trained run is refused (:func:`ensemble_folder`). The members are predicted the
+    way their runs were evaluated (:meth:`segda.evaluate.Predictor.for_runs`: they must agree
+    on it) and scored on the images their runs were scored on (``run.eval_max_images``), so
+    the ensemble's row is comparable to theirs (``max_images``, when given, must be that
+    number). Returns the target
+    :class:`segda.evaluate.EvalResult`.
     """
     members = rows.ensemble().members if members is None else members
+    folder = ensemble_folder(run_root, seed, members, name)
+    counts = {results[m].config.run.eval_max_images for m in members}
+    if len(counts) > 1:
+        raise config.ConfigError(
+            f"the members {list(members)} were scored on different numbers of validation images "
+            f"(run.eval_max_images {sorted(counts)}); an ensemble's row is scored on its "
+            "members' images: retrain them with one run.eval_max_images")
+    scored = counts.pop() or None  # 0: every image
+    if max_images is not None and max_images != scored:
+        raise evaluate.EvaluationError(
+            f"max_images={max_images}, but the members were scored on "
+            f"{scored or 'every'} validation image(s) (run.eval_max_images): every row of a "
+            f"table is scored on the same images, so pass max_images={scored} (or None)")
+    max_images = scored
     models = [results[name].seg for name in members]
     predictor = evaluate.Predictor.for_runs(
         [results[name].config for name in members], members, device, weights=weights,
@@ -211,18 +230,42 @@ def evaluate_ensemble(
     if data.val_source is not None:
         res_src = evaluate.evaluate(models, data.val_source, predictor, max_images=max_images)
         entry.update(source_miou=res_src.miou, source_iou=[float(x) for x in res_src.iou])
-    runs.write_metrics(Path(run_root) / f"seed{seed}" / (name or "+".join(members)), {
+    runs.write_metrics(folder, {
         "method": "+".join(members), "levels": "multi", "seed": seed, "train_on": "source",
         "iteration": entry["iteration"], "evals": [entry],
-        "ensemble": {"members": list(members), "weights": list(weights), "combine": combine},
+        "ensemble": {"members": list(members), "weights": list(weights), "combine": combine,
+                     "max_images": max_images},
     })
     return res
+
+
+def ensemble_folder(run_root: str | Path, seed: int, members: Sequence[str],
+                    name: str | None = None) -> Path:
+    """The folder an ensemble's ``metrics.json`` goes to, checked before anything is
+    evaluated: ``name`` (default: the members joined by ``+``) is one plain folder name, not a
+    member, not a trained row of the table, and not a folder that holds a trained run (an
+    earlier ensemble's result is rewritten)."""
+    name = runs.check_name(name, "--name") if name is not None else "+".join(members)
+    row = rows.find(name)
+    if name in members or (row is not None and not row.members):
+        raise config.ConfigError(
+            f"--name {name} is {'a member' if name in members else 'a trained row'} of the "
+            f"table; the ensemble needs its own folder name, e.g. --name {'+'.join(members)}")
+    folder = Path(run_root) / f"seed{seed}" / name
+    metrics = runs.read_metrics(folder) if (folder / runs.METRICS).exists() else {}
+    if (folder / runs.CONFIG).exists() or (folder / runs.CHECKPOINT).exists() or (
+            metrics and "ensemble" not in metrics):
+        raise config.ConfigError(
+            f"{folder} holds a trained run; the ensemble's result would overwrite its "
+            f"metrics.json: give the ensemble another --name (e.g. --name {'+'.join(members)})")
+    return folder
 
 
 def variant_preset(preset: str, name: str) -> str:
     """The embedded preset a variant named ``name`` trains (``preset``: with or without its
     ``embedded/`` folder), checked before any run: an embedded preset, and a folder name that
     is not a main row's."""
+    runs.check_name(name, "--name")
     folder, _, bare = preset.rpartition("/")
     if folder not in ("", "embedded"):
         raise config.ConfigError(f"variant trains embedded presets, not {preset}; train it with: "
@@ -253,6 +296,7 @@ def ensemble_of_runs(run_root: str | Path, seed: int, members: Sequence[str],
     ``run_root/seed{seed}``; ``weights``: equal when None), evaluated and written as a run
     (:func:`evaluate_ensemble`); returns the target result."""
     root = Path(run_root) / f"seed{seed}"
+    ensemble_folder(run_root, seed, members, name)  # before the members are loaded
     results = {m: train.load_run(root / m) for m in members}
     cfg = results[members[0]].config
     return evaluate_ensemble(run_root, seed, results, registry.build_datasets(cfg.data, cfg.model),

@@ -79,11 +79,26 @@ def write_results(run_dir: str | Path, collected=None) -> str:
     for note in notes:
         print(note)
     table = summarize(kept)
-    text = format_table(table)
+    text = format_table(table) + images_note(kept)
     io.write_text_atomic(run_dir / "runs.csv", collected.to_csv(index=False))
     io.write_text_atomic(run_dir / "results.csv", table.to_csv())
     io.write_text_atomic(run_dir / "results.md", text + "\n")
     return text
+
+
+def images_note(collected) -> str:
+    """The line under a results table that says on how many validation images its rows were
+    scored (``run.eval_max_images``; an ensemble: its members'), and which rows differ."""
+    if "eval_images" not in collected or collected.empty:
+        return ""
+    counts = collected["eval_images"].fillna(0).astype(int)
+    if counts.nunique() == 1:
+        n = int(counts.iloc[0])
+        return ("\n\nEvery row is scored on " + (f"the first {n} validation images of each domain."
+                                               if n else "every validation image."))
+    per_run = ", ".join(f"{r} {n or 'all'}" for r, n in zip(collected["run"], counts, strict=True))
+    return ("\n\nThe rows are scored on different numbers of validation images (run."
+            f"eval_max_images; 0 or all: every image): {per_run}; compare rows of one number only.")
 
 
 def by_config(collected):
