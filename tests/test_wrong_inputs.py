@@ -4,7 +4,7 @@ naming the input and the fix (exit 1), and nothing wrong is written."""
 
 import pytest
 
-from segda import cli, runs
+from segda import checkout, cli, runs
 
 TINY = ["--set", "data.source_size=[64, 32]", "--set", "data.target_size=[64, 32]",
         "--set", "data.batch_size=2", "--set", "run.device=cpu", "--set", "run.progress=false",
@@ -187,3 +187,231 @@ def test_a_notebooks_update_check_that_fails_stops_the_notebook():
     with pytest.raises(notebook.UpdateMismatchError, match=r"of method 'advent' \(segmenter "
                                                            r".*run a preset of another method"):
         notebook.same_weights(state, reference, cfg)
+
+
+def test_ctrl_c_during_training_says_where_it_stopped_and_that_the_command_resumes(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run_dir = tmp_path / "run"
+    argv = [sys.executable, "-m", "segda", "train", "embedded/source_only", "--run-dir",
+            str(run_dir), *TINY, "--set", "optim.early_stop=100000", "--set",
+            "optim.max_iters=100000", "--set", "run.checkpoint_every=2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=env)
+    deadline = time.monotonic() + 120
+    while not (run_dir / "last.pth").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=60)[1]
+    line = _one_line_error(err)
+    assert proc.returncode == 1 and line.startswith("error: interrupted at iteration ")
+    assert f"the same command resumes from {run_dir / 'last.pth'} (iteration " in line
+
+
+def test_wrong_devices_folders_and_damaged_files_are_one_line(seed_runs, capsys, tmp_path,
+                                                              monkeypatch):
+    import errno
+    import pathlib
+
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    run = seed_runs / "seed0" / "advent"
+    for argv in (["eval", "--checkpoint", str(run / "last.pth"), "--device", "cuda"],
+                 ["ledger", str(run), "--device", "cuda", "--out", str(tmp_path / "l")]):
+        assert cli.main(argv) == 1
+        line = _one_line_error(capsys.readouterr().err)
+        assert "--device cuda but this machine has no CUDA device; set --device cpu" in line
+    # a file where a folder above the run folder should be, a folder that cannot be made
+    (tmp_path / "afile").write_text("x")
+    rc, out, err = _train(capsys, tmp_path / "afile" / "seed0" / "advent")
+    assert rc == 1 and f"{tmp_path / 'afile'} is a file, so the run folder" in _one_line_error(err)
+    rc, out, err = _train(capsys, "/proc/segda_run")
+    assert rc == 1 and "cannot create the run folder /proc/segda_run" in _one_line_error(err)
+    # a truncated jobs.json: collect prints the table and names the file
+    import shutil
+
+    root = tmp_path / "R"
+    shutil.copytree(seed_runs, root)
+    (root / "jobs.json").write_text('{"executor": "local", "jo')
+    assert cli.main(["collect", str(root)]) == 0
+    assert f"{root / 'jobs.json'} is damaged" in capsys.readouterr().err
+    # a read-only file system: train names the folder; collect prints the table it cannot write
+    real_mkdir = pathlib.Path.mkdir
+
+    def read_only(self, *args, **kwargs):
+        if str(self).startswith(str(tmp_path / "ro")):
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "mkdir", read_only)
+    rc, out, err = _train(capsys, tmp_path / "ro" / "run")
+    assert rc == 1 and "(Read-only file system)" in _one_line_error(err)
+    assert cli.main(["demo", "--out", str(tmp_path / "ro" / "demo")]) == 1
+    assert "Read-only file system" in _one_line_error(capsys.readouterr().err)
+    from segda import io
+
+    def no_write(path, *args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(io, "write_text_atomic", no_write)
+    assert cli.main(["collect", str(root)]) == 0
+    out, err = capsys.readouterr()
+    assert "| AdvEnt |" in out and "the table is printed only, not written" in err
+
+
+def test_collect_of_runs_stopped_early_says_to_finish_them(capsys, tmp_path):
+    rc, out, err = _train(capsys, tmp_path / "seed0" / "advent", extra=["--stop-at", "1"])
+    assert rc == 0
+    assert cli.main(["collect", str(tmp_path)]) == 1
+    line = _one_line_error(capsys.readouterr().err)
+    assert "stopped before the end (--stop-at)" in line and "without --stop-at" in line
+
+
+def test_suite_and_sweep_arguments_are_checked_before_any_work(capsys, tmp_path):
+    def error(*argv):
+        assert cli.main(list(argv)) == 1
+        return _one_line_error(capsys.readouterr().err)
+
+    out = str(tmp_path / "out")
+    assert "--studies foo is not a study" in error("suite", "--run-root", out, "--seeds", "0",
+                                                   "--studies", "foo")
+    assert "'data.balance_shift' must be in" in error(
+        "suite", "--run-root", out, "--seeds", "0", "--adapt-set", "data.balance_shift=5")
+    assert "--seeds -1: a seed is at least 0" in error(
+        "sweep", "--train", "--out", out, "--presets", "embedded/minent", "--seeds", "-1")
+    assert "has no parameter 'max_iter'; did you mean max_iters?" in error(
+        "sweep", "--notebook", str(checkout.NOTEBOOKS_DIR / "05_minent.ipynb"), "--out", out, "--presets",
+        "embedded/minent", "-p", "max_iter=2")
+    from segda import jobs
+
+    planned = jobs.plan_train(out, ["embedded/minent"], [0, 0])  # a repeated seed runs once
+    assert [j.seed for j in planned] == [0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_training_progress_off_a_terminal_is_a_few_plain_lines(capsys, tmp_path):
+    """What a SLURM log, `> log 2>&1` or an executed notebook (papermill's kernel: not a
+    terminal; notebooks pass progress_bar="text") holds: one line every 50 iterations and
+    one at the end, without carriage returns."""
+    from segda import config, train
+
+    cfg = config.load("embedded/source_only", {
+        "data.source_size": [32, 16], "data.target_size": [32, 16], "data.batch_size": 1,
+        "run.device": "cpu", "optim.early_stop": 60, "run.eval_max_images": 1})
+    for style in ("text", None):  # None: run.progress's automatic choice
+        train.fit(cfg, tmp_path / f"run_{style}", progress_bar=style)
+        err = capsys.readouterr().err
+        assert "\r" not in err
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        assert [ln.split(",")[0] for ln in lines] == [
+            f"run_{style}: iteration 50/60", f"run_{style}: iteration 60/60"], err
+        assert " s, seg " in lines[-1]
+    train.fit(cfg, tmp_path / "quiet", progress_bar="none")
+    assert capsys.readouterr().err == ""
+
+
+def test_unclear_messages_name_the_input_the_user_gave(seed_runs, capsys, tmp_path):
+    from segda import config, notebook
+
+    with pytest.raises(config.ConfigError, match=r"parameter 'max_iters' must be a whole number "
+                                                 r"\(or None\), got 'abc'; pass it with papermill"):
+        notebook.notebook_config("embedded/minent", max_iters="abc")  # papermill -p max_iters abc
+    (tmp_path / "afile").write_text("x")
+    assert cli.main(["doctor", "--dataset", "gta5", "--root", str(tmp_path / "afile")]) == 1
+    out = capsys.readouterr().out
+    assert "is a file, not a folder" in out and "download" not in out
+    argv = ["doctor", "--dataset", "cityscapes", "--root", str(tmp_path)]
+    with pytest.raises(SystemExit):
+        cli.main([*argv, "--list", "val="])
+    assert "--list val=: no file after '='" in capsys.readouterr().err
+    cli.main([*argv, "--list", f"val={tmp_path}"])
+    assert f"list file {tmp_path} is a folder; give the list file itself" in capsys.readouterr().out
+    # ship has no --retrain: a folder of another run is refused with the way that exists
+    assert cli.main(["ship", "--run-dir", str(seed_runs / "seed0" / "advent")]) == 1
+    line = _one_line_error(capsys.readouterr().err)
+    assert "give ship another --run-dir" in line and "--retrain" not in line
+
+
+def test_sweep_status_without_slurm_accounting_reads_the_queue_and_the_results(
+        tmp_path, monkeypatch, capsys):
+    """A cluster without slurmdbd: sacct fails, so the states come from squeue (queued,
+    running) and submitit's result files (done, failed); a job in neither ended without one."""
+    import os
+    import pickle
+
+    from segda import cluster
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sacct").write_text("#!/bin/sh\necho 'Slurm accounting storage is disabled' >&2\n"
+                                   "exit 1\n")
+    (bin_dir / "squeue").write_text("#!/bin/sh\necho '7_1|PENDING'\necho '7_2|RUNNING'\n")
+    for tool in ("sacct", "squeue"):
+        os.chmod(bin_dir / tool, 0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    out = tmp_path / "out"
+    out.mkdir()
+    records = [cluster.JobRecord(f"job{i}", "train", str(out / f"r{i}"), job_id=f"7_{i}",
+                                 stderr=str(out / f"{i}.err")) for i in range(4)]
+    cluster.write_manifest(out, "slurm", records)
+    done = out / cluster.FOLDER / "7_0"
+    done.mkdir(parents=True)
+    with (done / "7_0_0_result.pkl").open("wb") as f:
+        pickle.dump(("success", {"run": "r0"}), f)
+    assert cli.main(["sweep", "--status", str(out)]) == 1  # job 3 failed
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:4] == ["job0: done (job 7_0)", "job1: queued (job 7_1)",
+                         "job2: running (job 7_2)",
+                         f"job3: failed (job 7_3): ended without a result (left SLURM's queue); "
+                         f"log {out / '3.err'}"]
+    assert lines[4] == "4 jobs: 1 done, 1 queued, 1 running, 1 failed"
+
+
+def test_more_wrong_inputs_that_ran_silently_are_refused(seed_runs, capsys, tmp_path,
+                                                         monkeypatch):
+    """Found beside the cases above: each ran to exit 0 with an input that did nothing or gave
+    a meaningless number, or wrote into the working folder."""
+    def error(*argv):
+        assert cli.main(list(argv)) == 1
+        return _one_line_error(capsys.readouterr().err)
+
+    monkeypatch.chdir(tmp_path)
+    run = seed_runs / "seed0" / "advent"
+    root = str(seed_runs)
+    assert "'data.source_list' names the images of a real dataset" in _one_line_error(
+        _train(capsys, tmp_path / "r", "data.source_list=mine.txt")[2])
+    assert "'optim.momentum' must be in [0.0, 1.0], got 5.0" in _one_line_error(
+        _train(capsys, tmp_path / "r", "optim.momentum=5")[2])
+    assert f"--checkpoint names {run / 'last.pth'} twice" in error(
+        "eval", "--checkpoint", str(run / "last.pth"), str(run / "last.pth"), "--max-images", "1")
+    assert "--members advent advent names a run twice" in error(
+        "ensemble", "--members", "advent", "advent", "--run-root", root, "--seeds", "0")
+    for argv in (["ensemble", "--members", "advent", "minent", "--seeds", "0"],
+                 ["suite", "--seeds", "0"], ["variant", "embedded/minent", "--name", "v"]):
+        assert "--run-root is empty" in error(*argv, "--run-root", "")
+    assert "--out is empty" in error("ledger", str(run), "--out", "")
+    assert "--out is empty" in error("demo", "--out", "")
+    assert "--set optim.lr: ledger takes data.* keys only" in error(
+        "ledger", str(run), "--set", "optim.lr=1", "--out", str(tmp_path / "l"))
+    assert "--readme nothere.md is not a file" in error("collect", root, "--readme", "nothere.md")
+    capsys.readouterr()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing in the working folder
+
+
+def test_negative_cluster_resources_are_refused_before_any_job(capsys, tmp_path):
+    from segda import cluster
+
+    argv = ["sweep", "--train", "--out", str(tmp_path / "out"), "--presets", "embedded/minent",
+            "--executor", "local", "--gpus-per-job", "-1"]
+    assert cli.main(argv) == 1
+    assert "--gpus-per-job must be at least 0, got -1" in _one_line_error(capsys.readouterr().err)
+    with pytest.raises(cluster.ClusterError, match=r"--cpus-per-job \(profile key cpus_per_job\) "
+                                                   r"must be a whole number of at least 1, got 0"):
+        cluster.SlurmOptions.from_profile(None, cpus_per_job=0)
+    assert not (tmp_path / "out").exists()

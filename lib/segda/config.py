@@ -201,6 +201,7 @@ RANGES: dict[str, tuple[float, float]] = {
         "palette_shift", "light_shift", "balance_shift", "condition_shift", "class_confusion")},
     # the output-space discriminator has five convolutions (segda.models.discriminators)
     "method.disc_patch_stride1": (0, 5),
+    "optim.momentum": (0.0, 1.0),  # above 1 SGD's steps grow without bound
 }
 
 
@@ -329,6 +330,11 @@ def _validate(cfg: TrainConfig) -> TrainConfig:
             f"({cfg.optim.max_iters}), the poly schedule's horizon: set optim.max_iters to at "
             f"least {cfg.optim.early_stop} too, or a smaller optim.early_stop")
     check_embedded_sizes(cfg.data)
+    lists = [k for k in ("source_list", "target_list", "val_list") if getattr(cfg.data, k)]
+    if cfg.data.dataset == "embedded" and lists:  # it renders its images: no list reads them
+        raise ConfigError(f"'data.{lists[0]}' names the images of a real dataset, but "
+                          "data.dataset is 'embedded', which renders its own: remove it, or set "
+                          "data.dataset to gta5_cityscapes or synthia_cityscapes")
     return cfg
 
 

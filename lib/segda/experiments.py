@@ -173,6 +173,7 @@ def run_variant(
     their folder name.
     """
     runs.check_name(name, "name")
+    runs.check_run_dir(run_root, "--run-root")
     if rows.find(name) is not None:
         raise config.ConfigError(f"variant name {name!r} is a main-table row; choose another name")
     root = Path(run_root) / f"seed{seed}"
@@ -242,15 +243,9 @@ def evaluate_ensemble(
 def ensemble_folder(run_root: str | Path, seed: int, members: Sequence[str],
                     name: str | None = None) -> Path:
     """The folder an ensemble's ``metrics.json`` goes to, checked before anything is
-    evaluated: ``name`` (default: the members joined by ``+``) is one plain folder name, not a
-    member, not a trained row of the table, and not a folder that holds a trained run (an
-    earlier ensemble's result is rewritten)."""
+    evaluated: ``name`` (default: the members joined by ``+``) is one plain folder name and
+    not a folder that holds a trained run (an earlier ensemble's result is rewritten)."""
     name = runs.check_name(name, "--name") if name is not None else "+".join(members)
-    row = rows.find(name)
-    if name in members or (row is not None and not row.members):
-        raise config.ConfigError(
-            f"--name {name} is {'a member' if name in members else 'a trained row'} of the "
-            f"table; the ensemble needs its own folder name, e.g. --name {'+'.join(members)}")
     folder = Path(run_root) / f"seed{seed}" / name
     metrics = runs.read_metrics(folder) if (folder / runs.METRICS).exists() else {}
     if (folder / runs.CONFIG).exists() or (folder / runs.CHECKPOINT).exists() or (
@@ -281,7 +276,18 @@ def run_suite(run_root: str | Path, seeds: Sequence[int], studies: Sequence[str]
               pretrained: str = "shipped", pretrain_overrides: dict | None = None,
               adapt_overrides: dict | None = None) -> None:
     """The embedded benchmark over ``seeds``: each seed's rows (:func:`run_seed`), then the
-    ``studies`` behind the defaults (None: every study; ``[]``: none)."""
+    ``studies`` behind the defaults (None: every study; ``[]``: none). Every argument is
+    checked before the first run trains."""
+    runs.check_run_dir(run_root, "--run-root")
+    unknown = [s for s in studies or [] if s not in STUDIES]
+    if unknown:
+        raise config.ConfigError(f"--studies {unknown[0]} is not a study; the studies are "
+                                 f"{', '.join(STUDIES)} (omit --studies for all of them)")
+    for seed in seeds:  # the seeds and each row's overrides, before any training
+        train.check_settings(starts.run_config("embedded/source_pretrain", seed,
+                                               pretrain_overrides))
+        for preset in rows.adaptation():
+            train.check_settings(starts.run_config(f"embedded/{preset}", seed, adapt_overrides))
     for seed in seeds:
         run_seed(run_root, seed, pretrain_overrides=pretrain_overrides,
                  adapt_overrides=adapt_overrides, pretrained=pretrained)
@@ -295,7 +301,15 @@ def ensemble_of_runs(run_root: str | Path, seed: int, members: Sequence[str],
     """The ensemble of one seed's finished runs ``members`` (folders under
     ``run_root/seed{seed}``; ``weights``: equal when None), evaluated and written as a run
     (:func:`evaluate_ensemble`); returns the target result."""
-    root = Path(run_root) / f"seed{seed}"
+    root = runs.check_run_dir(run_root, "--run-root") / f"seed{seed}"
+    if len(set(members)) != len(members):
+        raise config.ConfigError(f"--members {' '.join(members)} names a run twice; give each "
+                                 "member once (--weights sets its share)")
+    row = rows.find(name) if name else None
+    if name in members or (row is not None and not row.members):  # its folder is the member's
+        raise config.ConfigError(
+            f"--name {name} is {'a member' if name in members else 'a trained row'} of the "
+            f"table; the ensemble needs its own folder name, e.g. --name {'+'.join(members)}")
     ensemble_folder(run_root, seed, members, name)  # before the members are loaded
     results = {m: train.load_run(root / m) for m in members}
     cfg = results[members[0]].config

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from segda.notebooks_runner import SweepJob, run_job
+from segda.notebooks_runner import SweepJob, check_seeds, run_job
 
 
 class JobError(RuntimeError):
@@ -67,6 +67,7 @@ def plan_train(out_root: str | Path, presets: Sequence[str], seeds: Sequence[int
     from segda import config, train
 
     out_root = Path(out_root).resolve()
+    seeds = check_seeds(seeds)
     for preset in dict.fromkeys(presets):
         cfg = config.load(preset, config.parse_overrides(list(overrides)))  # ConfigError naming it
         train.check_settings(cfg)

@@ -58,6 +58,11 @@ def notebook_config(
     for both domains; ``None`` keeps the preset's sizes (1280x720 / 1024x512 for the paper
     rows); the text ``"[128, 64]"`` (what papermill's ``-p`` passes) is read as YAML.
     """
+    for name, value in (("max_iters", max_iters), ("batch_size", batch_size),
+                        ("eval_images", eval_images), ("seed", seed)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise config.ConfigError(f"parameter {name!r} must be a whole number (or None), got "
+                                     f"{value!r}; pass it with papermill -p {name} 200")
     if eval_images is not None and eval_images < 1:  # as every evaluation function refuses it
         raise config.ConfigError(f"parameter 'eval_images' must be at least 1 (None: the whole "
                                  f"split), got {eval_images}")

@@ -343,7 +343,18 @@ def lock(run_dir: str | Path) -> Iterator[None]:
         yield
         return
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        # the operating system names the sub-path it failed on ("Not a directory: F/seed0/x"),
+        # or, under /proc, says "No such file or directory" of the folder it makes
+        blocking = next((p for p in (run_dir, *run_dir.parents) if p.exists() and not p.is_dir()),
+                        None)
+        if blocking is not None:
+            raise RunFileError(f"{blocking} is a file, so the run folder {run_dir} cannot be made: "
+                               "give a --run-dir (or run_dir) elsewhere") from None
+        raise RunFileError(f"cannot create the run folder {run_dir} ({err.strerror}): give a "
+                           "--run-dir (or run_dir) in a folder you can write") from None
     key = run_dir.resolve()
     if key in _HELD:
         _HELD[key][1] += 1

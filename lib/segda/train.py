@@ -34,6 +34,10 @@ from segda.train_state import TrainState
 from segda.trainlog import TrainLog
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGINT) during training; the message says the iteration and what resumes."""
+
+
 @dataclass
 class RunResult:
     """What :func:`fit` returns: the trained modules, loss history and evaluations."""
@@ -80,6 +84,17 @@ class _Fitting:
             return "no checkpoint was written"
         return (f"{self.run_dir / runs.CHECKPOINT} (iteration {self.saved_at}, every tensor "
                 "finite) is kept untouched")
+
+    def interrupted(self) -> str:
+        """What a Ctrl-C during the loop leaves, in one line with the way on."""
+        where = f"interrupted at iteration {self.state.iteration}"
+        if self.run_dir is None:
+            return f"{where} (no run folder: nothing is kept)"
+        if self.saved_at is None:
+            return (f"{where}; no checkpoint was written yet (run.checkpoint_every sets how often "
+                    "one is): the same command starts the run again")
+        return (f"{where}; the same command resumes from {self.run_dir / runs.CHECKPOINT} "
+                f"(iteration {self.saved_at})")
 
     def clock(self) -> None:
         self.state.wall_time_s = self.wall_before + time.perf_counter() - self.started
@@ -141,8 +156,12 @@ def _fit(cfg: TrainConfig, run_dir: Path | None, data, resume: bool, stop_at: in
     fitting = _restore(cfg, run_dir, data, resume, dist)
     end = min(cfg.optim.early_stop, stop_at if stop_at is not None else cfg.optim.early_stop)
     log = TrainLog(fitting.state, cfg, run_dir, end, fitting.kept, progress_bar)
-    _loop(fitting, log, end)
-    _finish(fitting, log)
+    try:
+        _loop(fitting, log, end)
+        _finish(fitting, log)
+    except KeyboardInterrupt:
+        log.close()
+        raise Interrupted(fitting.interrupted()) from None
     return RunResult(fitting.state, cfg, run_dir, time.perf_counter() - fitting.started)
 
 
