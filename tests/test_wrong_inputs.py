@@ -254,6 +254,11 @@ def test_wrong_devices_folders_and_damaged_files_are_one_line(seed_runs, capsys,
     assert rc == 1 and "(Read-only file system)" in _one_line_error(err)
     assert cli.main(["demo", "--out", str(tmp_path / "ro" / "demo")]) == 1
     assert "Read-only file system" in _one_line_error(capsys.readouterr().err)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert cli.main(["ledger", str(run), "--device", "cpu", "--max-images", "1",
+                     "--out", str(tmp_path / "ro" / "ledger")]) == 1
+    line = _one_line_error(capsys.readouterr().err)
+    assert "Read-only file system" in line and "give a folder on a writable file system" in line
     from segda import io
 
     def no_write(path, *args, **kwargs):

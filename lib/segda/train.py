@@ -138,9 +138,10 @@ def fit(
             data-parallel run (see :mod:`segda.distributed`); its device replaces
             ``run.device``, and only rank 0 writes files.
         progress_bar: how to show progress, whatever ``run.progress`` says: ``"text"`` (a
-            plain-text bar, e.g. under papermill), ``"notebook"`` (tqdm's widget, in
-            JupyterLab), ``"none"``; ``None`` follows ``run.progress``. Display only: it is
-            not part of the run's config.
+            plain-text bar on a terminal; elsewhere, e.g. under papermill or in a log file,
+            a plain line every 50 iterations: :class:`segda.trainlog.PlainProgress`),
+            ``"notebook"`` (tqdm's widget, in JupyterLab), ``"none"``; ``None`` follows
+            ``run.progress``. Display only: it is not part of the run's config.
     """
     main = dist is None or dist.is_main
     run_dir = runs.check_run_dir(run_dir, "run_dir") if run_dir is not None else None
