@@ -132,7 +132,7 @@ def test_an_ensemble_never_overwrites_a_run_and_is_scored_on_its_members_images(
     # the ensemble's row is scored on the 2 images its members were, and the table says so
     assert cli.main(argv) == 0 and cli.main(argv) == 0  # an earlier ensemble is rewritten
     metrics = json.loads((root / "seed0" / "advent+minent" / "metrics.json").read_text())
-    assert metrics["ensemble"]["max_images"] == 2
+    assert metrics["eval_images"] == 2
     capsys.readouterr()
     assert cli.main(["collect", str(root)]) == 0
     assert "Every row is scored on the first 2 validation images" in capsys.readouterr().out

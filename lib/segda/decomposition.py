@@ -73,6 +73,7 @@ def apply_posthoc(run_root: str | Path, seed: int, results: dict, data,
             "method": folder, "levels": configs[0].method.levels, "seed": seed,
             "train_on": "source", "iteration": entry["iteration"], "evals": [entry],
             "adabn": {"of": row, "images": images, "members": list(members)},
+            "eval_images": configs[0].run.eval_max_images,  # a table says on how many
         })
         scored[folder] = 100 * entry["target_miou"]
     return scored

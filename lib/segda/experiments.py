@@ -234,8 +234,8 @@ def evaluate_ensemble(
     runs.write_metrics(folder, {
         "method": "+".join(members), "levels": "multi", "seed": seed, "train_on": "source",
         "iteration": entry["iteration"], "evals": [entry],
-        "ensemble": {"members": list(members), "weights": list(weights), "combine": combine,
-                     "max_images": max_images},
+        "ensemble": {"members": list(members), "weights": list(weights), "combine": combine},
+        "eval_images": max_images or 0,  # 0: every image, as run.eval_max_images says it
     })
     return res
 

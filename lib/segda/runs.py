@@ -441,8 +441,8 @@ def collect(run_root: str | Path):
             "target_miou": 100 * last.get("target_miou", np.nan),
             "source_miou": 100 * last.get("source_miou", np.nan),
             # the validation images scored (0: every one), for a table to say how many
-            "eval_images": (cfg.run.eval_max_images if cfg else
-                            m.get("ensemble", {}).get("max_images") or 0),
+            # (a folder without config.yaml, an ensemble or a statistics row, records it)
+            "eval_images": cfg.run.eval_max_images if cfg else int(m.get("eval_images") or 0),
             "wall_time_s": m.get("wall_time_s", np.nan),  # absent from runs older than the field
             "torch": env.get("torch", ""),
             "cpu": env.get("cpu") or env.get("platform", ""),  # older runs: their platform
