@@ -35,7 +35,7 @@ def message(err: BaseException) -> str:
     ``[Errno N]`` prefix, and the file named once (``checkpoint not found: P``,
     ``Permission denied: P``)."""
     if isinstance(err, KeyboardInterrupt):
-        return str(err) or "interrupted; the same command resumes from the last checkpoint"
+        return str(err) or "interrupted (Ctrl-C)"  # training says where it stopped
     if isinstance(err, OSError) and err.strerror:
         name = err.filename
         text = err.strerror if name is None or str(name) in err.strerror else \

@@ -198,13 +198,13 @@ def evaluate_ensemble(
 
     Writes ``run_root/seed{seed}/<name>/metrics.json`` (``name`` defaults to the members
     joined by ``+``: ``advent+minent``) in the run format, so the ensemble appears in
-    :func:`segda.runs.collect` tables; a name that is a member, a trained row or a folder
-    holding a trained run is refused (:func:`ensemble_folder`). The members are predicted the
+    :func:`segda.runs.collect` tables; a folder holding a trained run is refused
+    (:func:`ensemble_folder`; :func:`ensemble_of_runs` also refuses a member's or a trained
+    row's name). The members are predicted the
     way their runs were evaluated (:meth:`segda.evaluate.Predictor.for_runs`: they must agree
     on it) and scored on the images their runs were scored on (``run.eval_max_images``), so
     the ensemble's row is comparable to theirs (``max_images``, when given, must be that
-    number). Returns the target
-    :class:`segda.evaluate.EvalResult`.
+    number). Returns the target :class:`segda.evaluate.EvalResult`.
     """
     members = rows.ensemble().members if members is None else members
     folder = ensemble_folder(run_root, seed, members, name)

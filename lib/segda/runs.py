@@ -188,8 +188,8 @@ def check_run_dir(run_dir: str | Path, flag: str = "--run-dir") -> Path:
     a notebook, into the source tree), so it is refused naming ``flag``; '.' typed out is kept."""
     if not str(run_dir).strip():
         raise config_mod.ConfigError(
-            f"{flag} is empty: give the run's folder (e.g. {flag} runs/advent); write '.' to "
-            "train into the working folder")
+            f"{flag} is empty: give a folder, e.g. runs/advent (write '.' for the working "
+            "folder, which an empty value would have been)")
     return Path(run_dir)
 
 

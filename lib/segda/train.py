@@ -145,8 +145,10 @@ def fit(
     """
     main = dist is None or dist.is_main
     run_dir = runs.check_run_dir(run_dir, "run_dir") if run_dir is not None else None
-    # everything checkable is checked before the lock makes the folder
-    check_before_run(cfg, run_dir, not resume) if main else check_settings(cfg)
+    if main:  # everything checkable is checked before the lock makes the folder
+        check_before_run(cfg, run_dir, not resume, data=data)
+    else:
+        check_settings(cfg)
     held = runs.lock(run_dir) if run_dir is not None and main else contextlib.nullcontext()
     with held:
         return _fit(cfg, run_dir, data, resume, stop_at, dist, progress_bar)
@@ -321,17 +323,20 @@ def load_run(run_dir: str | Path, data=None) -> RunResult:
 # ------------------------------------------------------------------ checks before a run starts
 
 
-def check_before_run(cfg: TrainConfig, run_dir: str | Path | None, retrain: bool = False) -> None:
+def check_before_run(cfg: TrainConfig, run_dir: str | Path | None, retrain: bool = False, *,
+                     data=None) -> None:
     """What training ``cfg`` into ``run_dir`` needs, checked before the run folder is made:
     the settings (:func:`check_settings`), the configured device, and for a new run (a resumed
-    one has last.pth) its starting weights and its data."""
+    one has last.pth) its starting weights and its data folders (unless ``data``, the
+    datasets themselves, is given)."""
     check_settings(cfg)
     if run_dir is not None:
         runs.check_run_dir(run_dir)
     repro.check_device(cfg.run.device)
     if run_dir is None or not (Path(run_dir) / runs.CHECKPOINT).exists() or retrain:
         checkpointing.require_init_checkpoint(cfg.model.init_checkpoint)
-        registry.require_roots(cfg.data)
+        if data is None:
+            registry.require_roots(cfg.data)
 
 
 def check_settings(cfg: TrainConfig) -> None:
