@@ -67,6 +67,9 @@ def test_tables_pair_every_row_with_both_statistics_rows(seed_runs):
     m = {k: 100 * _written(seed_runs, k)["target_miou"] for k in ("advent", "adabn")}
     assert table.loc["AdvEnt", "gain vs AdaBN"] == pytest.approx(m["advent"] - m["adabn"])
     assert "| gain vs AdaBN | gain vs training-mode BN |" in results.format_table(table)
+    # the trained rows, the ensemble and the statistics rows: all on the runs' 4 images
+    assert results.images_note(runs.collect(seed_runs)).strip() == (
+        "Every row is scored on the first 4 validation images of each domain.")
 
 
 def test_statistics_rows_rebuilds_the_rows_from_disk(seed_runs, tmp_path):

@@ -113,7 +113,8 @@ def test_ensemble_command_evaluates_the_members_sum_of_logits(tmp_path):
     assert written["ensemble"]["weights"] == [0.5, 0.5]
     members = [train.load_run(tmp_path / "seed1" / m) for m in ("advent@x", "minent@x")]
     data = registry.build_datasets(members[0].config.data, members[0].config.model)
-    direct = evaluate.evaluate([m.seg for m in members], data.val_target, weights=[0.5, 0.5])
+    direct = evaluate.evaluate([m.seg for m in members], data.val_target, weights=[0.5, 0.5],
+                               max_images=members[0].config.run.eval_max_images or None)
     assert written["evals"][0]["target_miou"] == pytest.approx(direct.miou, abs=1e-12)
 
 

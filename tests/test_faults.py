@@ -594,8 +594,8 @@ def test_config_values(tmp_path, capsys):
         assert says in _one_line_error(capsys.readouterr().err), item
     assert not (tmp_path / "r").exists()
     # the refusal that suggests retrain=True names the command-line flag too
-    run_dir = tmp_path / "R"
-    runs.write_config(run_dir, _cfg(iters=1))
+    run_dir = tmp_path / "R"  # a run of one iteration (a config.yaml alone binds nothing)
+    assert _cli_train(capsys, "embedded/advent", run_dir, 1, "--stop-at", "1")[0] == 0
     rc, out, err = _cli_train(capsys, "embedded/advent", run_dir, 1, **{"optim.lr": "1e-3"})
     line = _one_line_error(err)
     assert rc == 1 and f"optim.lr: {_cfg(iters=1).optim.lr!r} -> 0.001" in line

@@ -185,7 +185,16 @@ def load_segmenter_weights(seg: nn.Module, path: str | Path, kind: str = "auto")
         )
     blob = read_weights(path, "starting from it")
     if is_run_checkpoint(blob):
-        seg.load_state_dict(blob["segmenter"])
+        try:
+            seg.load_state_dict(blob["segmenter"])
+        except RuntimeError:  # torch lists the tensors; the user needs the keys that differ
+            held = config_of(blob, path).model
+            keys = " ".join(f"model.{k}={getattr(held, k)!r}" for k in (
+                "name", "num_classes", "multi_level", "aspp_branches"))
+            raise CheckpointError(
+                f"model.init_checkpoint {path} holds a segmenter of another architecture than "
+                f"this run's; its run had {keys}: set these keys to its values (--set), or "
+                "start from another checkpoint") from None
     else:
         load_loaded(seg, blob, str(path), kind=kind)
 

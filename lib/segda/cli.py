@@ -131,15 +131,11 @@ def cmd_collect(args) -> int:
     from segda import cluster, results, runs
 
     collected = runs.collect(args.run_root)
-    try:
+    try:  # no finished run: results.NoFinishedRunsError, one line
         print(results.write_results(args.run_root, collected))
-    except RuntimeError as err:  # no finished run under the folder
-        print(f"error: {err}; a run is finished when its folder holds metrics.json (python -m "
-              "segda train ... finishes it)", file=sys.stderr)
+        _write_readme(args, collected)
+    finally:
         cluster.print_missing(Path(args.run_root))
-        return 1
-    _write_readme(args, collected)
-    cluster.print_missing(Path(args.run_root))
     return 0
 
 
@@ -209,7 +205,7 @@ def _submit(planned, out: Path, args, table: bool = True) -> int:
 def cmd_demo(args) -> int:
     from segda import notebooks_runner
 
-    return notebooks_runner.demo(Path(args.out), quick=args.quick)
+    return notebooks_runner.demo(args.out, quick=args.quick)
 
 
 def cmd_ship(args) -> int:
@@ -394,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
                 "sweep": cmd_sweep, "demo": cmd_demo, "ship": cmd_ship}
     try:
         return commands[args.command](args)
-    except errors.CAUSED_BY_USER as err:  # the message names the file or key and the fix
+    except (Exception, KeyboardInterrupt) as err:  # the message names the input and the fix
+        if not errors.caused_by_user(err):
+            raise
         print(f"error: {errors.message(err)}", file=sys.stderr)
         return 1

@@ -72,6 +72,11 @@ class SlurmOptions:
                 raise ClusterError(f"{path}: unknown keys {sorted(unknown)}; a profile holds "
                                    f"{', '.join(f.name for f in fields(cls))}")
         values.update({k: v for k, v in given.items() if v is not None and v != []})
+        for key, least in (("gpus_per_job", 0), ("cpus_per_job", 1), ("array_parallelism", 1)):
+            value = values.get(key)
+            if value is not None and (not isinstance(value, int) or value < least):
+                raise ClusterError(f"--{key.replace('_', '-')} (profile key {key}) must be a "
+                                   f"whole number of at least {least}, got {value!r}")
         if "time" in values:
             values["time"] = minutes(values["time"])
         values["setup"] = tuple(values.get("setup", ()))
@@ -129,8 +134,14 @@ def read_manifest(out: str | Path) -> tuple[str, list[JobRecord]]:
     if not path.exists():
         raise ClusterError(f"{path} does not exist: {out} holds no jobs submitted with "
                            "--executor local or slurm")
-    blob = json.loads(path.read_text())
-    return blob["executor"], [JobRecord(**r) for r in blob["jobs"]]
+    try:
+        blob = json.loads(path.read_text())
+        return blob["executor"], [JobRecord(**r) for r in blob["jobs"]]
+    except (ValueError, KeyError, TypeError) as err:  # truncated, or not a jobs file
+        raise ClusterError(
+            f"{path} is damaged ({type(err).__name__}: {err}); submit the sweep again to "
+            "rewrite it (finished runs are reused), or delete it to collect without the "
+            "jobs' states") from None
 
 
 def _fill(record: JobRecord, job) -> None:
@@ -229,16 +240,33 @@ def sacct_states(job_ids: Sequence[str]) -> dict[str, str]:
     if not job_ids:
         return {}
     arrays = sorted({j.split("_")[0] for j in job_ids})
-    proc = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(arrays)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise ClusterError(f"sacct failed ({proc.stderr.strip()}): the job states need SLURM's "
-                           "accounting (slurmdbd)")
+    proc = _run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(arrays)])
+    if proc.returncode != 0:  # a cluster without accounting (no slurmdbd)
+        return squeue_states(job_ids, proc.stderr.strip())
     states = {}
     for line in proc.stdout.splitlines():
         job_id, _, state = line.partition("|")
         states[job_id.strip()] = state.split()[0] if state.strip() else "UNKNOWN"
     return states
+
+
+def _run(argv: list[str]) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True)
+    except FileNotFoundError:  # the command is not installed here
+        return subprocess.CompletedProcess(argv, 127, "", f"{argv[0]}: command not found")
+
+
+def squeue_states(job_ids: Sequence[str], why: str = "") -> dict[str, str]:
+    """The jobs' states without SLURM's accounting: those in the queue from ``squeue`` (one
+    line per array task), the others ``ENDED``: :func:`job_states` reads submitit's result file
+    first, so a job that ended without one failed (killed, out of memory, its time limit)."""
+    proc = _run(["squeue", "-h", "-r", "-o", "%i|%T"])
+    if proc.returncode != 0:
+        raise ClusterError(f"sacct failed ({why}) and squeue too ({proc.stderr.strip()}): the "
+                           "job states need SLURM's queue or its accounting (slurmdbd)")
+    queue = dict(line.strip().split("|", 1) for line in proc.stdout.splitlines() if "|" in line)
+    return {j: queue.get(j, "ENDED") for j in job_ids}
 
 
 @dataclass(frozen=True)
@@ -277,7 +305,8 @@ def job_states(out: str | Path) -> list[JobState]:
         elif executor == "slurm":
             state = slurm.get(rec.job_id, "PENDING")  # not in the accounting yet: just submitted
             kind = "queued" if state in QUEUED else "running" if state in RUNNING else "failed"
-            found.append(JobState(rec, kind, f"SLURM state {state}"))
+            found.append(JobState(rec, kind, "ended without a result (left SLURM's queue)"
+                                  if state == "ENDED" else f"SLURM state {state}"))
         elif rec.ended:  # killed (out of memory, a signal) before it could write its result
             found.append(JobState(rec, "failed", "the process ended without a result"))
         else:
@@ -310,6 +339,8 @@ def run_jobs(planned: Sequence, out: Path, executor: str, *, parallel: int = 1,
     when there are GPUs); once they end, report the failures and (a sweep: ``table``) the
     table of the runs under ``out`` (:func:`report_end`). SLURM jobs not waited for: one line
     saying where to follow them. Returns the exit code: 1 when a job failed."""
+    if gpus_per_job is not None and gpus_per_job < 0:  # before any job starts
+        raise ClusterError(f"--gpus-per-job must be at least 0, got {gpus_per_job}")
     runnable = [ResumableJob(j) for j in planned]
     if executor == "serial":
         return report_end(out, run_serial(runnable), len(planned), table)

@@ -187,8 +187,21 @@ LOWER_BOUNDS: dict[str, float] = {
     "optim.max_iters": 1,
     "optim.early_stop": 1,  # 0 would make a "finished" run that trained nothing
     "run.seed": 0,  # numpy's seeds are non-negative
+    "data.embedded_seed": 0,  # the generator's seeds are numpy's
     **{f"run.{name}": 0 for name in (
         "log_every", "eval_every", "eval_max_images", "checkpoint_every")},
+}
+
+
+# Numbers with a closed range. The embedded generator's settings interpolate between the source's
+# look (0) and the full shift (1); a value outside renders images no setting describes (negative
+# colours, a label balance past the generator's), so it is refused naming the key.
+RANGES: dict[str, tuple[float, float]] = {
+    **{f"data.{name}": (0.0, 1.0) for name in (
+        "palette_shift", "light_shift", "balance_shift", "condition_shift", "class_confusion")},
+    # the output-space discriminator has five convolutions (segda.models.discriminators)
+    "method.disc_patch_stride1": (0, 5),
+    "optim.momentum": (0.0, 1.0),  # above 1 SGD's steps grow without bound
 }
 
 
@@ -297,6 +310,11 @@ def _validate(cfg: TrainConfig) -> TrainConfig:
         value = plain[section][name]
         if value < low:
             raise ConfigError(f"{key!r} must be at least {low}, got {value!r}")
+    for key, (low, high) in RANGES.items():
+        section, name = key.split(".")
+        value = plain[section][name]
+        if not low <= value <= high:
+            raise ConfigError(f"{key!r} must be in [{low}, {high}], got {value!r}")
     for key in ("data.source_size", "data.target_size"):
         section, name = key.split(".")
         if min(plain[section][name]) < 1:
@@ -312,6 +330,11 @@ def _validate(cfg: TrainConfig) -> TrainConfig:
             f"({cfg.optim.max_iters}), the poly schedule's horizon: set optim.max_iters to at "
             f"least {cfg.optim.early_stop} too, or a smaller optim.early_stop")
     check_embedded_sizes(cfg.data)
+    lists = [k for k in ("source_list", "target_list", "val_list") if getattr(cfg.data, k)]
+    if cfg.data.dataset == "embedded" and lists:  # it renders its images: no list reads them
+        raise ConfigError(f"'data.{lists[0]}' names the images of a real dataset, but "
+                          "data.dataset is 'embedded', which renders its own: remove it, or set "
+                          "data.dataset to gta5_cityscapes or synthia_cityscapes")
     return cfg
 
 
@@ -409,9 +432,12 @@ def read_preset(name: str | Path) -> dict[str, Any]:
     """The preset's YAML content (a partial config), without its ``description`` entry."""
     path = preset_path(name)
     try:
-        data = parse_yaml(path.read_text()) or {}
+        data = parse_yaml(path.read_text())
     except ConfigError as err:
         raise ConfigError(f"preset {path}: {err}") from None
+    if data is None:  # an empty file would train the built-in defaults without a word
+        raise ConfigError(f"preset file {path} is empty; give it the keys of a run (e.g. copy "
+                          f"{PRESET_DIR / 'embedded' / 'advent.yaml'} and change it)")
     if not isinstance(data, dict):
         raise ConfigError(f"preset {str(name)!r} must be a mapping")
     data.pop("description", None)

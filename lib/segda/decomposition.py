@@ -119,5 +119,6 @@ def posthoc_entry(seed_dir: str | Path | None, row: str, members: Sequence, name
         "method": derived_name(row), "levels": configs[0].method.levels,
         "seed": configs[0].run.seed, "train_on": "source", "iteration": entry["iteration"],
         "evals": [entry], "adabn": {"of": row, **binding},
+        "eval_images": configs[0].run.eval_max_images,  # a table says on how many
     })
     return entry

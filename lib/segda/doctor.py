@@ -29,6 +29,10 @@ def diagnose(dataset: str, root: str | Path, lists: dict[str, str] | None = None
     replaces official lists, as the prepare scripts' ``--list``; ``full`` decodes every file."""
     root = Path(root)
     module = DATASETS[dataset]
+    if root.exists() and not root.is_dir():
+        return [Finding("problem", f"{dataset} root {root} is a file, not a folder",
+                        "give --root the folder that holds the dataset (the folder "
+                        "data_scripts/README.md names)")]
     if not root.is_dir():
         return [Finding("problem", f"{dataset} root does not exist: {root}",
                         f"download the dataset (data_scripts/README.md), then run: "

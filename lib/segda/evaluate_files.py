@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from segda import checkpointing, evaluate, shipped
+from segda import checkpointing, evaluate, repro, shipped
 from segda.data import registry
 
 
@@ -21,8 +21,13 @@ def evaluate_files(checkpoints: Sequence[str | Path], out: str | Path | None = N
     one's dataset (or ``dataset`` under ``root``); write ``<stem>.md`` and ``.csv`` and return
     the table with the predictor and the files written. ``model`` and ``aspp_branches``: the
     architecture of official files (run checkpoints carry theirs)."""
+    repro.check_device(device, "--device")  # before any file is read
     # "shipped:<name>", as model.init_checkpoint takes it: the verified file
     paths = [shipped.resolve(p) if shipped.is_shipped(p) else Path(p) for p in checkpoints]
+    twice = [p for i, p in enumerate(paths) if p.resolve() in [q.resolve() for q in paths[:i]]]
+    if twice:  # an "ensemble" of a model with itself would report the model's own score
+        raise evaluate.EvaluationError(f"--checkpoint names {twice[0]} twice; give each member of "
+                                       "an ensemble once (its --weights set its share)")
     weights = evaluate.ensemble_weights(weights, len(paths))
     out_dir = evaluate.tables_folder(Path(out) if out else paths[0].parent)
     loaded = [checkpointing.segmenter_of_file(p, model, aspp_branches) for p in paths]

@@ -69,7 +69,7 @@ def run_seed(
         cfg = starts.run_config(f"embedded/{preset}", seed, adapt_overrides, init)
         results[preset] = train.ensure_run(root / preset, cfg, data=data)
     if ensemble and all(name in results for name in rows.ensemble().members):
-        evaluate_ensemble(Path(run_root), seed, results, data)
+        evaluate_ensemble(Path(run_root), seed, results, data)  # on the members' images
     if posthoc:
         decomposition.apply_posthoc(run_root, seed, results, data)
     return root
@@ -180,8 +180,10 @@ def run_variant(
     sweep, a longer schedule). Collected tables list variants after the main rows, under
     their folder name.
     """
+    runs.check_name(name, "name")
+    runs.check_run_dir(run_root, "--run-root")
     if rows.find(name) is not None:
-        raise ValueError(f"variant name {name!r} is a main-table row; choose another name")
+        raise config.ConfigError(f"variant name {name!r} is a main-table row; choose another name")
     root = Path(run_root) / f"seed{seed}"
     init = starting_point(root, seed, pretrained, pretrain_overrides, preset=f"embedded/{preset}")
     cfg = starts.run_config(f"embedded/{preset}", seed, overrides, init)
@@ -204,11 +206,29 @@ def evaluate_ensemble(
 
     Writes ``run_root/seed{seed}/<name>/metrics.json`` (``name`` defaults to the members
     joined by ``+``: ``advent+minent``) in the run format, so the ensemble appears in
-    :func:`segda.runs.collect` tables. The members are predicted the way their runs were
-    evaluated (:meth:`segda.evaluate.Predictor.for_runs`: they must agree on it). Returns the
-    target :class:`segda.evaluate.EvalResult`.
+    :func:`segda.runs.collect` tables; a folder holding a trained run is refused
+    (:func:`ensemble_folder`; :func:`ensemble_of_runs` also refuses a member's or a trained
+    row's name). The members are predicted the
+    way their runs were evaluated (:meth:`segda.evaluate.Predictor.for_runs`: they must agree
+    on it) and scored on the images their runs were scored on (``run.eval_max_images``), so
+    the ensemble's row is comparable to theirs (``max_images``, when given, must be that
+    number). Returns the target :class:`segda.evaluate.EvalResult`.
     """
     members = rows.ensemble().members if members is None else members
+    folder = ensemble_folder(run_root, seed, members, name)
+    counts = {results[m].config.run.eval_max_images for m in members}
+    if len(counts) > 1:
+        raise config.ConfigError(
+            f"the members {list(members)} were scored on different numbers of validation images "
+            f"(run.eval_max_images {sorted(counts)}); an ensemble's row is scored on its "
+            "members' images: retrain them with one run.eval_max_images")
+    scored = counts.pop() or None  # 0: every image
+    if max_images is not None and max_images != scored:
+        raise evaluate.EvaluationError(
+            f"max_images={max_images}, but the members were scored on "
+            f"{scored or 'every'} validation image(s) (run.eval_max_images): every row of a "
+            f"table is scored on the same images, so pass max_images={scored} (or None)")
+    max_images = scored
     models = [results[name].seg for name in members]
     predictor = evaluate.Predictor.for_runs(
         [results[name].config for name in members], members, device, weights=weights,
@@ -219,18 +239,36 @@ def evaluate_ensemble(
     if data.val_source is not None:
         res_src = evaluate.evaluate(models, data.val_source, predictor, max_images=max_images)
         entry.update(source_miou=res_src.miou, source_iou=[float(x) for x in res_src.iou])
-    runs.write_metrics(Path(run_root) / f"seed{seed}" / (name or "+".join(members)), {
+    runs.write_metrics(folder, {
         "method": "+".join(members), "levels": "multi", "seed": seed, "train_on": "source",
         "iteration": entry["iteration"], "evals": [entry],
         "ensemble": {"members": list(members), "weights": list(weights), "combine": combine},
+        "eval_images": max_images or 0,  # 0: every image, as run.eval_max_images says it
     })
     return res
+
+
+def ensemble_folder(run_root: str | Path, seed: int, members: Sequence[str],
+                    name: str | None = None) -> Path:
+    """The folder an ensemble's ``metrics.json`` goes to, checked before anything is
+    evaluated: ``name`` (default: the members joined by ``+``) is one plain folder name and
+    not a folder that holds a trained run (an earlier ensemble's result is rewritten)."""
+    name = runs.check_name(name, "--name") if name is not None else "+".join(members)
+    folder = Path(run_root) / f"seed{seed}" / name
+    metrics = runs.read_metrics(folder) if (folder / runs.METRICS).exists() else {}
+    if (folder / runs.CONFIG).exists() or (folder / runs.CHECKPOINT).exists() or (
+            metrics and "ensemble" not in metrics):
+        raise config.ConfigError(
+            f"{folder} holds a trained run; the ensemble's result would overwrite its "
+            f"metrics.json: give the ensemble another --name (e.g. --name {'+'.join(members)})")
+    return folder
 
 
 def variant_preset(preset: str, name: str) -> str:
     """The embedded preset a variant named ``name`` trains (``preset``: with or without its
     ``embedded/`` folder), checked before any run: an embedded preset, and a folder name that
     is not a main row's."""
+    runs.check_name(name, "--name")
     folder, _, bare = preset.rpartition("/")
     if folder not in ("", "embedded"):
         raise config.ConfigError(f"variant trains embedded presets, not {preset}; train it with: "
@@ -246,7 +284,18 @@ def run_suite(run_root: str | Path, seeds: Sequence[int], studies: Sequence[str]
               pretrained: str = "shipped", pretrain_overrides: dict | None = None,
               adapt_overrides: dict | None = None) -> None:
     """The embedded benchmark over ``seeds``: each seed's rows (:func:`run_seed`), then the
-    ``studies`` behind the defaults (None: every study; ``[]``: none)."""
+    ``studies`` behind the defaults (None: every study; ``[]``: none). Every argument is
+    checked before the first run trains."""
+    runs.check_run_dir(run_root, "--run-root")
+    unknown = [s for s in studies or [] if s not in STUDIES]
+    if unknown:
+        raise config.ConfigError(f"--studies {unknown[0]} is not a study; the studies are "
+                                 f"{', '.join(STUDIES)} (omit --studies for all of them)")
+    for seed in seeds:  # the seeds and each row's overrides, before any training
+        train.check_settings(starts.run_config("embedded/source_pretrain", seed,
+                                               pretrain_overrides))
+        for preset in rows.adaptation():
+            train.check_settings(starts.run_config(f"embedded/{preset}", seed, adapt_overrides))
     for seed in seeds:
         run_seed(run_root, seed, pretrain_overrides=pretrain_overrides,
                  adapt_overrides=adapt_overrides, pretrained=pretrained)
@@ -260,7 +309,16 @@ def ensemble_of_runs(run_root: str | Path, seed: int, members: Sequence[str],
     """The ensemble of one seed's finished runs ``members`` (folders under
     ``run_root/seed{seed}``; ``weights``: equal when None), evaluated and written as a run
     (:func:`evaluate_ensemble`); returns the target result."""
-    root = Path(run_root) / f"seed{seed}"
+    root = runs.check_run_dir(run_root, "--run-root") / f"seed{seed}"
+    if len(set(members)) != len(members):
+        raise config.ConfigError(f"--members {' '.join(members)} names a run twice; give each "
+                                 "member once (--weights sets its share)")
+    row = rows.find(name) if name else None
+    if name in members or (row is not None and not row.members):  # its folder is the member's
+        raise config.ConfigError(
+            f"--name {name} is {'a member' if name in members else 'a trained row'} of the "
+            f"table; the ensemble needs its own folder name, e.g. --name {'+'.join(members)}")
+    ensemble_folder(run_root, seed, members, name)  # before the members are loaded
     results = {m: train.load_run(root / m) for m in members}
     cfg = results[members[0]].config
     return evaluate_ensemble(run_root, seed, results, registry.build_datasets(cfg.data, cfg.model),

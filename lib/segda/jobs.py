@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from segda.notebooks_runner import SweepJob, run_job
+from segda.notebooks_runner import SweepJob, check_seeds, run_job
 
 
 class JobError(RuntimeError):
@@ -64,12 +64,13 @@ def plan_train(out_root: str | Path, presets: Sequence[str], seeds: Sequence[int
                overrides: Sequence[str] = (), gpus: int = 0) -> list[TrainJob]:
     """Every (preset, seed) training run of a sweep, into ``out_root/seed<k>/<row>`` (the
     README's layout), each preset and override checked before anything is submitted."""
-    from segda import config, methods
+    from segda import config, train
 
     out_root = Path(out_root).resolve()
+    seeds = check_seeds(seeds)
     for preset in dict.fromkeys(presets):
         cfg = config.load(preset, config.parse_overrides(list(overrides)))  # ConfigError naming it
-        methods.get(cfg.method.name)
+        train.check_settings(cfg)
     return [TrainJob(p, str(out_root / f"seed{s}" / folder_name(p)), s, tuple(overrides), gpus)
             for p in dict.fromkeys(presets) for s in seeds]
 

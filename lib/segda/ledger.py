@@ -314,6 +314,13 @@ def ledger(
 
     import pandas as pd
 
+    repro.check_device(device, "--device")  # before any snapshot is evaluated
+    if out is not None:
+        runs.check_run_dir(out, "--out")
+    wrong = [k for k in overrides or {} if not k.startswith("data.")]
+    if wrong:  # the snapshots are evaluated as their runs were: only the data can move
+        raise config.ConfigError(f"--set {wrong[0]}: ledger takes data.* keys only (where the "
+                                 "validation split is read, e.g. --set data.root=DIR)")
     run_dirs = find_runs(paths)
     out = Path(out) if out is not None else Path(os.path.commonpath(
         [str(p.resolve().parent) for p in run_dirs]))

@@ -26,7 +26,7 @@ def run_root(run_dir: str | Path) -> Path:
     (``make demo``, sweeps) is kept; outside a source checkout (no ``notebooks/`` folder,
     :data:`segda.checkout.NOTEBOOKS_DIR`) a relative path stays relative to the working folder.
     """
-    path = Path(run_dir).expanduser()
+    path = runs.check_run_dir(run_dir, "parameter 'run_dir'").expanduser()
     if path.is_absolute() or not checkout.NOTEBOOKS_DIR.is_dir():
         return path
     return Path(os.path.normpath(checkout.NOTEBOOKS_DIR / path))
@@ -59,6 +59,11 @@ def notebook_config(
     for both domains; ``None`` keeps the preset's sizes (1280x720 / 1024x512 for the paper
     rows); the text ``"[128, 64]"`` (what papermill's ``-p`` passes) is read as YAML.
     """
+    for name, value in (("max_iters", max_iters), ("batch_size", batch_size),
+                        ("eval_images", eval_images), ("seed", seed)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise config.ConfigError(f"parameter {name!r} must be a whole number (or None), got "
+                                     f"{value!r}; pass it with papermill -p {name} 200")
     if eval_images is not None and eval_images < 1:  # as every evaluation function refuses it
         raise config.ConfigError(f"parameter 'eval_images' must be at least 1 (None: the whole "
                                  f"split), got {eval_images}")
@@ -341,15 +346,32 @@ def update_inputs(cfg: config.TrainConfig, data):
     return src, tgt, copies[0], copies[1]
 
 
-def same_weights(state, reference) -> bool:
-    """Whether two training states hold bitwise equal segmenters and discriminators."""
+class UpdateMismatchError(AssertionError):
+    """A notebook's written-out update differs from :func:`segda.step.train_step`: the check
+    the notebook prints fails its execution instead of printing ``False``."""
+
+
+def same_weights(state, reference, cfg=None) -> bool:
+    """``True`` when two training states hold bitwise equal segmenters and discriminators (a
+    notebook's written-out update against :func:`segda.step.train_step`); otherwise
+    :class:`UpdateMismatchError` naming the first tensor that differs, so that an executed
+    notebook fails there. ``cfg``: the config the step ran with, named in the message."""
     import torch
 
-    pairs = [(state.seg, reference.seg),
-             *((state.discs[k], reference.discs[k]) for k in state.discs)]
-    return set(state.discs) == set(reference.discs) and all(
-        torch.equal(a, b) for x, y in pairs
-        for a, b in zip(x.state_dict().values(), y.state_dict().values(), strict=True))
+    pairs = [("segmenter", state.seg, reference.seg),
+             *((f"discriminator {k}", state.discs[k], reference.discs.get(k)) for k in state.discs)]
+    differ = [f"discriminators {sorted(state.discs)} and {sorted(reference.discs)}"] \
+        if set(state.discs) != set(reference.discs) else [
+            f"{what} {key}" for what, x, y in pairs
+            for (key, a), b in zip(x.state_dict().items(), y.state_dict().values(), strict=True)
+            if not torch.equal(a, b)]
+    if differ:
+        method = f" of method '{cfg.method.name}'" if cfg is not None else ""
+        raise UpdateMismatchError(
+            f"the written-out update differs from segda.step.train_step{method} ({differ[0]}, "
+            f"{len(differ)} in all): this notebook writes out its own method's update, so run a "
+            "preset of another method in that method's notebook (python -m segda sweep picks it)")
+    return True
 
 
 def diagnostics_summary(history, last: int = 20) -> dict[str, float]:

@@ -88,6 +88,47 @@ def notebook_rows(notebook: str | Path) -> tuple[str, tuple[str, ...]]:
     return default, names
 
 
+def check_seeds(seeds: Sequence[int]) -> list[int]:
+    """``--seeds`` as a sweep runs them: each once (a repeated seed would be a second job on
+    the same run folder, refused as in use), each at least 0 (checked before any job)."""
+    from segda import config
+
+    bad = [s for s in seeds if s < 0]
+    if bad:
+        raise config.ConfigError(f"--seeds {' '.join(map(str, seeds))}: a seed is at least 0, "
+                                 f"got {bad[0]}")
+    return list(dict.fromkeys(seeds))
+
+
+def notebook_parameters(notebook: str | Path) -> list[str]:
+    """The names its parameters cell (the cell tagged ``parameters``) assigns."""
+    import ast
+
+    cells = json.loads(Path(notebook).read_text())["cells"]
+    names: list[str] = []
+    for cell in cells:
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            names += [t.id for node in ast.parse("".join(cell["source"])).body
+                      if isinstance(node, ast.Assign) for t in node.targets
+                      if isinstance(t, ast.Name)]
+    return names
+
+
+def check_parameters(notebook: str | Path, parameters: dict) -> None:
+    """Refuse a ``-p`` name the notebook's parameters cell lacks (papermill would only warn,
+    and the notebook would run with its own value), naming the closest one."""
+    import difflib
+
+    known = notebook_parameters(notebook)
+    for name in parameters:
+        if name in known or name in ("preset", "seed", "run_dir", "interactive"):
+            continue
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise SweepError(f"-p {name}: {Path(notebook).name} has no parameter {name!r}; {hint}"
+                         f"its parameters are {', '.join(known)}")
+
+
 def why_not_runnable(notebook: str | Path, preset: str) -> str | None:
     """Why ``notebook`` cannot execute ``preset`` (``None``: it can).
 
@@ -144,6 +185,8 @@ def plan_sweep(
     notebook = Path(notebook).resolve()
     if not notebook.exists():
         raise FileNotFoundError(f"notebook not found: {notebook}")
+    seeds = check_seeds(seeds)
+    check_parameters(notebook, parameters or {})
     out_root = Path(out_root).resolve()
     chosen, notes, errors = {}, [], []
     for preset in dict.fromkeys(presets):
@@ -238,14 +281,21 @@ def export_figures(notebook: str | Path, out_dir: str | Path) -> list[Path]:
     return written
 
 
-def demo(out: Path, quick: bool = False) -> int:
+def demo(out: str | Path, quick: bool = False) -> int:
     """Execute the whole notebook sequence at demo scale into ``out``; print the results.
 
     ``out/notebooks``: the executed notebooks; ``out/figures``: their figures as PNG files;
     ``out/runs``: checkpoints and metrics of every run, with results.md / results.csv (the
     table) and runs.csv (one line per run).
     """
-    out = out.resolve()
+    import os
+
+    from segda import runs
+
+    out = runs.check_run_dir(out, "--out").resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    if not os.access(out, os.W_OK):  # before the first notebook runs (a read-only mount too)
+        raise PermissionError(f"{out} is not writable: give --out a folder you can write")
     nb_dir = checkout.NOTEBOOKS_DIR
     run_dir = out / "runs"
     t0 = time.perf_counter()

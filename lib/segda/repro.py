@@ -76,8 +76,10 @@ def check_device(device: str, key: str = "run.device") -> None:
     except RuntimeError:
         raise DeviceError(f"{key}={device!r} is not a device name; use 'auto', 'cpu' or 'cuda'") from None
     if kind == "cuda" and not torch.cuda.is_available():
-        raise DeviceError(f"{key}={device!r} but this machine has no CUDA device; "
-                          f"set {key}=cpu (or auto)")
+        flag = key.startswith("-")  # a flag (--device cpu) or a config key (run.device=cpu)
+        given, fix = (f"{key} {device}", f"{key} cpu") if flag else (f"{key}={device!r}",
+                                                                     f"{key}=cpu")
+        raise DeviceError(f"{given} but this machine has no CUDA device; set {fix} (or auto)")
 
 
 def git_sha(path: str | Path | None = None) -> str:

@@ -9,11 +9,12 @@ benchmark's three-seed table lives in ``docs/embedded_benchmark.md``).
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
 
-from segda import io, narrate, rows, runs
+from segda import errors, io, narrate, rows, runs
 from segda.errors import UserError
 
 # The rows every gain is paired against, and the columns that hold the gains.
@@ -68,22 +69,55 @@ def format_table(table, digits: int = 1) -> str:
     return "\n".join(lines)
 
 
+class NoFinishedRunsError(RuntimeError, UserError):
+    """A folder of runs holds none that finished: there is no table to write."""
+
+
 def write_results(run_dir: str | Path, collected=None) -> str:
     """Collect every finished run under ``run_dir`` (unless ``collected`` already holds
     :func:`segda.runs.collect`'s table) into results.md/.csv and runs.csv; return the table."""
     run_dir = Path(run_dir)
     collected = runs.collect(run_dir) if collected is None else collected
     if collected.empty:
-        raise RuntimeError(f"no finished runs under {run_dir}")
+        stopped = [p.parent for p in sorted(run_dir.rglob(runs.METRICS))
+                   if not runs.read_metrics(p.parent).get("evals")]
+        raise NoFinishedRunsError(
+            f"no finished runs under {run_dir}; " + (
+                f"{stopped[0]}{f' and {len(stopped) - 1} more' if len(stopped) > 1 else ''} "
+                "stopped before the end (--stop-at) and were not evaluated: rerun the train "
+                "command without --stop-at to finish" if stopped else
+                "a run is finished when its folder holds metrics.json (python -m segda train "
+                "... finishes it)"))
     kept, notes = by_config(collected)
     for note in notes:
         print(note)
     table = summarize(kept)
-    text = format_table(table)
-    io.write_text_atomic(run_dir / "runs.csv", collected.to_csv(index=False))
-    io.write_text_atomic(run_dir / "results.csv", table.to_csv())
-    io.write_text_atomic(run_dir / "results.md", text + "\n")
+    text = format_table(table) + images_note(kept)
+    try:
+        io.write_text_atomic(run_dir / "runs.csv", collected.to_csv(index=False))
+        io.write_text_atomic(run_dir / "results.csv", table.to_csv())
+        io.write_text_atomic(run_dir / "results.md", text + "\n")
+    except OSError as err:  # a read-only copy of the runs: the table is still worth printing
+        if not (isinstance(err, PermissionError) or err.errno in errors.USER_ERRNOS):
+            raise
+        print(f"note: the table is printed only, not written into {run_dir} "
+              f"({errors.message(err)})", file=sys.stderr)
     return text
+
+
+def images_note(collected) -> str:
+    """The line under a results table that says on how many validation images its rows were
+    scored (``run.eval_max_images``; an ensemble: its members'), and which rows differ."""
+    if "eval_images" not in collected or collected.empty:
+        return ""
+    counts = collected["eval_images"].fillna(0).astype(int)
+    if counts.nunique() == 1:
+        n = int(counts.iloc[0])
+        return ("\n\nEvery row is scored on " + (f"the first {n} validation images of each domain."
+                                               if n else "every validation image."))
+    per_run = ", ".join(f"{r} {n or 'all'}" for r, n in zip(collected["run"], counts, strict=True))
+    return ("\n\nThe rows are scored on different numbers of validation images (run."
+            f"eval_max_images; 0 or all: every image): {per_run}; compare rows of one number only.")
 
 
 def by_config(collected):
@@ -161,6 +195,9 @@ class ReadmeMarkersError(ValueError, UserError):
 def write_readme_block(readme: str | Path, name: str, block: str) -> None:
     """Replace the text between ``name``'s begin/end markers in ``readme`` (atomically)."""
     readme = Path(readme)
+    if not readme.is_file():
+        raise ReadmeMarkersError(f"--readme {readme} is not a file; give the Markdown file that "
+                                 "holds the table's markers (e.g. docs/embedded_benchmark.md)")
     text = readme.read_text()
     begin, end = README_BEGIN.format(name=name), README_END.format(name=name)
     if text.count(begin) != 1 or text.count(end) != 1 or text.index(begin) > text.index(end):

@@ -52,6 +52,8 @@ CHECKPOINT = "last.pth"
 SNAPSHOTS = "iter_*.pth"  # the kept snapshots, one per checkpoint_every (run.keep_snapshots)
 TENSORBOARD = "tensorboard"
 LOCK = ".lock"
+# the tables `python -m segda eval` writes beside a checkpoint (segda.evaluate.tables_stem)
+EVAL_TABLES = ("eval_*.md", "eval_*.csv")
 
 
 class RunFileError(ValueError, UserError):
@@ -139,12 +141,25 @@ def resume_checkpoint(run_dir: str | Path, cfg: TrainConfig, world_size: int = 1
     return ckpt
 
 
+TENSORBOARD_MISSING = ("run.tensorboard is true but the 'tensorboard' package is not installed: "
+                       "pip install tensorboard, or set run.tensorboard=false")
+
+
+def require_tensorboard(cfg: TrainConfig) -> None:
+    """Refuse ``run.tensorboard`` without the package before a run starts (a
+    :class:`segda.config.ConfigError` naming the key and the fix)."""
+    import importlib.util
+
+    if cfg.run.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise config_mod.ConfigError(TENSORBOARD_MISSING)
+
+
 def tensorboard_writer(run_dir: str | Path):
     """A TensorBoard ``SummaryWriter`` on the run folder's ``tensorboard/``."""
     try:
         from torch.utils.tensorboard import SummaryWriter
-    except ImportError as err:  # pragma: no cover - depends on the optional extra
-        raise RuntimeError("run.tensorboard needs the 'tensorboard' package") from err
+    except ImportError:  # depends on the optional extra
+        raise config_mod.ConfigError(TENSORBOARD_MISSING) from None
     return SummaryWriter(str(Path(run_dir) / TENSORBOARD))
 
 
@@ -168,10 +183,41 @@ def read_config(run_dir: str | Path) -> TrainConfig | None:
         raise RunFileError(f"{path} does not hold a valid config ({err}); {fix}") from None
 
 
+def check_run_dir(run_dir: str | Path, flag: str = "--run-dir") -> Path:
+    """A run folder as a user gives it: an empty one would train into the working folder (for
+    a notebook, into the source tree), so it is refused naming ``flag``; '.' typed out is kept."""
+    if not str(run_dir).strip():
+        raise config_mod.ConfigError(
+            f"{flag} is empty: give a folder, e.g. runs/advent (write '.' for the working "
+            "folder, which an empty value would have been)")
+    return Path(run_dir)
+
+
+def check_name(name: str, flag: str) -> str:
+    """A run's folder name as a user gives it (``--name``): one plain path component, so that
+    it is a folder of its own under the seed's folder, never the seed's folder itself nor one
+    outside the run root."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise config_mod.ConfigError(
+            f"{flag} {name!r} is not a folder name: give one plain name without '/' (e.g. "
+            f"{flag} advent_long), the folder of the run under each seed<k>/")
+    return name
+
+
+def holds_run(run_dir: str | Path) -> bool:
+    """Whether ``run_dir`` holds something of a run: a checkpoint (``last.pth`` or a snapshot),
+    its history or its results. A ``config.yaml`` alone is what a start that failed before
+    its first checkpoint left: there is nothing to resume, so it binds nothing."""
+    run_dir = Path(run_dir)
+    return any((run_dir / name).exists() for name in (CHECKPOINT, METRICS, HISTORY)) or \
+        any(run_dir.glob(SNAPSHOTS))
+
+
 def check_config(run_dir: str | Path, cfg: TrainConfig) -> None:
-    """Refuse a folder that holds a run of another configuration (results never mix)."""
-    old = read_config(run_dir)
-    if old is not None and old != cfg:
+    """Refuse a folder that holds a run of another configuration (results never mix); a
+    config.yaml without a run beside it (:func:`holds_run`) is replaced by the next start."""
+    old = read_config(run_dir)  # a damaged one is named even without a run
+    if old is not None and old != cfg and holds_run(run_dir):
         raise ConfigMismatchError(
             f"{run_dir} holds a run with another config ({diff(old.to_dict(), cfg.to_dict())}); "
             "use another run folder, or retrain it (retrain=True; command line: --retrain)"
@@ -253,15 +299,22 @@ def is_complete(run_dir: str | Path, cfg: TrainConfig) -> bool:
 
 
 def clear_results(run_dir: str | Path) -> None:
-    """Delete what a run wrote before it is retrained: ``metrics.json`` first, so that a run
-    killed mid-way never leaves a result next to another run's files, then ``history.csv`` and
-    the checkpoints. The caller writes the new ``config.yaml`` afterwards."""
+    """Delete what a run wrote, and what was derived from it, before it is retrained:
+    ``metrics.json`` first, so that a run killed mid-way never leaves a result next to another
+    run's files, then ``history.csv``, the checkpoints, the evaluation tables ``eval``
+    wrote beside them (:data:`EVAL_TABLES`, named by the checkpoint, not by the run) and the
+    TensorBoard curves. The caller writes the new ``config.yaml`` afterwards."""
+    import shutil
+
     run_dir = Path(run_dir)
     for path in [run_dir / METRICS, run_dir / HISTORY, run_dir / CHECKPOINT,
-                 *sorted(run_dir.glob(SNAPSHOTS))]:
+                 *sorted(run_dir.glob(SNAPSHOTS)),
+                 *sorted(p for pattern in EVAL_TABLES for p in run_dir.glob(pattern))]:
         path.unlink(missing_ok=True)
         if path.name == METRICS:
             _sync_dir(run_dir)  # the removal is on disk before anything else changes
+    if (run_dir / TENSORBOARD).is_dir():
+        shutil.rmtree(run_dir / TENSORBOARD)
     _sync_dir(run_dir)
 
 
@@ -290,7 +343,18 @@ def lock(run_dir: str | Path) -> Iterator[None]:
         yield
         return
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        # the operating system names the sub-path it failed on ("Not a directory: F/seed0/x"),
+        # or, under /proc, says "No such file or directory" of the folder it makes
+        blocking = next((p for p in (run_dir, *run_dir.parents) if p.exists() and not p.is_dir()),
+                        None)
+        if blocking is not None:
+            raise RunFileError(f"{blocking} is a file, so the run folder {run_dir} cannot be made: "
+                               "give a --run-dir (or run_dir) elsewhere") from None
+        raise RunFileError(f"cannot create the run folder {run_dir} ({err.strerror}): give a "
+                           "--run-dir (or run_dir) in a folder you can write") from None
     key = run_dir.resolve()
     if key in _HELD:
         _HELD[key][1] += 1
@@ -376,6 +440,9 @@ def collect(run_root: str | Path):
             "iterations": m.get("iteration"),
             "target_miou": 100 * last.get("target_miou", np.nan),
             "source_miou": 100 * last.get("source_miou", np.nan),
+            # the validation images scored (0: every one), for a table to say how many
+            # (a folder without config.yaml, an ensemble or a statistics row, records it)
+            "eval_images": cfg.run.eval_max_images if cfg else int(m.get("eval_images") or 0),
             "wall_time_s": m.get("wall_time_s", np.nan),  # absent from runs older than the field
             "torch": env.get("torch", ""),
             "cpu": env.get("cpu") or env.get("platform", ""),  # older runs: their platform

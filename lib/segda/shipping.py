@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from segda import checkpointing, evaluate, io, shipped, starts, train
+from segda import checkpointing, evaluate, io, runs, shipped, starts, train
 from segda.data import registry
 
 SHIP_COMMAND = "python -m segda ship --run-dir runs/shipped/source_pretrain"
@@ -41,6 +41,12 @@ def make_shipped(run_dir: str | Path, seed: int = 0, name: str = shipped.EMBEDDE
     ``folder/manifest.json``: SHA-256, the command, the scores and the first iterations'
     losses. Returns the manifest's record."""
     cfg = starts.run_config("embedded/source_pretrain", seed)
+    if runs.holds_run(run_dir) and runs.read_config(run_dir) not in (None, cfg):
+        # ship has no --retrain: the way on is another folder
+        raise runs.ConfigMismatchError(
+            f"{run_dir} holds a run of another config than ship's (embedded/source_pretrain, "
+            f"seed {seed}: {runs.diff(runs.read_config(run_dir).to_dict(), cfg.to_dict())}); "
+            "give ship another --run-dir, or delete that folder")
     data = registry.build_datasets(cfg.data, cfg.model)
     result = train.ensure_run(run_dir, cfg, data=data, progress_bar=progress_bar)
     path = io.save_atomic(result.seg.state_dict(), Path(folder) / f"{name}.pth")

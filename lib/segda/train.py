@@ -27,10 +27,15 @@ import torch
 from torch import nn
 
 from segda import checkpointing, evaluate, methods, repro, runs, step
-from segda.config import TrainConfig
+from segda.config import ConfigError, TrainConfig
 from segda.data import loaders, registry
+from segda.labels import NUM_CLASSES
 from segda.train_state import TrainState
 from segda.trainlog import TrainLog
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGINT) during training; the message says the iteration and what resumes."""
 
 
 @dataclass
@@ -80,6 +85,17 @@ class _Fitting:
         return (f"{self.run_dir / runs.CHECKPOINT} (iteration {self.saved_at}, every tensor "
                 "finite) is kept untouched")
 
+    def interrupted(self) -> str:
+        """What a Ctrl-C during the loop leaves, in one line with the way on."""
+        where = f"interrupted at iteration {self.state.iteration}"
+        if self.run_dir is None:
+            return f"{where} (no run folder: nothing is kept)"
+        if self.saved_at is None:
+            return (f"{where}; no checkpoint was written yet (run.checkpoint_every sets how often "
+                    "one is): the same command starts the run again")
+        return (f"{where}; the same command resumes from {self.run_dir / runs.CHECKPOINT} "
+                f"(iteration {self.saved_at})")
+
     def clock(self) -> None:
         self.state.wall_time_s = self.wall_before + time.perf_counter() - self.started
 
@@ -122,12 +138,17 @@ def fit(
             data-parallel run (see :mod:`segda.distributed`); its device replaces
             ``run.device``, and only rank 0 writes files.
         progress_bar: how to show progress, whatever ``run.progress`` says: ``"text"`` (a
-            plain-text bar, e.g. under papermill), ``"notebook"`` (tqdm's widget, in
-            JupyterLab), ``"none"``; ``None`` follows ``run.progress``. Display only: it is
-            not part of the run's config.
+            plain-text bar on a terminal; elsewhere, e.g. under papermill or in a log file,
+            a plain line every 50 iterations: :class:`segda.trainlog.PlainProgress`),
+            ``"notebook"`` (tqdm's widget, in JupyterLab), ``"none"``; ``None`` follows
+            ``run.progress``. Display only: it is not part of the run's config.
     """
     main = dist is None or dist.is_main
-    run_dir = Path(run_dir) if run_dir is not None else None
+    run_dir = runs.check_run_dir(run_dir, "run_dir") if run_dir is not None else None
+    if main:  # everything checkable is checked before the lock makes the folder
+        check_before_run(cfg, run_dir, not resume, data=data)
+    else:
+        check_settings(cfg)
     held = runs.lock(run_dir) if run_dir is not None and main else contextlib.nullcontext()
     with held:
         return _fit(cfg, run_dir, data, resume, stop_at, dist, progress_bar)
@@ -138,8 +159,12 @@ def _fit(cfg: TrainConfig, run_dir: Path | None, data, resume: bool, stop_at: in
     fitting = _restore(cfg, run_dir, data, resume, dist)
     end = min(cfg.optim.early_stop, stop_at if stop_at is not None else cfg.optim.early_stop)
     log = TrainLog(fitting.state, cfg, run_dir, end, fitting.kept, progress_bar)
-    _loop(fitting, log, end)
-    _finish(fitting, log)
+    try:
+        _loop(fitting, log, end)
+        _finish(fitting, log)
+    except KeyboardInterrupt:
+        log.close()
+        raise Interrupted(fitting.interrupted()) from None
     return RunResult(fitting.state, cfg, run_dir, time.perf_counter() - fitting.started)
 
 
@@ -147,7 +172,6 @@ def _restore(cfg: TrainConfig, run_dir: Path | None, data, resume: bool, dist) -
     """The state a fit starts from: resumed from ``last.pth``, warm-started from
     ``model.init_checkpoint``, or fresh; the run folder prepared and its config written."""
     started = time.perf_counter()
-    methods.get(cfg.method.name)  # an unknown method fails before the run folder changes
     device = dist.device if dist is not None else repro.resolve_device(cfg.run.device)
     world = dist.world_size if dist is not None else 1
     main = dist is None or dist.is_main
@@ -157,10 +181,8 @@ def _restore(cfg: TrainConfig, run_dir: Path | None, data, resume: bool, dist) -
     data = data if data is not None else registry.build_datasets(cfg.data, cfg.model)
     fitting = _Fitting(cfg, run_dir, data, step.build_state(cfg, device), device, started)
     state = fitting.state
-    if run_dir and main:
-        runs.write_config(run_dir, cfg)
     if dist is not None:
-        dist.barrier()  # nobody reads last.pth while rank 0 may still be writing it
+        dist.barrier()  # nobody reads last.pth while rank 0 may still be clearing it (a retrain)
     ckpt = runs.resume_checkpoint(run_dir, cfg, world) if run_dir and resume else None
     if ckpt is not None:
         checkpointing.load_state_into(state, ckpt)
@@ -170,6 +192,8 @@ def _restore(cfg: TrainConfig, run_dir: Path | None, data, resume: bool, dist) -
     elif cfg.model.init_checkpoint:
         checkpointing.load_segmenter_weights(state.seg, cfg.model.init_checkpoint,
                                              cfg.model.init_kind)
+    if run_dir and main:  # only once the starting weights loaded: a failed start binds nothing
+        runs.write_config(run_dir, cfg)
     state.seg.train()
     for d in state.discs.values():
         d.train()
@@ -260,7 +284,7 @@ def ensure_run(run_dir: str | Path, cfg: TrainConfig, *, data=None, retrain: boo
     *different* config is an error unless ``retrain``, so results never silently mix
     configurations. ``progress_bar``: see :func:`fit`.
     """
-    run_dir = Path(run_dir)
+    run_dir = runs.check_run_dir(run_dir, "run_dir")
     if not retrain:
         runs.check_config(run_dir, cfg)
         finished = _finished(run_dir, cfg, data)  # reading needs no lock (nor a writable folder)
@@ -299,15 +323,50 @@ def load_run(run_dir: str | Path, data=None) -> RunResult:
 # ------------------------------------------------------------------ checks before a run starts
 
 
-def check_before_run(cfg: TrainConfig, run_dir: str | Path, retrain: bool = False) -> None:
-    """What training ``cfg`` into ``run_dir`` needs, checked before the run folder is made: a
-    known method, the configured device, and for a new run (a resumed one has last.pth) its
-    starting weights and its data."""
-    methods.get(cfg.method.name)  # an unknown method is a config error before anything runs
+def check_before_run(cfg: TrainConfig, run_dir: str | Path | None, retrain: bool = False, *,
+                     data=None) -> None:
+    """What training ``cfg`` into ``run_dir`` needs, checked before the run folder is made:
+    the settings (:func:`check_settings`), the configured device, and for a new run (a resumed
+    one has last.pth) its starting weights and its data folders (unless ``data``, the
+    datasets themselves, is given)."""
+    check_settings(cfg)
+    if run_dir is not None:
+        runs.check_run_dir(run_dir)
     repro.check_device(cfg.run.device)
-    if not (Path(run_dir) / runs.CHECKPOINT).exists() or retrain:
+    if run_dir is None or not (Path(run_dir) / runs.CHECKPOINT).exists() or retrain:
         checkpointing.require_init_checkpoint(cfg.model.init_checkpoint)
-        registry.require_roots(cfg.data)
+        if data is None:
+            registry.require_roots(cfg.data)
+
+
+def check_settings(cfg: TrainConfig) -> None:
+    """What a config needs that :mod:`segda.config` cannot see alone (it knows no method, model
+    or dataset), each refused in one line naming the key: a known method, the 19 classes every
+    dataset's labels hold, images large enough for the method's discriminator, TensorBoard
+    installed when ``run.tensorboard`` is on."""
+    method = methods.get(cfg.method.name)  # an unknown method, before anything runs
+    if cfg.model.num_classes != NUM_CLASSES:
+        raise ConfigError(
+            f"'model.num_classes' is {cfg.model.num_classes} but the labels of every dataset "
+            f"(data.dataset={cfg.data.dataset!r}) hold the {NUM_CLASSES} Cityscapes train ids: set "
+            f"model.num_classes={NUM_CLASSES} (the 16/13-class scores are subsets of them)")
+    disc = method.disc_input
+    stride1 = cfg.method.disc_patch_stride1
+    if stride1 and (disc is None or disc.kind != "output"):
+        raise ConfigError(f"'method.disc_patch_stride1' is {stride1} but method "
+                          f"{method.name!r} has no output-space discriminator: set it to 0")
+    if disc is not None and disc.kind == "output":
+        # each stride-2 convolution (4x4 kernel) halves the map, and the last needs 2 pixels
+        least = 2 ** (5 - stride1)
+        for key in ("data.source_size", "data.target_size"):
+            size = getattr(cfg.data, key.split(".")[1])
+            if min(size) < least:
+                raise ConfigError(
+                    f"{key!r} is {list(size)}, but the output-space discriminator of "
+                    f"{method.name!r} needs images of at least {least}x{least} pixels (its "
+                    f"{5 - stride1} stride-2 convolutions): use a larger size, or more "
+                    f"stride-1 layers (method.disc_patch_stride1)")
+    runs.require_tensorboard(cfg)
 
 
 def train_to_end(cfg: TrainConfig, run_dir: str | Path, *, retrain: bool = False,

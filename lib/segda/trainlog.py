@@ -12,6 +12,8 @@ half, a non-finite tensor refused before it is written, is :func:`segda.checkpoi
 from __future__ import annotations
 
 import math
+import sys
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -29,14 +31,72 @@ PROGRESS_BARS = ("text", "notebook", "none")
 POSTFIX_GROUPS = (("seg", ("seg_",)), ("tgt", ()), ("D", ("disc_",)))
 
 
-def progress_bar(cfg: TrainConfig, start: int, end: int, style: str | None = None):
-    """A tqdm bar, or ``None``. ``style`` (see :func:`segda.train.fit`) overrides
-    ``run.progress``, whose bar is tqdm's automatic choice (a widget in a notebook kernel, text
-    elsewhere)."""
+# A plain progress line every this many iterations (more for long runs: about 100 lines a run).
+PLAIN_EVERY = 50
+
+
+class PlainProgress:
+    """Progress as plain lines, where a bar's carriage returns would pile up (a SLURM or CI log,
+    output redirected to a file, a notebook executed by papermill): one line every ``every``
+    iterations, at the first flush of the losses after it, and one at the end, each with
+    the iteration, the total, the seconds since the start and the losses of the bar's postfix,
+    labelled ``name``. The same calls as a tqdm bar (``update``, ``set_postfix``, ``close``)."""
+
+    def __init__(self, name: str, start: int, end: int, stream, every: int | None = None) -> None:
+        self.name, self.n, self.total, self.stream = name, start, end, stream
+        self.every = every or max(PLAIN_EVERY, (end - start) // 100)
+        self._next = (start // self.every + 1) * self.every
+        self._postfix: dict[str, str] = {}
+        self._printed: int | None = None
+        self._t0 = time.perf_counter()
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+
+    def set_postfix(self, postfix: Mapping[str, str]) -> None:
+        self._postfix = dict(postfix)
+        if self.n >= self._next:
+            self._line()
+            self._next = (self.n // self.every + 1) * self.every
+
+    def close(self) -> None:
+        if self._printed != self.n:
+            self._line()
+
+    def _line(self) -> None:
+        losses = "".join(f", {k} {v}" for k, v in self._postfix.items())
+        print(f"{self.name}: iteration {self.n}/{self.total}, "
+              f"{time.perf_counter() - self._t0:.0f} s{losses}", file=self.stream, flush=True)
+        self._printed = self.n
+
+
+def _on_terminal(stream) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def _in_kernel() -> bool:
+    """Whether this process is a Jupyter kernel, where tqdm.auto draws a widget (no carriage
+    returns); the test tqdm.autonotebook makes."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
+
+
+def progress_bar(cfg: TrainConfig, start: int, end: int, style: str | None = None,
+                 name: str | None = None):
+    """A tqdm bar, plain lines (:class:`PlainProgress`), or ``None``. ``style`` (see
+    :func:`segda.train.fit`) overrides ``run.progress``, whose bar is tqdm's automatic choice
+    (a widget in a notebook kernel, text elsewhere). A text bar is drawn only on a terminal;
+    where the output is not one (a log file, papermill's kernel) the progress is plain lines
+    labelled ``name`` (default: the method's)."""
     if style is not None and style not in PROGRESS_BARS:
         raise ValueError(f"progress_bar must be one of {PROGRESS_BARS} or None, got {style!r}")
     if style == "none" or (style is None and not cfg.run.progress):
         return None
+    stream = sys.stderr  # where tqdm draws
+    if not _on_terminal(stream) and (style == "text" or (style is None and not _in_kernel())):
+        return PlainProgress(name or cfg.method.name, start, end, stream)
     # A text bar is also what an executed notebook stores (one output per redraw): redraw it
     # every few seconds, not ten times a second.
     interval = {"text": 5.0}.get(style, 0.1)
@@ -99,7 +159,8 @@ class TrainLog:
         self.state, self._kept = state, kept
         self.writer = (runs.tensorboard_writer(run_dir)
                        if cfg.run.tensorboard and run_dir and main else None)
-        self._bar = progress_bar(cfg, state.iteration, end, style) if main else None
+        name = run_dir.name if run_dir is not None else None
+        self._bar = progress_bar(cfg, state.iteration, end, style, name) if main else None
         self._pending: list[tuple[int, dict[str, torch.Tensor]]] = []
 
     def record(self, iteration: int, terms: dict[str, torch.Tensor]) -> None:

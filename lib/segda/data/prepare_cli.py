@@ -41,6 +41,9 @@ def parse_lists(values: list[str], splits: tuple[str, ...],
             split, path = splits[0], value
         if split in lists:
             parser.error(f"--list given twice for {split}")
+        if not path.strip():  # '--list val=' would read the working folder '.'
+            parser.error(f"--list {value}: no file after '='; give the list file, e.g. "
+                         f"--list {split}=lists/{split}.txt")
         lists[split] = path
     return lists or None
 

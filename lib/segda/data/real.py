@@ -94,6 +94,9 @@ def read_list(path: str | Path) -> list[str]:
     """The names in a list file: one per line, as in the official lists (AdaptSegNet/ADVENT
     ``gta5_list/train.txt``, ``cityscapes_list/{train,val}.txt``); blank lines are skipped."""
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise MissingFilesError(f"list file {path} is a folder; give the list file itself (one "
+                                "image name per line), e.g. --list val=FOLDER/val.txt")
     if not path.is_file():
         raise MissingFilesError(f"list file not found: {path}")
     names = [line.strip() for line in path.read_text().splitlines() if line.strip()]

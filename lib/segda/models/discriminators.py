@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from segda.config import ConfigError
+
 
 class FCDiscriminator(nn.Sequential):
     """Fully-convolutional discriminator of AdaptSegNet and ADVENT (identical in both).
@@ -27,7 +29,7 @@ class FCDiscriminator(nn.Sequential):
 
     def __init__(self, in_channels: int, ndf: int = 64, stride1_layers: int = 0) -> None:
         if not 0 <= stride1_layers <= self.NUM_CONVS:
-            raise ValueError(f"method.disc_patch_stride1 = {stride1_layers}: the discriminator has "
+            raise ConfigError(f"method.disc_patch_stride1 = {stride1_layers}: the discriminator has "
                              f"{self.NUM_CONVS} convolutions; choose 0 (official) to {self.NUM_CONVS}")
         widths = [in_channels, ndf, ndf * 2, ndf * 4, ndf * 8, 1]
         first_stride1 = self.NUM_CONVS - stride1_layers
@@ -58,7 +60,7 @@ class FeatureDiscriminator(nn.Sequential):
 
     def __init__(self, in_channels: int, ndf: int = 64, stride1_layers: int = 0) -> None:
         if stride1_layers:
-            raise ValueError(f"method.disc_patch_stride1 = {stride1_layers}: it applies to the "
+            raise ConfigError(f"method.disc_patch_stride1 = {stride1_layers}: it applies to the "
                              "output-space discriminator only; set it to 0 for feature-level "
                              "alignment")
         super().__init__(
