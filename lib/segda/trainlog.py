@@ -88,8 +88,9 @@ def progress_bar(cfg: TrainConfig, start: int, end: int, style: str | None = Non
     """A tqdm bar, plain lines (:class:`PlainProgress`), or ``None``. ``style`` (see
     :func:`segda.train.fit`) overrides ``run.progress``, whose bar is tqdm's automatic choice
     (a widget in a notebook kernel, text elsewhere). A text bar is drawn only on a terminal;
-    where the output is not one (a log file, papermill's kernel) the progress is plain lines
-    labelled ``name`` (default: the method's)."""
+    where the output is not one (a log file, papermill's kernel) the progress is plain lines.
+    Either is labelled ``name``, the run's folder (default: the method's name, which the
+    oracle shares with source-only)."""
     if style is not None and style not in PROGRESS_BARS:
         raise ValueError(f"progress_bar must be one of {PROGRESS_BARS} or None, got {style!r}")
     if style == "none" or (style is None and not cfg.run.progress):
@@ -106,7 +107,7 @@ def progress_bar(cfg: TrainConfig, start: int, end: int, style: str | None = Non
         from tqdm.notebook import tqdm
     else:
         from tqdm.auto import tqdm
-    return tqdm(total=end, initial=start, desc=cfg.method.name, leave=style is not None,
+    return tqdm(total=end, initial=start, desc=name or cfg.method.name, leave=style is not None,
                 mininterval=interval)
 
 
