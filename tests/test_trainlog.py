@@ -31,3 +31,16 @@ def test_an_advent_postfix_stays_short_on_the_bar():
     bar.set_postfix(trainlog.bar_postfix(ADVENT_STEP))
     assert len(bar.postfix) < 60, bar.postfix
     bar.close()
+
+
+def test_a_bar_is_labelled_with_its_run_not_its_method():
+    from segda import config
+
+    oracle = config.load("embedded/oracle")
+    assert oracle.method.name == "source_only"  # why the method's name would mislead
+    bar = trainlog.progress_bar(oracle, 0, 10, "notebook", name="oracle")
+    assert bar.desc == "oracle"
+    bar.close()
+    unnamed = trainlog.progress_bar(oracle, 0, 10, "notebook")
+    assert unnamed.desc == "source_only"
+    unnamed.close()
