@@ -259,3 +259,14 @@ def test_the_number_rules_on_examples():
         {"output_type": "stream", "name": "stderr",
          "text": "train:  10%|#         | 20/200 [00:01<00:10]\rtrain: 20%|##  | 40/200\n"}]}]}
     assert progress_bars(bar) == [(0, 1)]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_a_notebook_names_the_kernel_as_the_installed_one_does(path):
+    """A committed notebook whose kernel display name differs from the installed kernel's opens
+    as modified in JupyterLab (it rewrites the metadata on open)."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    installed = KernelSpecManager().get_kernel_spec("python3")
+    spec = _load(path)["metadata"]["kernelspec"]
+    assert (spec["name"], spec["display_name"]) == ("python3", installed.display_name)
