@@ -155,6 +155,11 @@ def test_an_empty_run_dir_is_refused(capsys, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="parameter 'run_dir' is empty"):
         notebook.run_root("")
     assert list(tmp_path.iterdir()) == []
+    (tmp_path / "afile").write_text("x")  # papermill -p run_dir FILE
+    with pytest.raises(runs.RunFileError, match=r"afile is a file, so the run folder .*afile/seed0/"
+                                                r"minent cannot be made"):
+        notebook.train_preset("embedded/minent", notebook.run_root(tmp_path / "afile"),
+                              max_iters=1, image_size=[64, 32], batch_size=2, device="cpu")
 
 
 def test_a_retrain_clears_the_old_runs_evaluation_tables(seed_runs, capsys, tmp_path):
