@@ -1,7 +1,9 @@
 """Notebook runs are found by their configuration: a changed parameter trains a new run beside
 the old one instead of refusing the folder, and the old parameters find the old run again."""
 
-from segda import notebook, runs
+import pytest
+
+from segda import checkout, notebook, runs
 
 # pretrained="train": these tests follow the pretraining runs a notebook trains itself.
 TINY = dict(image_size=[64, 32], batch_size=2, eval_images=2, device="cpu", seed=0,
@@ -97,3 +99,21 @@ def test_reuse_rows_reads_finished_runs_and_trains_nothing(tmp_path):
     assert notebook.reuse_rows(["embedded/minent"], tmp_path, max_iters=1, pretrain_iters=2,
                                **own) == {}
     assert not (tmp_path / "seed0" / "source_pretrain").exists()
+
+
+def test_a_method_notebook_given_another_methods_preset_stops_at_its_setup(tmp_path):
+    """papermill notebooks/05_minent.ipynb -p preset embedded/advent: one line at the setup
+    cell, before anything trains, naming both methods and where to run the preset."""
+    import papermill
+
+    out = tmp_path / "05.ipynb"
+    with pytest.raises(papermill.PapermillExecutionError) as failed:
+        papermill.execute_notebook(
+            str(checkout.NOTEBOOKS_DIR / "05_minent.ipynb"), str(out),
+            parameters={"preset": "embedded/advent", "run_dir": str(tmp_path / "runs"),
+                        "interactive": False},
+            cwd=str(checkout.NOTEBOOKS_DIR), progress_bar=False)
+    assert failed.value.ename == "ConfigError"
+    assert ("preset embedded/advent trains the method 'advent', but this notebook writes out and "
+            "plots 'minent'") in failed.value.evalue
+    assert not (tmp_path / "runs").exists()  # nothing trained, no folder made

@@ -429,11 +429,14 @@ def setup(
     seed: int = 0,
     amp: bool = False,
     overrides: dict | None = None,
+    method: str | None = None,
 ):
     """What every notebook builds from its parameters cell before it teaches anything: the
     runs' folder (:func:`run_root`), the config of ``preset`` (:func:`notebook_config`) and the
     datasets it names, whose sizes it prints. A missing dataset stops here with its path and
-    the ``data_scripts`` command that prepares it.
+    the ``data_scripts`` command that prepares it; so does a ``preset`` of another method than
+    ``method``, the one whose update the notebook writes out (a method notebook's cells would
+    check and plot the wrong method).
 
     Returns ``(cfg, data, run_dir, params)``; ``params`` are the parameters every row of the
     notebook is trained with (``train_rows(presets, run_dir, max_iters=max_iters, **params)``).
@@ -445,6 +448,11 @@ def setup(
                   image_size=image_size, eval_images=eval_images, device=device, seed=seed,
                   amp=amp, extra=overrides)
     cfg = notebook_config(preset, max_iters=max_iters, **params)
+    if method is not None and cfg.method.name != method:
+        raise config.ConfigError(
+            f"preset {preset} trains the method {cfg.method.name!r}, but this notebook writes "
+            f"out and plots {method!r}: run {preset} in its method's notebook (python -m segda "
+            f"sweep picks it), or give this notebook a preset of {method!r}")
     data = registry.build_datasets(cfg.data, cfg.model)
     print(f"{data.name}: {len(data.train_source)} source / {len(data.train_target)} target "
           f"training images, {len(data.val_target)} target validation images")
