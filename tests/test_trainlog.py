@@ -44,3 +44,16 @@ def test_a_bar_is_labelled_with_its_run_not_its_method():
     unnamed = trainlog.progress_bar(oracle, 0, 10, "notebook")
     assert unnamed.desc == "source_only"
     unnamed.close()
+
+
+def test_plain_lines_of_a_run_stopped_early_count_to_its_whole_length():
+    out = io.StringIO()
+    part = trainlog.PlainProgress("advent", 50, 100, out, every=50, total=200)
+    for _ in range(50):
+        part.update()
+        part.set_postfix({"seg": "0.1"})
+    part.close()
+    assert out.getvalue().splitlines() == ["advent: iteration 100/200, 0 s, seg 0.1"]
+    idle = io.StringIO()
+    trainlog.PlainProgress("advent", 100, 100, idle, total=200).close()
+    assert idle.getvalue() == ""  # a chunk with nothing to train says nothing

@@ -42,8 +42,12 @@ class PlainProgress:
     the iteration, the total, the seconds since the start and the losses of the bar's postfix,
     labelled ``name``. The same calls as a tqdm bar (``update``, ``set_postfix``, ``close``)."""
 
-    def __init__(self, name: str, start: int, end: int, stream, every: int | None = None) -> None:
-        self.name, self.n, self.total, self.stream = name, start, end, stream
+    def __init__(self, name: str, start: int, end: int, stream, every: int | None = None,
+                 total: int | None = None) -> None:
+        # ``total``: the run's length, when this call stops earlier (``fit``'s ``stop_at``,
+        # a run trained in chunks), so that a line reads "50/200", not "50/50"
+        self.name, self.n, self.start, self.stream = name, start, start, stream
+        self.total = end if total is None else total
         self.every = every or max(PLAIN_EVERY, (end - start) // 100)
         self._next = (start // self.every + 1) * self.every
         self._postfix: dict[str, str] = {}
@@ -60,7 +64,7 @@ class PlainProgress:
             self._next = (self.n // self.every + 1) * self.every
 
     def close(self) -> None:
-        if self._printed != self.n:
+        if self._printed != self.n and self.n > self.start:  # nothing trained: nothing to say
             self._line()
 
     def _line(self) -> None:
@@ -97,7 +101,8 @@ def progress_bar(cfg: TrainConfig, start: int, end: int, style: str | None = Non
         return None
     stream = sys.stderr  # where tqdm draws
     if not _on_terminal(stream) and (style == "text" or (style is None and not _in_kernel())):
-        return PlainProgress(name or cfg.method.name, start, end, stream)
+        return PlainProgress(name or cfg.method.name, start, end, stream,
+                             total=max(end, cfg.optim.early_stop))
     # A text bar is also what an executed notebook stores (one output per redraw): redraw it
     # every few seconds, not ten times a second.
     interval = {"text": 5.0}.get(style, 0.1)
