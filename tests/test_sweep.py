@@ -72,12 +72,15 @@ def test_the_readme_sweep_example_runs_and_writes_its_table(readme_sweep, capsys
 
 def test_a_preset_no_notebook_can_run_stops_the_sweep_before_anything_runs(tmp_path, capsys):
     argv = ["sweep", "--notebook", str(REPO / "notebooks/05_minent.ipynb"), "--out", str(tmp_path),
-            "--presets", "embedded/minent", "embedded/minent_cp", "embedded/no_such_preset", "--seeds", "0"]
+            "--presets", "embedded/minent", "embedded/source_only_tgt_bn", "embedded/no_such_preset",
+            "--seeds", "0"]
     assert cli.main(argv) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2  # one line per preset that cannot run, nothing else
-    assert err[0].startswith("error: embedded/minent_cp cannot run in 05_minent.ipynb")
-    assert "python -m segda train embedded/minent_cp" in err[0]
+    # every method notebook trains the training-mode BN row itself, beside its own preset
+    assert err[0].startswith("error: embedded/source_only_tgt_bn cannot run in 05_minent.ipynb")
+    assert "nor in any other notebook" in err[0]
+    assert "python -m segda train embedded/source_only_tgt_bn" in err[0]
     assert err[1].startswith("error: embedded/no_such_preset:")
     assert not any(tmp_path.iterdir())  # nothing trained
 
@@ -139,3 +142,12 @@ def test_collect_groups_runs_by_config_not_by_folder_name(tmp_path, capsys):
         assert table.loc[f"advent@{setting}", "target mIoU"] == \
             pytest.approx(100 * m["evals"][-1]["target_miou"])
     assert cli.main(["collect", str(tmp_path)]) == 0
+
+
+def test_minent_with_the_class_ratio_prior_runs_in_the_minent_notebook():
+    """05 reads MinEnt + CP from the reference instead of training it beside MinEnt, so the
+    preset is one 05 runs as its own (its first exercise)."""
+    jobs, notes = notebooks_runner.plan_sweep(REPO / "notebooks/05_minent.ipynb", "/tmp/unused",
+                                              ["embedded/minent_cp"], [0])
+    assert [(Path(j.notebook).name, j.preset) for j in jobs] == [("05_minent.ipynb", "embedded/minent_cp")]
+    assert notes == []

@@ -174,9 +174,10 @@ def test_a_retrain_clears_the_old_runs_evaluation_tables(seed_runs, capsys, tmp_
     assert rc == 0 and not list(run_dir.glob("eval_*")) and (run_dir / "metrics.json").exists()
 
 
-def test_a_notebooks_update_check_that_fails_stops_the_notebook():
-    """What notebook 05 prints after its written-out update: given a preset of another method
-    (embedded/advent) the two states differ, and the check raises instead of printing False."""
+def test_a_notebooks_update_check_compares_every_tensor():
+    """What a method notebook prints after its written-out update: True only when every tensor of
+    the segmenter and the discriminators is bitwise equal. (A preset of another method stops
+    at the notebook's setup cell first: tests/test_notebook_runs.py.)"""
     import torch
 
     from segda import config, notebook, step
@@ -186,12 +187,10 @@ def test_a_notebooks_update_check_that_fails_stops_the_notebook():
     reference.seg.load_state_dict(state.seg.state_dict())
     for k in state.discs:
         reference.discs[k].load_state_dict(state.discs[k].state_dict())
-    assert notebook.same_weights(state, reference, cfg) is True
+    assert notebook.same_weights(state, reference) is True
     with torch.no_grad():
-        next(reference.seg.parameters()).add_(1.0)
-    with pytest.raises(notebook.UpdateMismatchError, match=r"of method 'advent' \(segmenter "
-                                                           r".*run a preset of another method"):
-        notebook.same_weights(state, reference, cfg)
+        next(reference.discs["main"].parameters()).add_(1e-7)
+    assert notebook.same_weights(state, reference) is False
 
 
 def test_ctrl_c_during_training_says_where_it_stopped_and_that_the_command_resumes(tmp_path):
@@ -206,13 +205,18 @@ def test_ctrl_c_during_training_says_where_it_stopped_and_that_the_command_resum
             str(run_dir), *TINY, "--set", "optim.early_stop=100000", "--set",
             "optim.max_iters=100000", "--set", "run.checkpoint_every=2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # A test run from a background job inherits SIGINT ignored, and Python keeps an ignored
+    # SIGINT ignored: give the child the default, which Python turns into KeyboardInterrupt.
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env=env)
-    deadline = time.monotonic() + 120
-    while not (run_dir / "last.pth").exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    err = proc.communicate(timeout=60)[1]
+                            env=env, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 120
+        while not (run_dir / "last.pth").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        err = proc.communicate(timeout=60)[1]
+    finally:
+        proc.kill()  # never leave a training process behind
     line = _one_line_error(err)
     assert proc.returncode == 1 and line.startswith("error: interrupted at iteration ")
     assert f"the same command resumes from {run_dir / 'last.pth'} (iteration " in line
