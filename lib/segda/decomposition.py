@@ -49,12 +49,12 @@ def score(models, configs, names, data, max_images):
     return entry
 
 
-def _binding(result, members, images: int, max_images) -> dict:
+def _binding(member_runs, members, images: int, max_images) -> dict:
     """What a derived row was computed from: its members' configs and final iterations, the
     number of target images of the statistics and of the scoring. A stored row is reused only
     when all of it is equal (the same rule as a finished run's ``config_hash``)."""
-    return {"of_config_hashes": [runs.config_hash(r.config) for r in result],
-            "of_iterations": [int(r.state.iteration) for r in result],
+    return {"of_config_hashes": [runs.config_hash(r.config) for r in member_runs],
+            "of_iterations": [int(r.state.iteration) for r in member_runs],
             "images": images, "max_images": max_images, "members": list(members)}
 
 

@@ -427,8 +427,6 @@ def setup(
     Returns ``(cfg, data, run_dir, params)``; ``params`` are the parameters every row of the
     notebook is trained with (``train_rows(presets, run_dir, max_iters=max_iters, **params)``).
     """
-    from segda.data import registry
-
     root = run_root(run_dir)
     params = dict(dataset=dataset, data_root=data_root, model=model, batch_size=batch_size,
                   image_size=image_size, eval_images=eval_images, device=device, seed=seed,
@@ -454,7 +452,7 @@ def shift_decomposition(adabn_images: int = 200, max_images: int | None = None):
     import pandas as pd
 
     from segda import adabn, checkpointing, evaluate
-    from segda.data import registry, synthetic
+    from segda.data import synthetic
 
     table = {}
     for name in synthetic.SHIFTS:
