@@ -29,6 +29,33 @@ def _group(item) -> str:
     return "end_to_end" if path.name in SHARED_FIXTURE_MODULES else path.stem
 
 
+def _start_kernel_with_retries(start_kernel, attempts: int = 3):
+    """nbval's kernel start, tried again when the kernel dies before it answers: kernels started
+    at the same moment by two workers can be handed the same free TCP port (jupyter_client
+    picks ports before the kernel binds them), and the loser exits at once."""
+
+    def start(*args, **kwargs):
+        for attempt in range(1, attempts + 1):
+            try:
+                return start_kernel(*args, **kwargs)
+            except RuntimeError as error:
+                if attempt == attempts:
+                    raise RuntimeError(f"the notebook kernel did not start in {attempts} "
+                                       f"tries: {error}") from error
+
+    return start
+
+
+def pytest_configure(config):
+    try:
+        import nbval.kernel
+    except ImportError:  # nbval is a dev extra; the unit tests run without it
+        return
+    if not getattr(nbval.kernel.start_new_kernel, "retries", False):
+        nbval.kernel.start_new_kernel = _start_kernel_with_retries(nbval.kernel.start_new_kernel)
+        nbval.kernel.start_new_kernel.retries = True
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config, items):
     rank = {}
