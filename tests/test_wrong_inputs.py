@@ -2,9 +2,13 @@
 traceback: each is run as a user types it and gives the right result or one `error:` line
 naming the input and the fix (exit 1), and nothing wrong is written."""
 
+from pathlib import Path
+
 import pytest
 
 from segda import checkout, cli, runs
+
+REPO = Path(__file__).resolve().parents[1]
 
 TINY = ["--set", "data.source_size=[64, 32]", "--set", "data.target_size=[64, 32]",
         "--set", "data.batch_size=2", "--set", "run.device=cpu", "--set", "run.progress=false",
@@ -188,9 +192,30 @@ def test_a_notebooks_update_check_compares_every_tensor():
     for k in state.discs:
         reference.discs[k].load_state_dict(state.discs[k].state_dict())
     assert notebook.same_weights(state, reference) is True
+    assert notebook.verify_update(state, reference) is True
     with torch.no_grad():
         next(reference.discs["main"].parameters()).add_(1e-7)
     assert notebook.same_weights(state, reference) is False
+    assert notebook.differing_tensors(state, reference) == ["disc.main.0.weight"]
+    # the notebooks' check stops the execution, naming the tensor
+    with pytest.raises(notebook.UpdateMismatch, match=r"in 1 tensors \(disc\.main\.0\.weight\)"):
+        notebook.verify_update(state, reference)
+
+
+def test_every_method_notebook_stops_when_its_written_out_update_differs():
+    """The cell after each method notebook's written-out update runs the check that raises
+    (segda.notebook.verify_update), not the one that returns False."""
+    import json
+
+    notebooks = sorted((REPO / "notebooks").glob("0[2-6]_*.ipynb"))
+    assert len(notebooks) == 5
+    for path in notebooks:
+        code = ["".join(c["source"]) for c in json.loads(path.read_text())["cells"]
+                if c["cell_type"] == "code"]
+        train_step = [i for i, src in enumerate(code) if "segda.step.train_step(reference" in src]
+        assert len(train_step) == 1, path.name
+        assert "segda.notebook.verify_update(state, reference)" in code[train_step[0]], path.name
+        assert not any("same_weights" in src for src in code), path.name
 
 
 def test_ctrl_c_during_training_says_where_it_stopped_and_that_the_command_resumes(tmp_path):

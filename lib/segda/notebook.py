@@ -346,18 +346,49 @@ def update_inputs(cfg: config.TrainConfig, data):
     return src, tgt, copies[0], copies[1]
 
 
+def differing_tensors(state, reference) -> list[str]:
+    """The names of the tensors (parameters and buffers) in which two training states differ,
+    segmenter first, then each discriminator (``disc.<level>.<name>``); a discriminator that
+    only one of them has counts as differing whole."""
+    import torch
+
+    pairs = [("", state.seg, reference.seg),
+             *((f"disc.{k}.", state.discs[k], reference.discs[k])
+               for k in sorted(set(state.discs) & set(reference.discs)))]
+    out = [f"disc.{k}" for k in sorted(set(state.discs) ^ set(reference.discs))]
+    for prefix, x, y in pairs:
+        theirs = y.state_dict()
+        out += [prefix + name for name, a in x.state_dict().items()
+                if name not in theirs or not torch.equal(a, theirs[name])]
+    return out
+
+
 def same_weights(state, reference) -> bool:
     """``True`` when two training states hold bitwise equal segmenters and discriminators (a
     notebook's written-out update against :func:`segda.step.train_step`). A preset of another
     method never reaches this check: :func:`setup` stops it first."""
-    import torch
+    return not differing_tensors(state, reference)
 
-    if set(state.discs) != set(reference.discs):
-        return False
-    pairs = [(state.seg, reference.seg),
-             *((state.discs[k], reference.discs[k]) for k in state.discs)]
-    return all(torch.equal(a, b) for x, y in pairs
-               for a, b in zip(x.state_dict().values(), y.state_dict().values(), strict=True))
+
+class UpdateMismatch(AssertionError):
+    """A notebook's written-out update left other weights than :func:`segda.step.train_step`."""
+
+
+def verify_update(state, reference) -> bool:
+    """The method notebooks' check of their written-out update: ``True`` when it left the same
+    weights as :func:`segda.step.train_step`, bit for bit; otherwise :class:`UpdateMismatch`
+    naming the tensors that differ, so that the execution stops there (papermill, nbval)
+    instead of printing ``False`` and going on."""
+    differing = differing_tensors(state, reference)
+    if differing:
+        shown = ", ".join(differing[:6]) + (f" and {len(differing) - 6} more"
+                                            if len(differing) > 6 else "")
+        raise UpdateMismatch(
+            f"the written-out update left other weights than segda.step.train_step in "
+            f"{len(differing)} tensors ({shown}): the update cell no longer computes what the "
+            "library trains with; compare it with segda.step.train_step, or rerun the cell "
+            "that builds the two copies (segda.notebook.update_inputs) before both updates")
+    return True
 
 
 def diagnostics_summary(history, last: int = 20) -> dict[str, float]:
