@@ -86,3 +86,35 @@ def test_a_cache_of_another_split_is_ignored(cached_root, tmp_path):
     (tmp_path / "target_val.npz").write_bytes((cached_root / "embedded/source_val.npz").read_bytes())
     with pytest.warns(UserWarning, match=r"target_val\.npz: it holds source/val, not target/val"):
         assert embedded_cache.load_verified(tmp_path, "target", "val", config) is None
+
+
+def test_the_makefile_cache_serves_every_embedded_preset():
+    """make test / make demo write one cache with --preset embedded/source_only; every
+    embedded/* preset of the walk renders that same benchmark, so each of them reads it."""
+    import re
+
+    from segda import config
+
+    makefile = (SCRIPT.parents[1] / "Makefile").read_text()
+    preset = re.search(r"cache_embedded\.py --out data/embedded --preset (\S+)", makefile).group(1)
+    cached = run_script_module().generator_config(preset)
+    assert (cached.height, cached.width, cached.balance_shift) == (64, 128, 0.3)
+    embedded = [p for p in config.list_presets() if p.startswith("embedded/")]
+    assert len(embedded) >= 9
+    for name in embedded:
+        assert registry.embedded_config(config.load(name).data) == cached, name
+
+
+def test_the_script_refuses_a_preset_or_value_it_cannot_render(capsys, tmp_path):
+    assert run_script(["--out", str(tmp_path), "--preset", "paper/advent"]) == 1
+    assert "not the embedded benchmark" in capsys.readouterr().err
+    assert run_script(["--out", str(tmp_path), "--balance-shift", "-5"]) == 1
+    assert "--balance-shift must lie in [0.0, 1.0]" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def run_script_module():
+    spec = importlib.util.spec_from_file_location("cache_embedded", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -33,7 +33,9 @@ def cache_path(folder: str | Path, domain: str, split: str) -> Path:
 def rebuild_command(folder: str | Path, config: SyntheticConfig) -> str:
     return (f"{SCRIPT} --out {folder} --height {config.height} --width {config.width} "
             f"--seed {config.seed} --palette-shift {config.palette_shift} "
-            f"--light-shift {config.light_shift} --balance-shift {config.balance_shift}")
+            f"--light-shift {config.light_shift} --balance-shift {config.balance_shift} "
+            f"--condition-shift {config.condition_shift} "
+            f"--class-confusion {config.class_confusion}")
 
 
 def _matches_generator(dataset: SyntheticStreetScenes) -> bool:

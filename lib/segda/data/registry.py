@@ -93,16 +93,24 @@ def build_datasets(data: DataConfig, model: ModelConfig | None = None) -> Domain
     raise ValueError(f"unknown dataset {data.dataset!r}; choose one of {DATASETS}")
 
 
-def _embedded(data: DataConfig) -> DomainData:
-    from segda.data import embedded_cache, synthetic
+def embedded_config(data: DataConfig):
+    """The generator config (:class:`segda.data.synthetic.SyntheticConfig`) that renders the
+    embedded benchmark a data config asks for."""
+    from segda.data import synthetic
 
     check_embedded_sizes(data)  # a DataConfig built directly is not validated
     w_src, h_src = data.source_size
-    scfg = synthetic.SyntheticConfig(
+    return synthetic.SyntheticConfig(
         height=h_src, width=w_src, palette_shift=data.palette_shift,
         light_shift=data.light_shift, balance_shift=data.balance_shift, seed=data.embedded_seed,
         condition_shift=data.condition_shift, class_confusion=data.class_confusion,
     )
+
+
+def _embedded(data: DataConfig) -> DomainData:
+    from segda.data import embedded_cache, synthetic
+
+    scfg = embedded_config(data)
     cache_dir = Path(data.root) / embedded_cache.FOLDER
 
     def make(domain: str, split: str, flip: bool = False):
