@@ -127,6 +127,7 @@ def train_preset(
     curve_every: int | None = None,
     curve_images: int = 100,
     reuse_only: bool = False,
+    wait: bool = True,
     **params,
 ):
     """Train (or reuse from ``run_dir``) one preset as a notebook asks for it.
@@ -143,7 +144,9 @@ def train_preset(
     images after each (:mod:`segda.curves`; the run is the same, bit for bit);
     :func:`target_curve` reads the curve. ``reuse_only``: train nothing (not even the
     pretraining); ``None`` when ``run_dir`` holds no finished run of this config
-    (:func:`reuse_rows`).
+    (:func:`reuse_rows`). ``wait``: when another process is training the row, wait for it
+    and reuse it (:func:`when_free`); ``False`` raises :class:`segda.runs.RunLockedError`
+    at once instead (:func:`train_rows` trains its other rows meanwhile).
     """
     seed = params.get("seed", 0)
     extra = dict(notebook_parameter("overrides", params.pop("extra", None), dict) or {})
@@ -154,7 +157,10 @@ def train_preset(
         pre_dir = run_folder(run_dir, "embedded/source_pretrain", seed, pre_cfg)
         if reuse_only and not runs.is_complete(pre_dir, pre_cfg):
             raise _NotTrained  # without its pretraining the row cannot have been trained
-        return starts.warm_start(pre_dir, pre_cfg, data, progress_bar)
+        def pretrained_here() -> Path:
+            return starts.warm_start(pre_dir, pre_cfg, data, progress_bar)
+
+        return when_free(pre_dir, pretrained_here) if wait else pretrained_here()
 
     try:
         init = starts.start_checkpoint(preset, pretrained, own, params.get("model"))
@@ -179,7 +185,7 @@ def train_preset(
                                            progress_bar)[0]
         return train.ensure_run(folder, cfg, data=data, progress_bar=progress_bar)
 
-    return when_free(folder, trained)
+    return when_free(folder, trained) if wait else trained()
 
 
 def when_free(folder: Path, trained, poll_s: float = 2.0):
@@ -244,10 +250,25 @@ def train_rows(presets: Sequence[str], run_dir: str | Path, curve: Sequence[str]
     """``{row key: RunResult}`` for several presets (trained or reused), keyed by
     :func:`row_key` so that a notebook reads ``runs["output_adv_single"]`` at either scale.
     The presets in ``curve`` are trained with a target curve every ``curve_every`` iterations
-    (:func:`train_preset`)."""
-    return {row_key(p): train_preset(p, run_dir, curve_every=curve_every if p in curve else None,
-                                     **kwargs)
-            for p in presets}
+    (:func:`train_preset`).
+
+    A row that another process is training (another notebook of the same ``run_dir``, or the
+    test suite's other notebook group) is left for last: the other rows train meanwhile, then
+    this notebook waits for it and reuses it, so no core idles on a row it would only wait
+    for. The result keeps the order of ``presets``."""
+    def one(preset: str, wait: bool):
+        return train_preset(preset, run_dir, curve_every=curve_every if preset in curve else None,
+                            wait=wait, **kwargs)
+
+    results, busy = {}, []
+    for preset in presets:
+        try:
+            results[preset] = one(preset, wait=False)
+        except runs.RunLockedError:
+            busy.append(preset)
+    for preset in busy:
+        results[preset] = one(preset, wait=True)
+    return {row_key(p): results[p] for p in presets}
 
 
 def compare(results: dict, data=None):
