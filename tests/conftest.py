@@ -16,9 +16,15 @@ torch.set_num_threads(int(os.environ.get("SEGDA_TEST_THREADS", "1")))
 # the modules that share the session fixtures below. Every other module is a group of its own,
 # so that its module fixtures are built once. The long groups go first, in LONG_GROUPS order,
 # and the short ones fill in behind them.
+def _second_group_from() -> str:
+    from segda.notebooks_runner import NOTEBOOK_GROUPS
+
+    return NOTEBOOK_GROUPS[1][0][:2]
+
+
 SHARED_FIXTURE_MODULES = {"test_reproduce.py", "test_cluster.py", "test_sweep.py"}
-# Notebooks from this one on form the second notebook group.
-SECOND_NOTEBOOK_GROUP_FROM = "04"
+# Notebooks from this one on form the second notebook group (the split make demo uses too).
+SECOND_NOTEBOOK_GROUP_FROM = _second_group_from()
 LONG_GROUPS = ("notebooks", "end_to_end", "notebooks_late")
 
 

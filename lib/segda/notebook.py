@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segda import checkout, config, curves, repro, results, rows, runs, starts, train
+from segda import checkout, config, curves, repro, results, rows, runs, shipped, starts, train
 from segda.data import registry
 
 
@@ -137,7 +137,10 @@ def train_preset(
     500 iterations; SHA-256-checked, :mod:`segda.shipped`), with ``pretrained="train"`` the
     seed's own ``embedded/source_pretrain`` run of ``pretrain_iters`` iterations, trained
     first when missing. Either way every notebook's rows of a seed start from one model.
-    Presets trained from scratch (the oracle) run ``pretrain_iters`` iterations.
+    Presets trained from scratch (the oracle) run ``pretrain_iters`` iterations; with
+    ``pretrained="shipped"`` a row whose finished run ships with the package at exactly this
+    config (the oracle at the notebooks' defaults, :func:`segda.starts.install_shipped_run`)
+    is copied instead of trained, and says so.
     ``progress_bar``: how training shows its progress (:func:`segda.train.fit`); notebooks pass
     ``"notebook"`` in JupyterLab and ``"text"`` under papermill. ``curve_every``: train in
     chunks of that many iterations and score the model on ``curve_images`` target validation
@@ -180,6 +183,14 @@ def train_preset(
         data = registry.build_datasets(cfg.data, cfg.model)
 
     def trained():
+        if init is None and pretrained == "shipped":
+            name = starts.install_shipped_run(preset, folder, cfg)
+            if name is not None:
+                record = shipped.entry(name)
+                print(f"{preset}: the finished run shipped with segda ({name}: seed "
+                      f"{record['seed']}, {record['iterations']} iterations, SHA-256-checked) "
+                      f"copied into {folder}, not trained here; pretrained=\"train\" trains it "
+                      "here", flush=True)
         if curve_every:
             return curves.train_with_curve(folder, cfg, data, curve_every, curve_images,
                                            progress_bar)[0]

@@ -6,6 +6,7 @@ import base64
 import json
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,19 +16,40 @@ NOTEBOOKS: tuple[str, ...] = (
     "00_domain_gap", "01_source_only", "02_feature_adversarial", "03_output_space_single",
     "04_output_space_multi", "05_minent", "06_advent", "07_ensemble_and_results",
 )
+# The sequence as two groups of consecutive notebooks that run side by side, one process each
+# (make demo on a machine with two cores or more, and make test's two notebook groups): each
+# group runs its notebooks in order, and the two share their runs (a row one group is training
+# the other trains around, then reuses: segda.notebook.train_rows). The split balances the two
+# groups' training at the defaults: 00-04 train the control, the training-mode BN row and three
+# methods; 05-07 the other four rows and read the rest.
+NOTEBOOK_GROUPS: tuple[tuple[str, ...], ...] = (NOTEBOOKS[:5], NOTEBOOKS[5:])
+
+
+# What jupyter_client says when a kernel exits before it answers: two kernels started at the same
+# moment (make demo's two groups, parallel jobs) can be handed the same free TCP port, and the
+# loser exits. No cell has run then, so starting the notebook again is safe.
+KERNEL_DIED_AT_START = "Kernel died before replying to kernel_info"
+KERNEL_START_TRIES = 3
 
 
 def execute(notebook: str | Path, output: str | Path, parameters: dict, cwd: str | Path | None = None):
-    """Run one notebook with papermill, injecting ``parameters`` after its parameters cell."""
+    """Run one notebook with papermill, injecting ``parameters`` after its parameters cell (a
+    kernel that dies before its first answer is started again, up to
+    :data:`KERNEL_START_TRIES` times)."""
     import papermill
 
     notebook = Path(notebook)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    return papermill.execute_notebook(
-        str(notebook), str(output), parameters=parameters, kernel_name="python3",
-        cwd=str(cwd or notebook.parent), progress_bar=False, log_output=False,
-    )
+    for attempt in range(1, KERNEL_START_TRIES + 1):
+        try:
+            return papermill.execute_notebook(
+                str(notebook), str(output), parameters=parameters, kernel_name="python3",
+                cwd=str(cwd or notebook.parent), progress_bar=False, log_output=False,
+            )
+        except RuntimeError as err:
+            if KERNEL_DIED_AT_START not in str(err) or attempt == KERNEL_START_TRIES:
+                raise
 
 
 class SweepError(ValueError):
@@ -281,6 +303,15 @@ def export_figures(notebook: str | Path, out_dir: str | Path) -> list[Path]:
     return written
 
 
+def demo_plan(cpus: int) -> tuple[tuple[tuple[str, ...], ...], int]:
+    """How ``make demo`` runs the sequence on ``cpus`` cores: the two groups of
+    :data:`NOTEBOOK_GROUPS` side by side with ``cpus // 2`` threads per kernel, or on a single
+    core the eight notebooks in order with one thread."""
+    if cpus < 2:
+        return (NOTEBOOKS,), 1
+    return NOTEBOOK_GROUPS, cpus // len(NOTEBOOK_GROUPS)
+
+
 def demo(out: str | Path, quick: bool = False) -> int:
     """Execute the whole notebook sequence at demo scale into ``out``; print the results.
 
@@ -297,21 +328,40 @@ def demo(out: str | Path, quick: bool = False) -> int:
     if not os.access(out, os.W_OK):  # before the first notebook runs (a read-only mount too)
         raise PermissionError(f"{out} is not writable: give --out a folder you can write")
     nb_dir = checkout.NOTEBOOKS_DIR
+    for name in NOTEBOOKS:
+        if not (nb_dir / f"{name}.ipynb").exists():
+            raise FileNotFoundError(f"notebook missing: {nb_dir / f'{name}.ipynb'}")
     run_dir = out / "runs"
     t0 = time.perf_counter()
     params: dict = {"run_dir": str(run_dir), "interactive": False}
     if quick:
         params.update({"pretrain_iters": 40, "max_iters": 20})
-    figures = 0
-    for name in NOTEBOOKS:
-        path = nb_dir / f"{name}.ipynb"
-        if not path.exists():
-            raise FileNotFoundError(f"notebook missing: {path}")
-        t = time.perf_counter()
-        executed = out / "notebooks" / path.name
-        execute(path, executed, params, cwd=nb_dir)
-        figures += len(export_figures(executed, out / "figures"))
-        print(f"{name}: {time.perf_counter() - t:.0f} s", flush=True)
+    groups, threads = demo_plan(os.cpu_count() or 1)
+    print(f"{len(groups)} group(s) of notebooks side by side, {threads} thread(s) per kernel: "
+          + " | ".join(" ".join(n[:2] for n in g) for g in groups), flush=True)
+
+    def run_group(names: Sequence[str]) -> int:
+        figures = 0
+        for name in names:
+            t = time.perf_counter()
+            executed = out / "notebooks" / f"{name}.ipynb"
+            execute(nb_dir / f"{name}.ipynb", executed, params, cwd=nb_dir)
+            figures += len(export_figures(executed, out / "figures"))
+            print(f"{name}: {time.perf_counter() - t:.0f} s", flush=True)
+        return figures
+
+    # The kernels inherit the thread count: one core per group (set before the groups start,
+    # restored after).
+    saved = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    try:
+        with ThreadPoolExecutor(len(groups)) as pool:
+            figures = sum(f.result() for f in [pool.submit(run_group, g) for g in groups])
+    finally:
+        if saved is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = saved
     from segda import results, runs
 
     # notebook 07 wrote the statistics rows of the notebooks' runs (segda.decomposition)

@@ -20,6 +20,14 @@ FOLDER = Path(__file__).parent / "shipped_weights"
 MANIFEST = FOLDER / "manifest.json"
 # The source-only checkpoint every embedded adaptation run starts from by default.
 EMBEDDED_PRETRAINED = "embedded_source_pretrain"
+# Finished runs that ship whole (a folder of run files under shipped_weights/), by the preset
+# they are a run of: a notebook whose row has exactly the shipped run's config copies it instead
+# of training it (segda.starts.install_shipped_run). The oracle trains 500 iterations from
+# scratch, the longest row of notebook 01 and 07.
+SHIPPED_RUNS = {"embedded/oracle": "embedded_oracle"}
+# The files of a shipped run, in the order they are copied: metrics.json, which marks a run
+# as finished (segda.runs.is_complete), last.
+RUN_FILES = ("last.pth", "history.csv", "config.yaml", "metrics.json")
 
 
 class ShippedWeightsError(RuntimeError, UserError):
@@ -65,3 +73,25 @@ def resolve(ref: str | Path, manifest: Path = MANIFEST) -> Path:
             f"{path} is not the shipped {name!r}: SHA-256 {found}, the manifest "
             f"({manifest}) says {record['sha256']}; {remake}")
     return path
+
+
+def run_files(name: str, manifest: Path = MANIFEST) -> dict[str, Path]:
+    """The verified files of the shipped run ``name`` (``{file name: path}``, in
+    :data:`RUN_FILES` order): each exists and has the manifest's SHA-256; otherwise
+    :class:`ShippedWeightsError` naming the file and the command that makes the run again."""
+    record = entry(name, manifest)
+    folder = manifest.parent / record["folder"]
+    remake = (f"make it again with `{record['command']}` (or restore it: "
+              f"git checkout -- {folder})")
+    out = {}
+    for file in RUN_FILES:
+        path = folder / file
+        if not path.is_file():
+            raise ShippedWeightsError(f"shipped run {name!r}: {path} is missing; {remake}")
+        found = io.sha256(path)
+        if found != record["sha256"][file]:
+            raise ShippedWeightsError(
+                f"{path} is not the shipped run {name!r}'s: SHA-256 {found}, the manifest "
+                f"({manifest}) says {record['sha256'][file]}; {remake}")
+        out[file] = path
+    return out

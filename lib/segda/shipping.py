@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from segda import checkpointing, evaluate, io, runs, shipped, starts, train
+from segda import checkpointing, evaluate, io, rows, runs, shipped, starts, train
 from segda.data import registry
 
 SHIP_COMMAND = "python -m segda ship --run-dir runs/shipped/source_pretrain"
@@ -90,3 +90,41 @@ def first_losses_drift(record: dict) -> float:
     again = first_losses(record["seed"], len(record["first_losses"]))
     return max(abs(a[k] - b[k]) / max(abs(b[k]), 1e-12)
                for a, b in zip(again, record["first_losses"], strict=True) for k in b)
+
+
+def ship_run(run_dir: str | Path, folder: Path = shipped.FOLDER) -> dict:
+    """Ship a finished run whole: copy ``run_dir``'s run files (:data:`segda.shipped.RUN_FILES`)
+    into ``folder/<name>/``, ``<name>`` being the shipped run of its preset
+    (:data:`segda.shipped.SHIPPED_RUNS`: the embedded oracle), and record their SHA-256, the
+    command, the run's settings and scores in the manifest. Returns the manifest's record."""
+    run_dir = Path(run_dir)
+    cfg = runs.read_config(run_dir)
+    if cfg is None or not runs.is_complete(run_dir, cfg):
+        raise runs.RunFileError(f"{run_dir} holds no finished run; train it first (notebook 01 "
+                                "at its defaults trains the oracle into runs/notebooks/seed0/oracle)")
+    preset = rows.preset_of(rows.row_of(cfg), "embedded")
+    if cfg.data.dataset != "embedded" or preset not in shipped.SHIPPED_RUNS:
+        raise runs.RunFileError(
+            f"{run_dir} is a run of {preset} on {cfg.data.dataset!r}; only these embedded rows "
+            f"ship as whole runs: {sorted(shipped.SHIPPED_RUNS)}")
+    name = shipped.SHIPPED_RUNS[preset]
+    target = Path(folder) / name
+    digests = {}
+    for file in shipped.RUN_FILES:
+        data = (run_dir / file).read_bytes()
+        io.write_atomic(target / file, lambda f, data=data: f.write(data))
+        digests[file] = io.sha256_bytes(data)
+    metrics = runs.read_metrics(run_dir)
+    final = metrics["evals"][-1]
+    record = {
+        "folder": name, "sha256": digests, "command": f"python -m segda ship --run {run_dir}",
+        "preset": preset, "seed": cfg.run.seed, "iterations": metrics["iteration"],
+        "model": cfg.model.name, "image_size": list(cfg.data.source_size),
+        "target_miou": final.get("target_miou"), "source_miou": final.get("source_miou"),
+        "torch": metrics.get("environment", {}).get("torch"),
+        "cpu": metrics.get("environment", {}).get("cpu"),
+    }
+    manifest = shipped.read_manifest(Path(folder) / "manifest.json")
+    manifest[name] = record
+    io.write_text_atomic(Path(folder) / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+    return record

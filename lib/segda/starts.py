@@ -6,7 +6,10 @@ pretrained weights: the checkpoint the package ships (:mod:`segda.shipped`; ever
 adapts the same model) or the seed's own ``embedded/source_pretrain`` run. Every other preset
 (the oracle, the source-only pretraining itself, every paper preset) starts from its own
 initialisation. :func:`starts_from` is that rule, :func:`start_checkpoint` the checkpoint it
-names, :func:`run_config` the one config builder on top of a preset.
+names, :func:`run_config` the one config builder on top of a preset. A row whose finished run
+ships with the package (the oracle at the notebooks' defaults, :data:`segda.shipped.SHIPPED_RUNS`)
+is copied instead of trained when its config is exactly the shipped run's
+(:func:`install_shipped_run`).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from segda import config, rows, runs, shipped, train
+from segda import config, io, rows, runs, shipped, train
 from segda.config import TrainConfig
 
 
@@ -74,3 +77,36 @@ def warm_start(run_dir: str | Path, pretrain_cfg: TrainConfig, data=None,
     ``embedded/source_pretrain`` trained (or reused) in ``run_dir``."""
     train.ensure_run(run_dir, pretrain_cfg, data=data, progress_bar=progress_bar)
     return Path(run_dir) / runs.CHECKPOINT
+
+
+def shipped_run_for(preset: str, cfg: TrainConfig) -> str | None:
+    """The name of the shipped run (:data:`segda.shipped.SHIPPED_RUNS`) that is a finished run
+    of exactly ``cfg`` (its ``config.yaml`` equals ``cfg``), or ``None``."""
+    name = shipped.SHIPPED_RUNS.get(preset)
+    if name is None or name not in shipped.read_manifest():
+        return None
+    folder = shipped.FOLDER / shipped.entry(name)["folder"]
+    return name if runs.read_config(folder) == cfg else None
+
+
+def install_shipped_run(preset: str, run_dir: str | Path, cfg: TrainConfig) -> str | None:
+    """Copy the shipped run of ``preset`` into ``run_dir`` when it is a finished run of exactly
+    ``cfg`` and ``run_dir`` holds no run of it yet (an unfinished one is replaced); its files
+    are checked by SHA-256 first (:func:`segda.shipped.run_files`). Returns the shipped run's
+    name, or ``None`` when nothing was copied (no such shipped run, another config, or a
+    finished run already there). Raises :class:`segda.runs.RunLockedError` while another
+    process trains into ``run_dir``."""
+    name = shipped_run_for(preset, cfg)
+    if name is None or runs.is_complete(run_dir, cfg):
+        return None
+    old = runs.read_config(run_dir)
+    if old is not None and old != cfg and runs.holds_run(run_dir):
+        return None  # a run of another config: training refuses it and says so
+    files = shipped.run_files(name)
+    with runs.lock(run_dir):
+        if runs.holds_run(run_dir):
+            runs.clear_results(run_dir)  # an unfinished run of this config
+        for file, path in files.items():  # metrics.json, which finishes a run, last
+            data = path.read_bytes()
+            io.write_atomic(Path(run_dir) / file, lambda f, data=data: f.write(data))
+    return name
