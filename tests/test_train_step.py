@@ -184,3 +184,24 @@ def test_each_written_out_adversarial_term_is_what_its_discriminator_sees(method
     assert own.keys() == generic.keys() == {"adv_aux", "adv_main"}
     assert all(torch.equal(own[k], generic[k]) for k in own)
     assert own_grads and all(torch.equal(a, b) for a, b in zip(own_grads, generic_grads, strict=True))
+
+
+def test_an_aux_head_at_weight_zero_still_decays_under_sgd_as_in_the_official_loop(tiny_embedded):
+    """AdaptSegNet single-level builds both heads with --lambda-seg 0: the aux head's gradient is
+    zero, not absent, so SGD's first step moves it by the weight decay alone,
+    p <- p - lr_head * wd * p (momentum buffer = d on the first step); the main head and the
+    backbone move by their gradients as usual."""
+    lr, wd, mult = 2.5e-4, 5e-4, 10.0
+    cfg = _cfg("output_adv", "single", **{
+        "method.lambda_seg_aux": 0.0, "optim.optimizer": "sgd", "optim.lr": lr,
+        "optim.weight_decay": wd, "optim.momentum": 0.9, "optim.head_lr_mult": mult})
+    state = step.build_state(cfg, torch.device("cpu"))
+    state.seg.train()
+    src, tgt = next(_batches(tiny_embedded))
+    aux = state.seg.layer5.conv2d_list[0].weight
+    before = aux.detach().clone()
+    logged = step.train_step(state, src, tgt, cfg)
+    assert float(logged["seg_aux"]) == 0.0
+    # float32 rounding of p - lr * wd * p: a few units in the last place
+    assert torch.allclose(aux.detach(), before * (1 - lr * mult * wd), rtol=3e-7, atol=0)
+    assert not torch.equal(aux.detach(), before)

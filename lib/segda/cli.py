@@ -214,18 +214,10 @@ def cmd_ship(args) -> int:
     from segda import shipped, shipping
 
     if args.run is not None:
-        record = shipping.ship_run(args.run)
-        print(f"wrote {shipped.FOLDER / record['folder']} ({record['preset']}, seed "
-              f"{record['seed']}, {record['iterations']} iterations; target mIoU "
-              f"{100 * record['target_miou']:.1f}); a notebook row of exactly this config now "
-              "copies it instead of training it")
+        print(shipping.describe_shipped_run(shipping.ship_run(args.run)))
         return 0
     if args.rescore:
-        record = shipping.rescore_shipped()
-        print(f"{shipped.resolve(shipped.reference())} (SHA-256 {record['sha256']}, unchanged) "
-              f"re-evaluated: target mIoU {100 * record['target_miou']:.1f}, "
-              f"source mIoU {100 * record['source_miou']:.1f} (balance_shift "
-              f"{record['balance_shift']:g})")
+        print(shipping.describe_rescore(shipping.rescore_shipped()))
         return 0
     if not args.check:
         record = shipping.make_shipped(args.run_dir, seed=args.seed, progress_bar="text")
@@ -387,9 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--check", action="store_true",
                    help="verify the shipped file's SHA-256 and regenerate its first iterations")
-    p.add_argument("--run", metavar="RUN_DIR", default=None,
-                   help="ship this finished run folder whole instead (the embedded oracle: "
-                   "runs/notebooks/seed0/oracle, as notebook 01 trains it at its defaults)")
+    p.add_argument("--run", metavar="RUN_DIR", help="ship this finished run whole instead "
+                   "(the embedded oracle, as notebook 01 trains it: runs/notebooks/seed0/oracle)")
     p.add_argument("--rescore", action="store_true",
                    help="re-evaluate the shipped file, unchanged, on the preset's validation splits "
                    "as rendered now (after a change of the target domain) and record the scores")

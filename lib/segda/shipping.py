@@ -128,3 +128,19 @@ def ship_run(run_dir: str | Path, folder: Path = shipped.FOLDER) -> dict:
     manifest[name] = record
     io.write_text_atomic(Path(folder) / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     return record
+
+
+def describe_shipped_run(record: dict) -> str:
+    """What ``python -m segda ship --run`` prints of the run it shipped."""
+    return (f"wrote {shipped.FOLDER / record['folder']} ({record['preset']}, seed "
+            f"{record['seed']}, {record['iterations']} iterations; target mIoU "
+            f"{100 * record['target_miou']:.1f}); a notebook row of exactly this config now "
+            "copies it instead of training it")
+
+
+def describe_rescore(record: dict) -> str:
+    """What ``python -m segda ship --rescore`` prints of the file it re-evaluated."""
+    return (f"{shipped.resolve(shipped.reference())} (SHA-256 {record['sha256']}, unchanged) "
+            f"re-evaluated: target mIoU {100 * record['target_miou']:.1f}, "
+            f"source mIoU {100 * record['source_miou']:.1f} (balance_shift "
+            f"{record['balance_shift']:g})")

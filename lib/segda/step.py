@@ -113,7 +113,10 @@ def _source_stage(seg, image, label, *, cfg: TrainConfig, method: Method):
     mcfg = cfg.method
     out = _forward(seg, image, cfg)
     terms = {"seg_main": mcfg.lambda_seg_main * _segmentation_loss(cfg, out.main, label)}
-    if out.aux is not None and mcfg.lambda_seg_aux > 0:
+    if out.aux is not None:
+        # Also at weight 0 (AdaptSegNet single-level: --lambda-seg 0 with both heads built): the
+        # aux head then gets a zero gradient, not none, so SGD's weight decay and momentum
+        # still move it, as in the official loop (model.multi_level: false drops the head).
         terms["seg_aux"] = mcfg.lambda_seg_aux * _segmentation_loss(cfg, out.aux, label)
     return terms, _taps(method, out, mcfg.levels)
 

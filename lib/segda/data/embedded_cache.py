@@ -6,10 +6,12 @@ reads ``<data.root>/embedded/`` instead of rendering, which saves the rendering 
 run (a few seconds per 1,000 samples at 64x128).
 
 A cache is used only if it is what rendering would produce: the generator config stored in the
-file must equal the requested one, and two samples rendered afresh must equal the stored ones
-(this catches a file written by an older version of the generator). Otherwise it is ignored
-with a warning that says why and how to rebuild it, and the split is rendered as usual; the
-samples are the same either way, so a cache never changes a result.
+file must equal the requested one (a run of another config renders its own samples, silently:
+the file is another config's cache), and two samples rendered afresh must equal the stored ones
+(this catches a file written by an older version of the generator). A file that fails that
+check, or cannot be read, is ignored with a warning that says why and how to rebuild it, and
+the split is rendered as usual; the samples are the same either way, so a cache never changes a
+result.
 """
 
 from __future__ import annotations
@@ -52,8 +54,9 @@ def load_verified(
 ) -> SyntheticStreetScenes | None:
     """The cached split in ``folder`` if it holds exactly what ``config`` renders, else None.
 
-    None without a word when there is no file; with a :class:`UserWarning` naming the file,
-    the reason and the command that rebuilds it when a file is there but does not match.
+    None without a word when there is no file or the file holds another config's samples; with
+    a :class:`UserWarning` naming the file, the reason and the command that rebuilds it when the
+    file is unreadable, holds another split, or no longer matches the generator.
     """
     path = cache_path(folder, domain, split)
     if not path.is_file():
@@ -64,17 +67,26 @@ def load_verified(
                       f"to rebuild the cache run: {rebuild_command(folder, config)} (or delete "
                       "the file)", UserWarning, stacklevel=3)
 
+    unreadable = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile)  # truncated, or
+    # not the arrays save_cache writes
     try:
-        dataset = SyntheticStreetScenes.load(path, flip=flip)
-    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as err:  # unreadable,
-        # truncated, or not the arrays save_cache writes
+        with np.load(path) as stored:  # the small entries only: the images are read below
+            stored_config = SyntheticConfig.from_json(str(stored["config"]))
+            held = (str(stored["domain"]), str(stored["split"]))
+    except unreadable as err:
         ignored(f"cannot read it ({err})")
         return None
-    if (dataset.domain, dataset.split) != (domain, split):
-        ignored(f"it holds {dataset.domain}/{dataset.split}, not {domain}/{split}")
+    if held != (domain, split):
+        ignored(f"it holds {held[0]}/{held[1]}, not {domain}/{split}")
         return None
-    if dataset.config != config:
-        ignored(f"it was rendered with {dataset.config}, this run asks for {config}")
+    if stored_config != config:
+        # Another config's cache (make demo / make test write the walk's): a run of another
+        # size or shift renders its own samples, without a word.
+        return None
+    try:
+        dataset = SyntheticStreetScenes.load(path, flip=flip)
+    except unreadable as err:
+        ignored(f"cannot read it ({err})")
         return None
     if not _matches_generator(dataset):
         ignored("its samples differ from what the generator renders now (written by another "
