@@ -187,10 +187,10 @@ def train_preset(
             name = starts.install_shipped_run(preset, folder, cfg)
             if name is not None:
                 record = shipped.entry(name)
-                print(f"{preset}: the finished run shipped with segda ({name}: seed "
-                      f"{record['seed']}, {record['iterations']} iterations, SHA-256-checked) "
-                      f"copied into {folder}, not trained here; pretrained=\"train\" trains it "
-                      "here", flush=True)
+                print(f"{folder.parent.name}/{folder.name}: the finished run shipped with "
+                      f"segda ({name}: seed {record['seed']}, {record['iterations']} "
+                      "iterations, SHA-256-checked) copied into the run folder, not trained "
+                      "here; pretrained=\"train\" trains it here", flush=True)
         if curve_every:
             return curves.train_with_curve(folder, cfg, data, curve_every, curve_images,
                                            progress_bar)[0]
