@@ -132,6 +132,13 @@ def save_atomic(obj: Any, path: str | Path) -> Path:
     return write_atomic(path, lambda f: torch.save(obj, f), size_hint=_tensor_bytes(obj))
 
 
+def copy_atomic(source: str | Path, path: str | Path) -> bytes:
+    """Copy ``source`` to ``path`` with :func:`write_atomic`; returns the bytes copied."""
+    data = Path(source).read_bytes()
+    write_atomic(path, lambda f: f.write(data))
+    return data
+
+
 def write_text_atomic(path: str | Path, text: str) -> Path:
     """Write a text file atomically (see :func:`write_atomic`)."""
     data = text.encode()

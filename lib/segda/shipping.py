@@ -111,9 +111,7 @@ def ship_run(run_dir: str | Path, folder: Path = shipped.FOLDER) -> dict:
     target = Path(folder) / name
     digests = {}
     for file in shipped.RUN_FILES:
-        data = (run_dir / file).read_bytes()
-        io.write_atomic(target / file, lambda f, data=data: f.write(data))
-        digests[file] = io.sha256_bytes(data)
+        digests[file] = io.sha256_bytes(io.copy_atomic(run_dir / file, target / file))
     metrics = runs.read_metrics(run_dir)
     final = metrics["evals"][-1]
     record = {

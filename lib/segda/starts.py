@@ -107,6 +107,5 @@ def install_shipped_run(preset: str, run_dir: str | Path, cfg: TrainConfig) -> s
         if runs.holds_run(run_dir):
             runs.clear_results(run_dir)  # an unfinished run of this config
         for file, path in files.items():  # metrics.json, which finishes a run, last
-            data = path.read_bytes()
-            io.write_atomic(Path(run_dir) / file, lambda f, data=data: f.write(data))
+            io.copy_atomic(path, Path(run_dir) / file)
     return name
